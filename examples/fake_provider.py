@@ -1,0 +1,170 @@
+"""A small fake OpenAI-compatible provider, to try the hub (and test it) with no real key.
+
+    python examples/fake_provider.py --port 8100
+
+It answers /v1/chat/completions (streaming or not), /v1/embeddings and
+/v1/images/generations. Token counts are words, so usage is predictable. The model name
+steers it, for trying failure paths:
+    error-<status>   answers that HTTP status with an OpenAI-style error
+    slow-...         waits 0.2 s between stream chunks
+    stall-...        sends one chunk, then stalls for a minute
+    long-<n>         streams n chunks
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+REPLY = "Hello! I am a fake model, answering from 127.0.0.1 with predictable usage."
+
+
+def count_words(messages: Any) -> int:
+    total = 0
+    for message in messages if isinstance(messages, list) else []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            total += len(content.split())
+        elif isinstance(content, list):
+            total += sum(len(str(p.get("text", "")).split()) for p in content if isinstance(p, dict))
+    return total
+
+
+class FakeProvider:
+    """An ASGI app; `requests` and `closed_early` let tests see what the hub sent and did."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.closed_early = 0
+        self.closed_at: list[float] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        payload = json.loads(body or b"{}")
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        self.requests.append({"path": scope["path"], "body": payload, "headers": headers})
+        model = str(payload.get("model", ""))
+        if model.startswith("error-"):
+            status = int(model.split("-")[1])
+            await _json(send, status, {"error": {"message": f"fake error {status}",
+                                                 "type": "fake", "code": None}})
+        elif scope["path"].endswith("/chat/completions"):
+            await self._chat(payload, receive, send)
+        elif scope["path"].endswith("/embeddings"):
+            inputs = payload.get("input")
+            items = inputs if isinstance(inputs, list) else [inputs]
+            tokens = sum(len(str(i).split()) for i in items)
+            data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                    for i in range(len(items))]
+            await _json(send, 200, {"object": "list", "data": data, "model": model,
+                                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        elif scope["path"].endswith("/images/generations"):
+            n = int(payload.get("n", 1))
+            await _json(send, 200, {"created": int(time.time()),
+                                    "data": [{"url": f"http://127.0.0.1/fake/{i}.png"}
+                                             for i in range(n)]})
+        else:
+            await _json(send, 404, {"error": {"message": "no such route", "type": "fake"}})
+
+    async def _chat(self, payload: dict[str, Any], receive: Receive, send: Send) -> None:
+        model = str(payload.get("model", ""))
+        prompt = count_words(payload.get("messages"))
+        words = REPLY.split()
+        if model.startswith("long-"):
+            words = ["w"] * int(model.split("-")[1].split("/")[0])
+        usage = {"prompt_tokens": prompt, "completion_tokens": len(words),
+                 "total_tokens": prompt + len(words),
+                 "prompt_tokens_details": {"cached_tokens": 0}}
+        if not payload.get("stream"):
+            await _json(send, 200, {
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": " ".join(words)}}],
+                "usage": usage,
+            })
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.create_task(watch())
+        include_usage = (payload.get("stream_options") or {}).get("include_usage") is True
+        delay = 0.2 if model.startswith("slow-") else 0.0
+        try:
+            for i, word in enumerate(words):
+                if gone.is_set():
+                    self.closed_early += 1
+                    self.closed_at.append(time.monotonic())
+                    return
+                text = word if i == 0 else " " + word
+                await _event(send, _chunk(model, {"content": text}, None, include_usage))
+                if model.startswith("stall-"):
+                    await asyncio.wait_for(gone.wait(), 60)
+                    continue
+                if delay:
+                    try:
+                        await asyncio.wait_for(gone.wait(), delay)
+                    except TimeoutError:
+                        pass
+            await _event(send, _chunk(model, {}, "stop", include_usage))
+            if include_usage:
+                await _event(send, {"id": "chatcmpl-fake", "object": "chat.completion.chunk",
+                                    "created": 0, "model": model, "choices": [], "usage": usage})
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+        finally:
+            watcher.cancel()
+
+
+def _chunk(model: str, delta: dict[str, Any], finish: str | None, usage: bool) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    if usage:
+        chunk["usage"] = None
+    return chunk
+
+
+async def _event(send: Send, payload: dict[str, Any]) -> None:
+    data = b"data: " + json.dumps(payload).encode() + b"\n\n"
+    await send({"type": "http.response.body", "body": data, "more_body": True})
+
+
+async def _json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+app = FakeProvider()
+
+if __name__ == "__main__":
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8100)
+    args = parser.parse_args()
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -1,0 +1,129 @@
+"""create_app(): the middleware stack in front of the proxy, with its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+import httpx
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from hub.providers.registry import ProviderRegistry
+from hub.proxy import Proxy
+from hub.routes import MODEL_ROUTES, PUBLIC_PATHS, build_router
+from hub.settings import Settings
+from hub.store import SqlStore
+from hub.transport import AiohttpTransport
+from middleware import (
+    AuthMiddleware,
+    BillingMiddleware,
+    CallMiddleware,
+    CreditCheckMiddleware,
+    ModelCallMiddleware,
+)
+
+logger = logging.getLogger("aigne_hub")
+
+
+class HubApp:
+    """The hub as one ASGI app: lifespan opens the store and the upstream client."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: SqlStore | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        limits = settings.limits
+        self.settings = settings
+        self.store = store or SqlStore(
+            settings.database_url,
+            balance_cache_seconds=limits.balance_cache_seconds,
+            rate_cache_seconds=limits.rate_cache_seconds,
+            sqlite_synchronous=settings.sqlite_synchronous,
+        )
+        self.registry = ProviderRegistry(settings.providers)
+        self.client = httpx.AsyncClient(
+            transport=transport or AiohttpTransport(max_connections=limits.upstream_max_connections),
+            timeout=httpx.Timeout(
+                connect=limits.upstream_connect_timeout,
+                read=limits.upstream_read_timeout,
+                write=limits.upstream_read_timeout,
+                pool=limits.upstream_connect_timeout,
+            ),
+            follow_redirects=False,
+            # Never keep cookies a provider sets: they would leak between callers.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+        )
+        proxy = Proxy(self.registry, self.client)
+        router = build_router(self.store, self.registry)
+
+        async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http" and scope["path"] in MODEL_ROUTES:
+                await proxy(scope, receive, send)
+            else:
+                await router(scope, receive, send)
+
+        billing = settings.billing
+        stack: ASGIApp = BillingMiddleware(dispatch, rates=self.store, enabled=billing)
+        stack = ModelCallMiddleware(stack, log=self.store)
+        stack = CreditCheckMiddleware(stack, balances=self.store, rates=self.store, enabled=billing)
+        stack = CallMiddleware(
+            stack, routes=MODEL_ROUTES, max_body_bytes=limits.max_body_bytes, models=self.registry
+        )
+        self.auth = AuthMiddleware(
+            stack,
+            keys=self.store,
+            accounts=self.store,
+            session_secret=settings.session_secret,
+            public_paths=PUBLIC_PATHS,
+            cache_seconds=limits.key_cache_seconds,
+        )
+        self.started = False
+
+    async def startup(self) -> None:
+        await self.store.open()
+        self.started = True
+        logger.info(
+            "AIGNE Hub ready: mode=%s, providers=%s", self.settings.mode,
+            ", ".join(self.registry.providers) or "none",
+        )
+
+    async def shutdown(self) -> None:
+        if self.started:
+            await self.client.aclose()
+            await self.store.close()
+            self.started = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        await self.auth(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    logger.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: SqlStore | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> HubApp:
+    """The whole hub as an ASGI app; pass `transport` to route upstream calls elsewhere (tests)."""
+    return HubApp(settings, store=store, transport=transport)

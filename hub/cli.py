@@ -1,0 +1,265 @@
+"""`aigne-hub`: serve the hub, and manage keys, credits, rates and calls from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from hub.settings import ConfigError, Settings, load_settings
+from hub.store import SqlStore
+from hub.store.admin import CALL_TYPES, Admin
+from middleware.money import SCALE, to_credits, to_units
+
+MONEY_COLUMNS = {"balance", "granted", "metered", "credits", "input_rate", "output_rate",
+                 "cached_rate", "image_rate", "amount"}
+TIME_COLUMNS = {"created_at", "last_used_at", "revoked_at", "expires_at", "request_at",
+                "response_at", "updated_at"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"aigne-hub: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result: int = args.handler(settings, args)
+        return result
+    except (ValueError, LookupError) as exc:
+        print(f"aigne-hub: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="TOML settings file (default: $AIGNE_HUB_CONFIG)")
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    parser = argparse.ArgumentParser(prog="aigne-hub", parents=[common],
+                                     description="AIGNE Hub: an AI gateway with credit billing")
+    commands = parser.add_subparsers(title="commands")
+
+    serve = commands.add_parser("serve", parents=[common], help="run the hub")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(handler=_serve)
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(title="db")
+    up = db.add_parser("upgrade", parents=[common], help="create or upgrade the schema")
+    up.set_defaults(handler=_run(_db_upgrade))
+
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(title="keys")
+    create = keys.add_parser("create", parents=[common], help="create a key (shown once)")
+    create.add_argument("--user", required=True, help="the owner's user DID")
+    create.add_argument("--name", help="a label for the key")
+    create.add_argument("--app", help="the app DID calls with this key are attributed to")
+    create.add_argument("--expires-days", type=float, help="expire after this many days")
+    create.add_argument("--admin", action="store_true", help="make the owner an admin")
+    create.set_defaults(handler=_run(_keys_create))
+    listing = keys.add_parser("list", parents=[common], help="list keys (never the secrets)")
+    listing.add_argument("--user", help="only this user's keys")
+    listing.set_defaults(handler=_run(_keys_list))
+    revoke = keys.add_parser("revoke", parents=[common], help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(handler=_run(_keys_revoke))
+
+    credits = commands.add_parser("credits", help="credit balances").add_subparsers(title="credits")
+    grant = credits.add_parser("grant", parents=[common], help="grant credits to a user")
+    grant.add_argument("user", help="user DID")
+    grant.add_argument("amount", help="credits, e.g. 10 or 0.5 (negative takes credits back)")
+    grant.add_argument("--note")
+    grant.set_defaults(handler=_run(_credits_grant))
+    balance = credits.add_parser("balance", parents=[common], help="a user's balance and ledger")
+    balance.add_argument("user", help="user DID")
+    balance.set_defaults(handler=_run(_credits_balance))
+
+    rates = commands.add_parser("rates", help="model rates").add_subparsers(title="rates")
+    set_rate = rates.add_parser("set", parents=[common], help="set a model's rate")
+    set_rate.add_argument("model", help="provider/model, e.g. openai/gpt-4o-mini")
+    set_rate.add_argument("--type", default="chatCompletion", choices=CALL_TYPES)
+    set_rate.add_argument("--input", required=True, help="credits per input token")
+    set_rate.add_argument("--output", default="0", help="credits per output token")
+    set_rate.add_argument("--cached", help="credits per cached input token")
+    set_rate.add_argument("--image", help="credits per image")
+    set_rate.add_argument("--per-million", action="store_true",
+                          help="token rates are per million tokens")
+    set_rate.set_defaults(handler=_run(_rates_set))
+    list_rates = rates.add_parser("list", parents=[common], help="list rates")
+    list_rates.set_defaults(handler=_run(_rates_list))
+
+    calls = commands.add_parser("calls", help="model calls").add_subparsers(title="calls")
+    list_calls = calls.add_parser("list", parents=[common],
+                                  help="recent calls, in-flight ones included")
+    list_calls.add_argument("--user")
+    list_calls.add_argument("--model")
+    list_calls.add_argument("--status", choices=("processing", "success", "failed"))
+    list_calls.add_argument("--limit", type=int, default=20)
+    list_calls.set_defaults(handler=_run(_calls_list))
+    return parser
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from hub.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_level=args.log_level,
+        # The hub answers with its own JSON; the server header is noise on every response.
+        server_header=False,
+    )
+    return 0
+
+
+Command = Callable[[Admin, argparse.Namespace], Awaitable[Any]]
+
+
+def _run(command: Command) -> Callable[[Settings, argparse.Namespace], int]:
+    """Open the store, run one command, print its result as a table or JSON."""
+
+    def handler(settings: Settings, args: argparse.Namespace) -> int:
+        async def go() -> Any:
+            store = SqlStore(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+            await store.open()
+            try:
+                return await command(Admin(store), args)
+            finally:
+                await store.close()
+
+        result = asyncio.run(go())
+        _print(result, args.json)
+        return 0
+
+    return handler
+
+
+async def _db_upgrade(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    from hub.store.migrate import LATEST
+
+    # open() has applied any pending migration already.
+    return {"schema_version": LATEST, "database": _safe_url(admin.store.url)}
+
+
+async def _keys_create(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    if args.admin:
+        await admin.ensure_account(args.user, is_admin=True)
+    expires = time.time() + args.expires_days * 86400 if args.expires_days else None
+    key_id, secret = await admin.create_key(args.user, name=args.name, app_did=args.app,
+                                            expires_at=expires)
+    if not args.json:
+        print("Save this key now: it is shown only once.", file=sys.stderr)
+    return {"id": key_id, "key": secret, "user_did": args.user}
+
+
+async def _keys_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, Any]]:
+    return await admin.list_keys(args.user)
+
+
+async def _keys_revoke(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    if not await admin.revoke_key(args.key_id):
+        raise LookupError(f"no live key with id {args.key_id}")
+    return {"id": args.key_id, "revoked": True}
+
+
+async def _credits_grant(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    balance = await admin.grant(args.user, to_units(args.amount), args.note)
+    return {"user_did": args.user, "granted": to_units(args.amount), "balance": balance}
+
+
+async def _credits_balance(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    return {"user_did": args.user, **await admin.ledger(args.user)}
+
+
+async def _rates_set(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    per = Decimal(1_000_000) if args.per_million else Decimal(1)
+
+    def rate(value: str | None) -> int | None:
+        return None if value is None else to_units(Decimal(value) / per)
+
+    values = {"input_rate": rate(args.input), "output_rate": rate(args.output),
+              "cached_rate": rate(args.cached),
+              "image_rate": None if args.image is None else to_units(args.image)}
+    await admin.set_rate(args.model, args.type, input_rate=values["input_rate"] or 0,
+                         output_rate=values["output_rate"] or 0,
+                         cached_rate=values["cached_rate"], image_rate=values["image_rate"])
+    return {"model": args.model, "type": args.type, **values}
+
+
+async def _rates_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "id"} for r in await admin.list_rates()]
+
+
+async def _calls_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = await admin.list_calls(user_did=args.user, model=args.model, status=args.status,
+                                  limit=args.limit)
+    if args.json:
+        return rows
+    shown = ("request_at", "id", "user_did", "model", "type", "status", "stream",
+             "input_tokens", "output_tokens", "credits", "duration_ms", "error_code")
+    return [{k: row[k] for k in shown} for row in rows]
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without its password."""
+    head, sep, tail = url.partition("@")
+    if not sep or ":" not in head.split("//", 1)[-1]:
+        return url
+    scheme, _, user = head.partition("//")
+    return f"{scheme}//{user.split(':', 1)[0]}:***@{tail}"
+
+
+def _shown(key: str, value: Any, as_json: bool) -> Any:
+    if value is None:
+        return None if as_json else "-"
+    if key in MONEY_COLUMNS and isinstance(value, int):
+        return format(to_credits(value), "f")
+    if key in TIME_COLUMNS and isinstance(value, int | float):
+        stamp = datetime.fromtimestamp(value).astimezone()
+        return stamp.isoformat(timespec="seconds") if as_json else stamp.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, bool) and not as_json:
+        return "yes" if value else "no"
+    return value
+
+
+def _print(result: Any, as_json: bool) -> None:
+    rows = result if isinstance(result, list) else [result]
+    shown = [{k: _shown(k, v, as_json) for k, v in row.items()} for row in rows]
+    if as_json:
+        print(json.dumps(shown if isinstance(result, list) else shown[0], indent=2, default=str))
+        return
+    if not shown:
+        print("(none)")
+        return
+    if not isinstance(result, list):
+        width = max(len(k) for k in shown[0])
+        for key, value in shown[0].items():
+            print(f"{key.ljust(width)}  {value}")
+        return
+    columns = list(shown[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in shown)) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns))
+    for row in shown:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+
+
+_ = (SCALE, os)
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""Settings: a TOML file (`--config` / AIGNE_HUB_CONFIG) with environment overrides for secrets."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Mode = Literal["service-provider", "self-hosted"]
+
+# Providers that speak the OpenAI API, and where they live. A provider named like one of
+# these needs no base_url; its key comes from <NAME>_API_KEY when the file has none.
+OPENAI_COMPATIBLE_PRESETS: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "deepseek": "https://api.deepseek.com/v1",
+    "xai": "https://api.x.ai/v1",
+    "openrouter": "https://openrouter.ai/api/v1",
+    "groq": "https://api.groq.com/openai/v1",
+    "mistral": "https://api.mistral.ai/v1",
+    "ollama": "http://127.0.0.1:11434/v1",
+}
+SUPPORTED_KINDS = ("openai",)
+
+
+class ConfigError(ValueError):
+    """A bad setting: says which key and what is wrong with it."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"configuration error at '{key}': {problem}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    name: str
+    kind: str
+    base_url: str
+    api_keys: tuple[str, ...]
+    models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 4 * 1024 * 1024
+    upstream_connect_timeout: float = 10.0
+    upstream_read_timeout: float = 120.0
+    upstream_max_connections: int = 1000
+    key_cache_seconds: float = 5.0
+    balance_cache_seconds: float = 1.0
+    rate_cache_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: Mode = "service-provider"
+    database_url: str = "sqlite:///aigne-hub.db"
+    host: str = "127.0.0.1"
+    port: int = 8090
+    providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    session_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    sqlite_synchronous: str = "FULL"
+
+    @property
+    def billing(self) -> bool:
+        return self.mode == "service-provider"
+
+
+_TOP = {"mode", "server", "database", "limits", "providers", "session"}
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (if any) and apply environment overrides; raise ConfigError if bad."""
+    env = os.environ if env is None else env
+    path = path or env.get("AIGNE_HUB_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError("--config", f"no such file: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
+    _no_unknown(data, _TOP, "")
+    server = _table(data, "server", {"host", "port"})
+    database = _table(data, "database", {"url", "sqlite_synchronous"})
+    session = _table(data, "session", {"secret"})
+
+    mode = env.get("AIGNE_HUB_MODE") or data.get("mode", "service-provider")
+    if mode not in ("service-provider", "self-hosted"):
+        raise ConfigError("mode", f"must be 'service-provider' or 'self-hosted', not {mode!r}")
+
+    port = env.get("AIGNE_HUB_PORT") or server.get("port", 8090)
+    try:
+        port = int(port)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("server.port", f"must be a number, not {port!r}") from exc
+    if not 0 < port < 65536:
+        raise ConfigError("server.port", f"must be between 1 and 65535, not {port}")
+
+    url = env.get("AIGNE_HUB_DATABASE_URL") or database.get("url", "sqlite:///aigne-hub.db")
+    if not isinstance(url, str) or not url.startswith(("sqlite://", "postgresql://", "postgres://")):
+        raise ConfigError("database.url", f"must start with sqlite:// or postgresql://, not {url!r}")
+    synchronous = str(database.get("sqlite_synchronous", "FULL")).upper()
+    if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+        raise ConfigError("database.sqlite_synchronous", "must be FULL, NORMAL or EXTRA")
+
+    secret = env.get("AIGNE_HUB_SESSION_SECRET") or session.get("secret")
+    return Settings(
+        mode=mode,
+        database_url=url,
+        host=env.get("AIGNE_HUB_HOST") or str(server.get("host", "127.0.0.1")),
+        port=port,
+        providers=_providers(data.get("providers", {}), env),
+        limits=_limits(_table(data, "limits", set(Limits.__dataclass_fields__))),
+        session_secret=str(secret) if secret else secrets.token_urlsafe(32),
+        sqlite_synchronous=synchronous,
+    )
+
+
+def _table(data: dict[str, Any], name: str, allowed: set[str]) -> dict[str, Any]:
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(name, "must be a table")
+    _no_unknown(table, allowed, name + ".")
+    return table
+
+
+def _no_unknown(table: dict[str, Any], allowed: set[str], prefix: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(prefix + key, f"unknown setting (known: {', '.join(sorted(allowed))})")
+
+
+def _limits(table: dict[str, Any]) -> Limits:
+    values: dict[str, Any] = {}
+    defaults = Limits()
+    for key, value in table.items():
+        kind = type(getattr(defaults, key))
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(f"limits.{key}", f"must be a positive number, not {value!r}")
+        values[key] = kind(value)
+    return Limits(**values)
+
+
+def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings]:
+    if not isinstance(table, dict):
+        raise ConfigError("providers", "must be a table of providers")
+    providers: dict[str, ProviderSettings] = {}
+    for name, entry in table.items():
+        key = f"providers.{name}"
+        if not isinstance(entry, dict):
+            raise ConfigError(key, "must be a table")
+        _no_unknown(entry, {"kind", "base_url", "api_keys", "api_key", "models"}, key + ".")
+        if "/" in name or not name:
+            raise ConfigError(key, "a provider name may not be empty or contain '/'")
+        kind = entry.get("kind", "openai")
+        if kind not in SUPPORTED_KINDS:
+            raise ConfigError(key + ".kind", f"{kind!r} is not supported yet "
+                              f"(supported: {', '.join(SUPPORTED_KINDS)})")
+        base_url = entry.get("base_url") or OPENAI_COMPATIBLE_PRESETS.get(name)
+        if not base_url:
+            raise ConfigError(key + ".base_url", "required for a provider that is not a preset")
+        if not str(base_url).startswith(("http://", "https://")):
+            raise ConfigError(key + ".base_url", f"must be an http(s) URL, not {base_url!r}")
+        keys = entry.get("api_keys") or ([entry["api_key"]] if entry.get("api_key") else [])
+        if not keys and _env_key(name, env):
+            keys = [_env_key(name, env)]
+        if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+            raise ConfigError(key + ".api_keys", "must be a list of non-empty strings")
+        models = entry.get("models", [])
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+            raise ConfigError(key + ".models", "must be a list of model names")
+        providers[name] = ProviderSettings(
+            name=name, kind=kind, base_url=str(base_url).rstrip("/"), api_keys=tuple(keys),
+            models=tuple(models),
+        )
+    # Presets switch themselves on when their key is in the environment.
+    for name, base_url in OPENAI_COMPATIBLE_PRESETS.items():
+        env_key = _env_key(name, env)
+        if name not in providers and env_key:
+            providers[name] = ProviderSettings(name, "openai", base_url, (env_key,))
+    return providers
+
+
+def _env_key(name: str, env: Mapping[str, str]) -> str:
+    return env.get(name.upper().replace("-", "_") + "_API_KEY", "")

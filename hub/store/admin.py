@@ -1,0 +1,176 @@
+"""Operator actions on the store: accounts, keys, credits, rates, call listings."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from sqlalchemy import select
+
+from hub.store.raw import RawConnection
+from hub.store.schema import accounts, ai_model_rates, api_keys, model_calls
+from hub.store.sql import SqlStore
+from middleware.auth import hash_key, new_api_key
+from middleware.call import CallType
+
+CALL_TYPES: tuple[CallType, ...] = ("chatCompletion", "embedding", "imageGeneration")
+
+
+class Admin:
+    """What `aigne-hub keys|credits|rates|calls` and the tests do to a store."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.sql = store.sql
+
+    async def _account_id(self, c: RawConnection, did: str, *, create: bool = True) -> int:
+        row = await c.fetchone(self.sql.find_account, {"p_did": did})
+        if row is not None:
+            return int(row[0])
+        if not create:
+            raise LookupError(f"no account for {did}")
+        await c.execute(
+            self.sql.insert_account,
+            {"p_did": did, "p_name": None, "p_is_admin": False, "p_now": time.time()},
+        )
+        row = await c.fetchone(self.sql.find_account, {"p_did": did})
+        assert row is not None
+        return int(row[0])
+
+    async def ensure_account(self, did: str, *, is_admin: bool | None = None) -> int:
+        """The account id for a user DID, creating the account if it is new."""
+
+        async def op(c: RawConnection) -> int:
+            account_id = await self._account_id(c, did)
+            if is_admin is not None:
+                await c.execute(self.sql.set_admin, {"p_id": account_id, "p_is_admin": is_admin})
+            return account_id
+
+        return await self.store.run(op)
+
+    async def create_key(
+        self,
+        did: str,
+        *,
+        name: str | None = None,
+        app_did: str | None = None,
+        expires_at: float | None = None,
+    ) -> tuple[str, str]:
+        """(key id, secret): the secret is returned here once and stored only as a hash."""
+        secret = new_api_key()
+        key_id = "key_" + secrets.token_hex(8)
+
+        async def op(c: RawConnection) -> None:
+            account_id = await self._account_id(c, did)
+            await c.execute(
+                self.sql.insert_key,
+                {
+                    "p_id": key_id, "p_account_id": account_id, "p_hash": hash_key(secret),
+                    "p_prefix": secret[:8], "p_name": name, "p_app_did": app_did,
+                    "p_now": time.time(), "p_expires_at": expires_at,
+                },
+            )
+
+        await self.store.run(op)
+        return key_id, secret
+
+    async def revoke_key(self, key_id: str) -> bool:
+        """Revoke a key; False if there is no such live key."""
+        values = {"p_id": key_id, "p_now": time.time()}
+        return await self.store.run(lambda c: c.execute(self.sql.revoke_key, values)) > 0
+
+    async def list_keys(self, did: str | None = None) -> list[dict[str, Any]]:
+        query = (
+            select(
+                api_keys.c.id, accounts.c.did.label("user_did"), api_keys.c.prefix,
+                api_keys.c.name, api_keys.c.app_did, api_keys.c.created_at,
+                api_keys.c.last_used_at, api_keys.c.revoked_at, api_keys.c.expires_at,
+            )
+            .select_from(api_keys.join(accounts, api_keys.c.account_id == accounts.c.id))
+            .order_by(api_keys.c.created_at)
+        )
+        if did is not None:
+            query = query.where(accounts.c.did == did)
+        return await self.store.query(query)
+
+    async def grant(self, did: str, units: int, note: str | None = None) -> int:
+        """Add a credit grant (negative to take credits back); returns the new balance."""
+
+        async def op(c: RawConnection) -> tuple[int, int]:
+            account_id = await self._account_id(c, did)
+            await c.execute(
+                self.sql.insert_grant,
+                {"p_id": account_id, "p_amount": units, "p_note": note, "p_now": time.time()},
+            )
+            row = await c.fetchone(self.sql.add_balance, {"p_id": account_id, "p_amount": units})
+            assert row is not None
+            return account_id, int(row[0])
+
+        account_id, balance = await self.store.run(op)
+        self.store.forget_caches()
+        return balance
+
+    async def ledger(self, did: str) -> dict[str, int]:
+        """The balance beside its ledger: granted, metered, and whether they agree."""
+
+        async def op(c: RawConnection) -> dict[str, int]:
+            account_id = await self._account_id(c, did, create=False)
+            row = await c.fetchone(self.sql.ledger_totals, {"p_id": account_id})
+            assert row is not None
+            return {"balance": int(row[0]), "granted": int(row[1]), "metered": int(row[2])}
+
+        return await self.store.run(op)
+
+    async def set_rate(
+        self,
+        model: str,
+        call_type: CallType,
+        *,
+        input_rate: int,
+        output_rate: int,
+        cached_rate: int | None = None,
+        image_rate: int | None = None,
+    ) -> None:
+        """Create or replace the rate of a model for one call type."""
+        values = {
+            "p_model": model, "p_type": call_type, "p_input_rate": input_rate,
+            "p_output_rate": output_rate, "p_cached_rate": cached_rate,
+            "p_image_rate": image_rate, "p_now": time.time(),
+        }
+
+        async def op(c: RawConnection) -> None:
+            if await c.execute(self.sql.update_rate, values) == 0:
+                await c.execute(self.sql.insert_rate, values)
+
+        await self.store.run(op)
+        self.store.forget_caches()
+
+    async def delete_rate(self, model: str, call_type: CallType) -> bool:
+        values = {"p_model": model, "p_type": call_type}
+        deleted = await self.store.run(lambda c: c.execute(self.sql.delete_rate, values))
+        self.store.forget_caches()
+        return deleted > 0
+
+    async def list_rates(self) -> list[dict[str, Any]]:
+        return await self.store.query(
+            select(ai_model_rates).order_by(ai_model_rates.c.model, ai_model_rates.c.type)
+        )
+
+    async def list_calls(
+        self,
+        *,
+        user_did: str | None = None,
+        model: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Newest first, `processing` (in-flight) calls included."""
+        query = select(model_calls).order_by(model_calls.c.request_at.desc()).limit(limit)
+        if user_did is not None:
+            query = query.where(model_calls.c.user_did == user_did)
+        if model is not None:
+            query = query.where(model_calls.c.model == model)
+        if status is not None:
+            query = query.where(model_calls.c.status == status)
+        return await self.store.query(query)

@@ -1,0 +1,124 @@
+"""The hub's tables: one SQLAlchemy Core schema for SQLite and PostgreSQL.
+
+Money columns are BigInteger units of 10**-10 credit (see middleware.money): SQLite has no
+decimal type and would sum Numeric columns as floats. Times are epoch seconds.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("did", String(200), nullable=False, unique=True),
+    Column("name", String(200), nullable=True),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    # Materialized: always equals the account's grants minus its meter events.
+    Column("balance", BigInteger, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("name", String(200), nullable=True),
+    Column("app_did", String(200), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+    Column("expires_at", Float, nullable=True),
+)
+
+ai_model_rates = Table(
+    "ai_model_rates",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("input_rate", BigInteger, nullable=False),
+    Column("output_rate", BigInteger, nullable=False),
+    Column("cached_rate", BigInteger, nullable=True),
+    Column("image_rate", BigInteger, nullable=True),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("model", "type", name="uq_ai_model_rates_model_type"),
+)
+
+model_calls = Table(
+    "model_calls",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("request_id", String(200), nullable=True),
+    Column("account_id", Integer, nullable=False),
+    Column("user_did", String(200), nullable=False),
+    Column("app_did", String(200), nullable=True),
+    Column("api_key_id", String(40), nullable=True),
+    Column("provider", String(100), nullable=True),
+    Column("model", String(200), nullable=False),
+    Column("upstream_model", String(200), nullable=True),
+    Column("type", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("stream", Boolean, nullable=False),
+    Column("request_at", Float, nullable=False),
+    Column("response_at", Float, nullable=True),
+    Column("duration_ms", Integer, nullable=True),
+    Column("ttfb_ms", Integer, nullable=True),
+    Column("input_tokens", Integer, nullable=False, default=0),
+    Column("output_tokens", Integer, nullable=False, default=0),
+    Column("cached_tokens", Integer, nullable=False, default=0),
+    Column("image_count", Integer, nullable=False, default=0),
+    Column("credits", BigInteger, nullable=False, default=0),
+    Column("http_status", Integer, nullable=True),
+    Column("error_code", String(64), nullable=True),
+    Column("error_message", String(1000), nullable=True),
+)
+Index("ix_model_calls_user_time", model_calls.c.user_did, model_calls.c.request_at)
+Index("ix_model_calls_status", model_calls.c.status)
+
+credit_grants = Table(
+    "credit_grants",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("note", String(500), nullable=True),
+    Column("created_at", Float, nullable=False),
+)
+
+meter_events = Table(
+    "meter_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    # Unique: the ledger can hold at most one charge per call, whatever retries happen.
+    Column("call_id", String(40), nullable=False, unique=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_meter_events_account", meter_events.c.account_id)
+Index("ix_credit_grants_account", credit_grants.c.account_id)

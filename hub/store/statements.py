@@ -1,0 +1,141 @@
+"""Every statement the store runs, built with SQLAlchemy Core and compiled once per dialect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.engine import Dialect
+
+from hub.store.raw import Prepared
+from hub.store.schema import accounts, ai_model_rates, api_keys, credit_grants, meter_events, model_calls
+
+CALL_COLUMNS = [c.name for c in model_calls.columns]
+
+
+def _p(name: str) -> Any:
+    # Prefixed so bind names never collide with the column names SQLAlchemy reserves.
+    return bindparam(f"p_{name}")
+
+
+class Statements:
+    """The compiled statements for one dialect."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        def prep(statement: Any) -> Prepared:
+            return Prepared(statement, dialect)
+
+        self.find_key = prep(
+            select(
+                api_keys.c.id,
+                api_keys.c.account_id,
+                accounts.c.did,
+                api_keys.c.app_did,
+                accounts.c.is_admin,
+                api_keys.c.revoked_at,
+                api_keys.c.expires_at,
+            )
+            .select_from(api_keys.join(accounts, api_keys.c.account_id == accounts.c.id))
+            .where(api_keys.c.key_hash == _p("hash"))
+        )
+        self.touch_key = prep(
+            api_keys.update().where(api_keys.c.id == _p("id")).values(last_used_at=_p("now"))
+        )
+        self.find_account = prep(
+            select(accounts.c.id, accounts.c.is_admin).where(accounts.c.did == _p("did"))
+        )
+        self.insert_account = prep(
+            accounts.insert().values(
+                did=_p("did"), name=_p("name"), is_admin=_p("is_admin"), balance=0,
+                created_at=_p("now"),
+            )
+        )
+        self.set_admin = prep(
+            accounts.update().where(accounts.c.id == _p("id")).values(is_admin=_p("is_admin"))
+        )
+        self.balance = prep(select(accounts.c.balance).where(accounts.c.id == _p("id")))
+        self.add_balance = prep(
+            accounts.update()
+            .where(accounts.c.id == _p("id"))
+            .values(balance=accounts.c.balance + _p("amount"))
+            .returning(accounts.c.balance)
+        )
+        self.all_rates = prep(
+            select(
+                ai_model_rates.c.model,
+                ai_model_rates.c.type,
+                ai_model_rates.c.input_rate,
+                ai_model_rates.c.output_rate,
+                ai_model_rates.c.cached_rate,
+                ai_model_rates.c.image_rate,
+                ai_model_rates.c.updated_at,
+            ).order_by(ai_model_rates.c.model, ai_model_rates.c.type)
+        )
+        rate_values = {
+            "input_rate": _p("input_rate"),
+            "output_rate": _p("output_rate"),
+            "cached_rate": _p("cached_rate"),
+            "image_rate": _p("image_rate"),
+            "updated_at": _p("now"),
+        }
+        self.update_rate = prep(
+            ai_model_rates.update()
+            .where(ai_model_rates.c.model == _p("model"), ai_model_rates.c.type == _p("type"))
+            .values(**rate_values)
+        )
+        self.insert_rate = prep(
+            ai_model_rates.insert().values(model=_p("model"), type=_p("type"), **rate_values)
+        )
+        self.delete_rate = prep(
+            ai_model_rates.delete().where(
+                ai_model_rates.c.model == _p("model"), ai_model_rates.c.type == _p("type")
+            )
+        )
+        self.insert_call = prep(
+            model_calls.insert().values({name: _p(name) for name in CALL_COLUMNS})
+        )
+        final = [
+            "status", "response_at", "duration_ms", "ttfb_ms", "input_tokens", "output_tokens",
+            "cached_tokens", "image_count", "credits", "http_status", "error_code",
+            "error_message", "provider", "upstream_model",
+        ]
+        self.settle_call = prep(
+            model_calls.update()
+            .where(model_calls.c.id == _p("id"), model_calls.c.status == "processing")
+            .values({name: _p(name) for name in final})
+        )
+        self.call_exists = prep(select(model_calls.c.id).where(model_calls.c.id == _p("id")))
+        self.insert_meter = prep(
+            meter_events.insert().values(
+                account_id=_p("account_id"), call_id=_p("id"), amount=_p("credits"),
+                created_at=_p("now"),
+            )
+        )
+        self.insert_grant = prep(
+            credit_grants.insert().values(
+                account_id=_p("id"), amount=_p("amount"), note=_p("note"), created_at=_p("now")
+            )
+        )
+        self.insert_key = prep(
+            api_keys.insert().values(
+                id=_p("id"), account_id=_p("account_id"), key_hash=_p("hash"),
+                prefix=_p("prefix"), name=_p("name"), app_did=_p("app_did"),
+                created_at=_p("now"), expires_at=_p("expires_at"),
+            )
+        )
+        self.revoke_key = prep(
+            api_keys.update()
+            .where(api_keys.c.id == _p("id"), api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=_p("now"))
+        )
+        self.ledger_totals = prep(
+            select(
+                accounts.c.balance,
+                select(func.coalesce(func.sum(credit_grants.c.amount), 0))
+                .where(credit_grants.c.account_id == accounts.c.id)
+                .scalar_subquery(),
+                select(func.coalesce(func.sum(meter_events.c.amount), 0))
+                .where(meter_events.c.account_id == accounts.c.id)
+                .scalar_subquery(),
+            ).where(accounts.c.id == _p("id"))
+        )

@@ -1,0 +1,47 @@
+"""The hub's policies as pure ASGI middlewares, usable in front of any ASGI app."""
+
+from middleware.auth import AuthMiddleware, hash_key, new_api_key
+from middleware.billing import BillingMiddleware, price
+from middleware.call import Call, CallType, Identity, Usage, get_call, get_identity
+from middleware.credit import CreditCheckMiddleware
+from middleware.errors import HubError, error_body, send_error
+from middleware.model_call import ModelCallMiddleware
+from middleware.parse import CallMiddleware
+from middleware.ports import (
+    AccountLookup,
+    BalanceReader,
+    CallLog,
+    KeyRecord,
+    KeyStore,
+    ModelCatalog,
+    Rate,
+    RateBook,
+)
+
+__all__ = [
+    "AccountLookup",
+    "AuthMiddleware",
+    "BalanceReader",
+    "BillingMiddleware",
+    "Call",
+    "CallLog",
+    "CallMiddleware",
+    "CallType",
+    "CreditCheckMiddleware",
+    "HubError",
+    "Identity",
+    "KeyRecord",
+    "KeyStore",
+    "ModelCallMiddleware",
+    "ModelCatalog",
+    "Rate",
+    "RateBook",
+    "Usage",
+    "error_body",
+    "get_call",
+    "get_identity",
+    "hash_key",
+    "new_api_key",
+    "price",
+    "send_error",
+]

@@ -1,0 +1,161 @@
+"""Who is calling: a Bearer API key, or a signed session cookie."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Collection
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from middleware.call import IDENTITY_KEY, Identity
+from middleware.errors import send_error
+from middleware.ports import AccountLookup, KeyRecord, KeyStore
+
+KEY_PREFIX = "ahk_"
+SESSION_COOKIE = "aigne_hub_session"
+
+
+def new_api_key() -> str:
+    """A fresh random API key, shown to its owner once."""
+    return KEY_PREFIX + secrets.token_urlsafe(30)
+
+
+def hash_key(secret: str) -> str:
+    """The stored form of a key.
+
+    Keys carry 240 random bits, so one SHA-256 is enough: a slow hash guards weak
+    passwords, and here it would only add latency to every request.
+    """
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class _KeyCache:
+    """Short-lived lookups, so revocation takes effect within `ttl` seconds."""
+
+    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, KeyRecord | None]] = {}
+
+    def get(self, key_hash: str) -> tuple[bool, KeyRecord | None]:
+        entry = self._entries.get(key_hash)
+        if entry is None or entry[0] < time.monotonic():
+            return False, None
+        return True, entry[1]
+
+    def put(self, key_hash: str, record: KeyRecord | None) -> None:
+        if len(self._entries) >= self.max_entries:
+            # Unknown keys could otherwise grow the cache without bound.
+            self._entries.clear()
+        self._entries[key_hash] = (time.monotonic() + self.ttl, record)
+
+
+class AuthMiddleware:
+    """Sets the request's Identity or answers 401; the request body is never read on failure."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        keys: KeyStore,
+        accounts: AccountLookup | None = None,
+        session_secret: str | None = None,
+        session_max_age: int = 7 * 24 * 3600,
+        public_paths: Collection[str] = (),
+        cache_seconds: float = 5.0,
+    ) -> None:
+        self.app = app
+        self.keys = keys
+        self.accounts = accounts
+        self.public_paths = frozenset(public_paths)
+        self.cache = _KeyCache(cache_seconds)
+        self.session_max_age = session_max_age
+        self.sessions = (
+            URLSafeTimedSerializer(session_secret, salt="aigne-hub-session")
+            if session_secret
+            else None
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.public_paths:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        authorization = headers.get("authorization")
+        if authorization is None:
+            identity = await self._from_session(headers)
+            if identity is None:
+                await send_error(send, 401, "missing_api_key", "Missing API key: send it as "
+                                 "'Authorization: Bearer <key>'.")
+                return
+        else:
+            scheme, _, token = authorization.partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token.startswith(KEY_PREFIX):
+                await send_error(send, 401, "malformed_api_key",
+                                 "Malformed Authorization header: expected 'Bearer ahk_...'.")
+                return
+            identity_or_error = await self._from_key(token)
+            if isinstance(identity_or_error, tuple):
+                await send_error(send, 401, *identity_or_error)
+                return
+            identity = identity_or_error
+        scope[IDENTITY_KEY] = identity
+        await self.app(scope, receive, send)
+
+    async def _from_key(self, token: str) -> Identity | tuple[str, str]:
+        key_hash = hash_key(token)
+        hit, record = self.cache.get(key_hash)
+        if not hit:
+            record = await self.keys.find_key(key_hash)
+            self.cache.put(key_hash, record)
+        if record is None:
+            return ("invalid_api_key", "Invalid API key.")
+        if record.revoked:
+            return ("revoked_api_key", "This API key has been revoked.")
+        if record.expires_at is not None and record.expires_at <= time.time():
+            return ("expired_api_key", "This API key has expired.")
+        self.keys.touch_key(record.key_id)
+        return Identity(
+            account_id=record.account_id,
+            user_did=record.user_did,
+            key_id=record.key_id,
+            app_did=record.app_did,
+            is_admin=record.is_admin,
+        )
+
+    async def _from_session(self, headers: Headers) -> Identity | None:
+        if self.sessions is None or self.accounts is None:
+            return None
+        cookie = _cookie(headers.get("cookie", ""), SESSION_COOKIE)
+        if cookie is None:
+            return None
+        try:
+            did = self.sessions.loads(cookie, max_age=self.session_max_age)
+        except BadSignature:
+            return None
+        if not isinstance(did, str):
+            return None
+        found = await self.accounts.find_account(did)
+        if found is None:
+            return None
+        account_id, is_admin = found
+        return Identity(account_id=account_id, user_did=did, is_admin=is_admin, via="session")
+
+    def session_cookie(self, user_did: str) -> str:
+        """A signed cookie value that logs `user_did` in (used by the login pages)."""
+        if self.sessions is None:
+            raise RuntimeError("sessions are not configured: set a session secret")
+        return str(self.sessions.dumps(user_did))
+
+
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return None

@@ -1,0 +1,62 @@
+"""Price the usage of a finished call with its model's rate, exactly."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from middleware.call import Call, Usage, get_call
+from middleware.ports import Rate, RateBook
+
+logger = logging.getLogger("aigne_hub.billing")
+
+
+def price(usage: Usage, rate: Rate) -> int:
+    """The charge in integer units for this usage at this rate.
+
+    `input_tokens` counts the whole prompt, cached tokens included (as OpenAI reports it);
+    the cached part is charged at the cached-read rate, falling back to the input rate.
+    """
+    if rate.call_type == "imageGeneration":
+        per_image = rate.image_rate if rate.image_rate is not None else rate.output_rate
+        return usage.images * per_image + usage.input_tokens * rate.input_rate
+    cached = min(usage.cached_tokens, usage.input_tokens)
+    cached_rate = rate.cached_rate if rate.cached_rate is not None else rate.input_rate
+    return (
+        (usage.input_tokens - cached) * rate.input_rate
+        + cached * cached_rate
+        + usage.output_tokens * rate.output_rate
+    )
+
+
+class BillingMiddleware:
+    """After the response, sets `call.charge`; the ModelCall layer commits it with the record."""
+
+    def __init__(self, app: ASGIApp, *, rates: RateBook, enabled: bool = True) -> None:
+        self.app = app
+        self.rates = rates
+        self.enabled = enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        call = get_call(scope)
+        if call is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            await self._charge(call)
+
+    async def _charge(self, call: Call) -> None:
+        if not self.enabled or call.usage is None:
+            call.charge = 0
+            return
+        rate = await self.rates.rate(call.model, call.call_type)
+        if rate is None:
+            # The credit check refused unpriced models, so the rate was removed mid-call:
+            # the answer was delivered, so the record stays a success, at no charge.
+            logger.warning("no rate for %s when call %s ended; charged 0", call.model, call.id)
+            call.charge = 0
+            return
+        call.charge = price(call.usage, rate)

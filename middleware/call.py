@@ -1,0 +1,94 @@
+"""The Call: one object per model request, carried in the ASGI scope."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from starlette.types import Scope
+
+CallType = Literal["chatCompletion", "embedding", "imageGeneration"]
+CallStatus = Literal["processing", "success", "failed"]
+
+CALL_KEY = "hub.call"
+IDENTITY_KEY = "hub.identity"
+
+
+@dataclass(slots=True)
+class Identity:
+    """Who is calling: set by the auth middleware."""
+
+    account_id: int
+    user_did: str
+    key_id: str | None = None
+    app_did: str | None = None
+    is_admin: bool = False
+    via: Literal["api_key", "session"] = "api_key"
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    images: int = 0
+
+
+@dataclass(slots=True)
+class Call:
+    """What the stack knows about one model request; each layer adds its part."""
+
+    identity: Identity
+    call_type: CallType
+    model: str
+    body: dict[str, Any]
+    raw_body: bytes
+    stream: bool = False
+    app_did: str | None = None
+    request_id: str = ""
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    provider: str | None = None
+    upstream_model: str | None = None
+    started_at: float = field(default_factory=time.time)
+    started_clock: float = field(default_factory=time.perf_counter)
+    first_byte_clock: float | None = None
+    ended_clock: float | None = None
+    usage: Usage | None = None
+    status: CallStatus = "processing"
+    http_status: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    client_gone: bool = False
+    # Credits in integer units of 10**-10 (see middleware.money); None until priced.
+    charge: int | None = None
+
+    def fail(self, code: str, message: str) -> None:
+        """Record why the call failed; the first reason wins."""
+        if self.error_code is None:
+            self.error_code = code
+            self.error_message = message[:1000]
+
+    @property
+    def duration_ms(self) -> int:
+        end = self.ended_clock if self.ended_clock is not None else time.perf_counter()
+        return int((end - self.started_clock) * 1000)
+
+    @property
+    def ttfb_ms(self) -> int | None:
+        if self.first_byte_clock is None:
+            return None
+        return int((self.first_byte_clock - self.started_clock) * 1000)
+
+
+def get_call(scope: Scope) -> Call | None:
+    """The Call of this request, if an outer middleware made one."""
+    call = scope.get(CALL_KEY)
+    return call if isinstance(call, Call) else None
+
+
+def get_identity(scope: Scope) -> Identity | None:
+    """The authenticated identity of this request, if any."""
+    ident = scope.get(IDENTITY_KEY)
+    return ident if isinstance(ident, Identity) else None

@@ -1,0 +1,70 @@
+"""Record every model call: `processing` before the upstream request, settled after."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import anyio
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from middleware.call import Call, get_call
+from middleware.errors import send_error
+from middleware.ports import CallLog
+
+logger = logging.getLogger("aigne_hub.model_call")
+
+
+class ModelCallMiddleware:
+    """Opens the call record, watches the response, and settles the call when it ends.
+
+    The settle (final record + meter event + balance change) runs after the inner app
+    returns, so it never sits between the last chunk and the client.
+    """
+
+    def __init__(self, app: ASGIApp, *, log: CallLog) -> None:
+        self.app = app
+        self.log = log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        call = get_call(scope)
+        if call is None:
+            await self.app(scope, receive, send)
+            return
+        self.log.open_call(call)
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                call.http_status = message["status"]
+            elif call.first_byte_clock is None and message.get("body"):
+                call.first_byte_clock = time.perf_counter()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            logger.exception("call %s raised", call.id)
+            call.fail("internal_error", f"{type(exc).__name__} inside the hub")
+            if started:
+                raise
+            await send_error(send, 500, "internal_error", "The hub failed to handle this call.")
+        finally:
+            call.ended_clock = time.perf_counter()
+            _finish(call)
+            with anyio.CancelScope(shield=True):
+                await self.log.settle(call)
+
+
+def _finish(call: Call) -> None:
+    """Decide the final status from what the response and the proxy reported."""
+    if call.client_gone:
+        call.fail("client_disconnected", "The client closed the connection before the end.")
+    status = call.http_status
+    if status is not None and status >= 400:
+        call.fail(f"http_{status}", f"Answered with HTTP {status}.")
+    if status is None:
+        call.fail("no_response", "No response was sent.")
+    call.status = "failed" if call.error_code is not None else "success"

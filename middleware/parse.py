@@ -1,0 +1,141 @@
+"""Read the request body once, parse it, and describe the request as a Call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from middleware.call import CALL_KEY, Call, CallType, Identity, get_identity
+from middleware.errors import HubError, send_error
+from middleware.ports import ModelCatalog
+
+# The field that must be present for each call type, besides `model`.
+_REQUIRED: dict[str, tuple[str, type | tuple[type, ...]]] = {
+    "chatCompletion": ("messages", list),
+    "embedding": ("input", (str, list)),
+    "imageGeneration": ("prompt", str),
+}
+
+APP_DID_HEADER = "x-aigne-hub-client-did"
+
+
+class CallMiddleware:
+    """Fills `scope["hub.call"]` for the routes it knows; 400/413/404 on bad requests."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        routes: Mapping[str, CallType],
+        max_body_bytes: int = 4 * 1024 * 1024,
+        models: ModelCatalog | None = None,
+        anonymous: Identity | None = None,
+    ) -> None:
+        self.app = app
+        self.routes = dict(routes)
+        self.max_body_bytes = max_body_bytes
+        self.models = models
+        self.anonymous = anonymous
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        call_type = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if call_type is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        identity = get_identity(scope) or self.anonymous
+        if identity is None:
+            await send_error(send, 401, "missing_api_key", "This route needs an API key.")
+            return
+        headers = Headers(scope=scope)
+        try:
+            raw = await self._read_body(headers, receive)
+            call = self._make_call(call_type, raw, identity, headers)
+        except HubError as exc:
+            await send_error(send, exc.status, exc.code, exc.message, exc.param)
+            return
+        scope[CALL_KEY] = call
+        await self.app(scope, _replay(raw, receive), send)
+
+    async def _read_body(self, headers: Headers, receive: Receive) -> bytes:
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise _too_large(self.max_body_bytes)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise HubError(400, "client_disconnected", "The client left before sending the body.")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _too_large(self.max_body_bytes)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _make_call(
+        self, call_type: CallType, raw: bytes, identity: Identity, headers: Headers
+    ) -> Call:
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HubError(400, "invalid_json", f"The request body is not valid JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise HubError(400, "invalid_json", "The request body must be a JSON object.")
+        model = _field(body, "model", str)
+        if not model.strip():
+            raise HubError(400, "invalid_field", "'model' must not be empty.", "model")
+        name, kind = _REQUIRED[call_type]
+        _field(body, name, kind)
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise HubError(400, "invalid_field", "'stream' must be true or false.", "stream")
+        call = Call(
+            identity=identity,
+            call_type=call_type,
+            model=model,
+            body=body,
+            raw_body=raw,
+            stream=stream,
+            app_did=headers.get(APP_DID_HEADER) or identity.app_did,
+        )
+        call.request_id = headers.get("x-request-id") or call.id
+        if self.models is not None:
+            resolved = self.models.resolve(model)
+            if resolved is None:
+                raise HubError(404, "unknown_model",
+                               f"The model '{model}' is not served by this hub.", "model")
+            call.provider, call.upstream_model = resolved
+        return call
+
+
+def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    if name not in body:
+        raise HubError(400, "missing_field", f"The field '{name}' is required.", name)
+    value = body[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise HubError(400, "invalid_field", f"The field '{name}' has the wrong type.", name)
+    return value
+
+
+def _too_large(limit: int) -> HubError:
+    return HubError(413, "body_too_large", f"The request body exceeds {limit} bytes.")
+
+
+def _replay(raw: bytes, receive: Receive) -> Receive:
+    """A receive that hands the already-read body to the app once, then listens as usual."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        return await receive()
+
+    return replay

@@ -1,0 +1,80 @@
+"""What the middlewares need from storage, as Protocols; hub.store implements them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from middleware.call import Call, CallType
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """An API key as the auth middleware sees it (never the secret itself)."""
+
+    key_id: str
+    account_id: int
+    user_did: str
+    app_did: str | None
+    is_admin: bool
+    revoked: bool
+    expires_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """Credits (integer units of 10**-10) per token or per image."""
+
+    model: str
+    call_type: CallType
+    input_rate: int
+    output_rate: int
+    cached_rate: int | None = None
+    image_rate: int | None = None
+
+
+class KeyStore(Protocol):
+    async def find_key(self, key_hash: str) -> KeyRecord | None:
+        """The key whose hash this is, revoked or not; None if there is none."""
+        ...
+
+    def touch_key(self, key_id: str) -> None:
+        """Note that the key was used (may be written lazily)."""
+        ...
+
+
+class AccountLookup(Protocol):
+    async def find_account(self, user_did: str) -> tuple[int, bool] | None:
+        """(account id, is admin) for a user DID, for session logins."""
+        ...
+
+
+class BalanceReader(Protocol):
+    async def balance(self, account_id: int) -> int:
+        """The account's balance in integer units (grants minus meter events)."""
+        ...
+
+
+class RateBook(Protocol):
+    async def rate(self, model: str, call_type: CallType) -> Rate | None:
+        """The rate for a model and call type, or None if it is unpriced."""
+        ...
+
+
+class CallLog(Protocol):
+    def open_call(self, call: Call) -> None:
+        """Record the call as `processing`; queued in order before its settle."""
+        ...
+
+    async def settle(self, call: Call) -> bool:
+        """Commit final record, meter event and balance change in one transaction.
+
+        Keyed by call id: a second settle of the same call changes nothing and returns False.
+        """
+        ...
+
+
+class ModelCatalog(Protocol):
+    def resolve(self, model: str) -> tuple[str, str] | None:
+        """(provider, upstream model) for a model name as asked, or None if unknown."""
+        ...
