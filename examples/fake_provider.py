@@ -31,7 +31,9 @@ def count_words(messages: Any) -> int:
         if isinstance(content, str):
             total += len(content.split())
         elif isinstance(content, list):
-            total += sum(len(str(p.get("text", "")).split()) for p in content if isinstance(p, dict))
+            total += sum(
+                len(str(p.get("text", "")).split()) for p in content if isinstance(p, dict)
+            )
     return total
 
 
@@ -61,23 +63,41 @@ class FakeProvider:
         model = str(payload.get("model", ""))
         if model.startswith("error-"):
             status = int(model.split("-")[1])
-            await _json(send, status, {"error": {"message": f"fake error {status}",
-                                                 "type": "fake", "code": None}})
+            await _json(
+                send,
+                status,
+                {"error": {"message": f"fake error {status}", "type": "fake", "code": None}},
+            )
         elif scope["path"].endswith("/chat/completions"):
             await self._chat(payload, receive, send)
         elif scope["path"].endswith("/embeddings"):
             inputs = payload.get("input")
             items = inputs if isinstance(inputs, list) else [inputs]
             tokens = sum(len(str(i).split()) for i in items)
-            data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
-                    for i in range(len(items))]
-            await _json(send, 200, {"object": "list", "data": data, "model": model,
-                                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+            data = [
+                {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                for i in range(len(items))
+            ]
+            await _json(
+                send,
+                200,
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": model,
+                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                },
+            )
         elif scope["path"].endswith("/images/generations"):
             n = int(payload.get("n", 1))
-            await _json(send, 200, {"created": int(time.time()),
-                                    "data": [{"url": f"http://127.0.0.1/fake/{i}.png"}
-                                             for i in range(n)]})
+            await _json(
+                send,
+                200,
+                {
+                    "created": int(time.time()),
+                    "data": [{"url": f"http://127.0.0.1/fake/{i}.png"} for i in range(n)],
+                },
+            )
         else:
             await _json(send, 404, {"error": {"message": "no such route", "type": "fake"}})
 
@@ -87,19 +107,39 @@ class FakeProvider:
         words = REPLY.split()
         if model.startswith("long-"):
             words = ["w"] * int(model.split("-")[1].split("/")[0])
-        usage = {"prompt_tokens": prompt, "completion_tokens": len(words),
-                 "total_tokens": prompt + len(words),
-                 "prompt_tokens_details": {"cached_tokens": 0}}
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": len(words),
+            "total_tokens": prompt + len(words),
+            "prompt_tokens_details": {"cached_tokens": 0},
+        }
         if not payload.get("stream"):
-            await _json(send, 200, {
-                "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": " ".join(words)}}],
-                "usage": usage,
-            })
+            await _json(
+                send,
+                200,
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": " ".join(words)},
+                        }
+                    ],
+                    "usage": usage,
+                },
+            )
             return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
         gone = asyncio.Event()
 
         async def watch() -> None:
@@ -128,8 +168,17 @@ class FakeProvider:
                         pass
             await _event(send, _chunk(model, {}, "stop", include_usage))
             if include_usage:
-                await _event(send, {"id": "chatcmpl-fake", "object": "chat.completion.chunk",
-                                    "created": 0, "model": model, "choices": [], "usage": usage})
+                await _event(
+                    send,
+                    {
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion.chunk",
+                        "created": 0,
+                        "model": model,
+                        "choices": [],
+                        "usage": usage,
+                    },
+                )
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
         finally:
             watcher.cancel()
@@ -137,7 +186,10 @@ class FakeProvider:
 
 def _chunk(model: str, delta: dict[str, Any], finish: str | None, usage: bool) -> dict[str, Any]:
     chunk: dict[str, Any] = {
-        "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
     if usage:
@@ -152,9 +204,16 @@ async def _event(send: Send, payload: dict[str, Any]) -> None:
 
 async def _json(send: Send, status: int, payload: dict[str, Any]) -> None:
     body = json.dumps(payload).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -45,7 +45,8 @@ class HubApp:
         )
         self.registry = ProviderRegistry(settings.providers)
         self.client = httpx.AsyncClient(
-            transport=transport or AiohttpTransport(max_connections=limits.upstream_max_connections),
+            transport=transport
+            or AiohttpTransport(max_connections=limits.upstream_max_connections),
             timeout=httpx.Timeout(
                 connect=limits.upstream_connect_timeout,
                 read=limits.upstream_read_timeout,
@@ -86,7 +87,8 @@ class HubApp:
         await self.store.open()
         self.started = True
         logger.info(
-            "AIGNE Hub ready: mode=%s, providers=%s", self.settings.mode,
+            "AIGNE Hub ready: mode=%s, providers=%s",
+            self.settings.mode,
             ", ".join(self.registry.providers) or "none",
         )
 

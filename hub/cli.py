@@ -18,10 +18,26 @@ from hub.store import SqlStore
 from hub.store.admin import CALL_TYPES, Admin
 from middleware.money import SCALE, to_credits, to_units
 
-MONEY_COLUMNS = {"balance", "granted", "metered", "credits", "input_rate", "output_rate",
-                 "cached_rate", "image_rate", "amount"}
-TIME_COLUMNS = {"created_at", "last_used_at", "revoked_at", "expires_at", "request_at",
-                "response_at", "updated_at"}
+MONEY_COLUMNS = {
+    "balance",
+    "granted",
+    "metered",
+    "credits",
+    "input_rate",
+    "output_rate",
+    "cached_rate",
+    "image_rate",
+    "amount",
+}
+TIME_COLUMNS = {
+    "created_at",
+    "last_used_at",
+    "revoked_at",
+    "expires_at",
+    "request_at",
+    "response_at",
+    "updated_at",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,8 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", help="TOML settings file (default: $AIGNE_HUB_CONFIG)")
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
 
-    parser = argparse.ArgumentParser(prog="aigne-hub", parents=[common],
-                                     description="AIGNE Hub: an AI gateway with credit billing")
+    parser = argparse.ArgumentParser(
+        prog="aigne-hub",
+        parents=[common],
+        description="AIGNE Hub: an AI gateway with credit billing",
+    )
     commands = parser.add_subparsers(title="commands")
 
     serve = commands.add_parser("serve", parents=[common], help="run the hub")
@@ -95,15 +114,17 @@ def _parser() -> argparse.ArgumentParser:
     set_rate.add_argument("--output", default="0", help="credits per output token")
     set_rate.add_argument("--cached", help="credits per cached input token")
     set_rate.add_argument("--image", help="credits per image")
-    set_rate.add_argument("--per-million", action="store_true",
-                          help="token rates are per million tokens")
+    set_rate.add_argument(
+        "--per-million", action="store_true", help="token rates are per million tokens"
+    )
     set_rate.set_defaults(handler=_run(_rates_set))
     list_rates = rates.add_parser("list", parents=[common], help="list rates")
     list_rates.set_defaults(handler=_run(_rates_list))
 
     calls = commands.add_parser("calls", help="model calls").add_subparsers(title="calls")
-    list_calls = calls.add_parser("list", parents=[common],
-                                  help="recent calls, in-flight ones included")
+    list_calls = calls.add_parser(
+        "list", parents=[common], help="recent calls, in-flight ones included"
+    )
     list_calls.add_argument("--user")
     list_calls.add_argument("--model")
     list_calls.add_argument("--status", choices=("processing", "success", "failed"))
@@ -161,8 +182,9 @@ async def _keys_create(admin: Admin, args: argparse.Namespace) -> dict[str, Any]
     if args.admin:
         await admin.ensure_account(args.user, is_admin=True)
     expires = time.time() + args.expires_days * 86400 if args.expires_days else None
-    key_id, secret = await admin.create_key(args.user, name=args.name, app_did=args.app,
-                                            expires_at=expires)
+    key_id, secret = await admin.create_key(
+        args.user, name=args.name, app_did=args.app, expires_at=expires
+    )
     if not args.json:
         print("Save this key now: it is shown only once.", file=sys.stderr)
     return {"id": key_id, "key": secret, "user_did": args.user}
@@ -193,12 +215,20 @@ async def _rates_set(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
     def rate(value: str | None) -> int | None:
         return None if value is None else to_units(Decimal(value) / per)
 
-    values = {"input_rate": rate(args.input), "output_rate": rate(args.output),
-              "cached_rate": rate(args.cached),
-              "image_rate": None if args.image is None else to_units(args.image)}
-    await admin.set_rate(args.model, args.type, input_rate=values["input_rate"] or 0,
-                         output_rate=values["output_rate"] or 0,
-                         cached_rate=values["cached_rate"], image_rate=values["image_rate"])
+    values = {
+        "input_rate": rate(args.input),
+        "output_rate": rate(args.output),
+        "cached_rate": rate(args.cached),
+        "image_rate": None if args.image is None else to_units(args.image),
+    }
+    await admin.set_rate(
+        args.model,
+        args.type,
+        input_rate=values["input_rate"] or 0,
+        output_rate=values["output_rate"] or 0,
+        cached_rate=values["cached_rate"],
+        image_rate=values["image_rate"],
+    )
     return {"model": args.model, "type": args.type, **values}
 
 
@@ -207,12 +237,25 @@ async def _rates_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, 
 
 
 async def _calls_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, Any]]:
-    rows = await admin.list_calls(user_did=args.user, model=args.model, status=args.status,
-                                  limit=args.limit)
+    rows = await admin.list_calls(
+        user_did=args.user, model=args.model, status=args.status, limit=args.limit
+    )
     if args.json:
         return rows
-    shown = ("request_at", "id", "user_did", "model", "type", "status", "stream",
-             "input_tokens", "output_tokens", "credits", "duration_ms", "error_code")
+    shown = (
+        "request_at",
+        "id",
+        "user_did",
+        "model",
+        "type",
+        "status",
+        "stream",
+        "input_tokens",
+        "output_tokens",
+        "credits",
+        "duration_ms",
+        "error_code",
+    )
     return [{k: row[k] for k in shown} for row in rows]
 
 
@@ -232,7 +275,9 @@ def _shown(key: str, value: Any, as_json: bool) -> Any:
         return format(to_credits(value), "f")
     if key in TIME_COLUMNS and isinstance(value, int | float):
         stamp = datetime.fromtimestamp(value).astimezone()
-        return stamp.isoformat(timespec="seconds") if as_json else stamp.strftime("%Y-%m-%d %H:%M:%S")
+        return (
+            stamp.isoformat(timespec="seconds") if as_json else stamp.strftime("%Y-%m-%d %H:%M:%S")
+        )
     if isinstance(value, bool) and not as_json:
         return "yes" if value else "no"
     return value

@@ -44,8 +44,13 @@ class Proxy:
         if call.provider is None:
             resolved = self.registry.resolve(call.model)
             if resolved is None:
-                await send_error(send, 404, "unknown_model",
-                                 f"The model '{call.model}' is not served by this hub.", "model")
+                await send_error(
+                    send,
+                    404,
+                    "unknown_model",
+                    f"The model '{call.model}' is not served by this hub.",
+                    "model",
+                )
                 return
             call.provider, call.upstream_model = resolved
         provider = self.registry.get(call.provider)
@@ -53,13 +58,23 @@ class Proxy:
         try:
             response = await self.client.send(request, stream=True)
         except httpx.TimeoutException:
-            await self._refuse(send, call, 504, "upstream_timeout",
-                               f"Provider '{provider.name}' did not answer in time.")
+            await self._refuse(
+                send,
+                call,
+                504,
+                "upstream_timeout",
+                f"Provider '{provider.name}' did not answer in time.",
+            )
             return
         except httpx.HTTPError as exc:
             logger.warning("provider %s unreachable: %s", provider.name, self._scrub(str(exc)))
-            await self._refuse(send, call, 502, "upstream_unavailable",
-                               f"Could not reach provider '{provider.name}'.")
+            await self._refuse(
+                send,
+                call,
+                502,
+                "upstream_unavailable",
+                f"Could not reach provider '{provider.name}'.",
+            )
             return
         try:
             if response.status_code >= 400 or response.status_code < 200:
@@ -90,8 +105,13 @@ class Proxy:
         status = response.status_code
         if status in _CREDENTIAL_STATUSES:
             logger.warning("provider %s rejected its credential: %s %s", name, status, message)
-            await self._refuse(send, call, 502, "upstream_auth_failed",
-                               f"Provider '{name}' rejected the hub's credential (HTTP {status}).")
+            await self._refuse(
+                send,
+                call,
+                502,
+                "upstream_auth_failed",
+                f"Provider '{name}' rejected the hub's credential (HTTP {status}).",
+            )
             return
         code = "upstream_rate_limited" if status == 429 else "upstream_error"
         client_status = status if 400 <= status <= 599 else 502
@@ -101,29 +121,46 @@ class Proxy:
         try:
             body = await response.aread()
         except httpx.TimeoutException:
-            await self._refuse(send, call, 504, "upstream_timeout",
-                               f"Provider '{call.provider}' stopped answering.")
+            await self._refuse(
+                send,
+                call,
+                504,
+                "upstream_timeout",
+                f"Provider '{call.provider}' stopped answering.",
+            )
             return
         except httpx.HTTPError:
-            await self._refuse(send, call, 502, "upstream_disconnected",
-                               f"Provider '{call.provider}' closed the connection early.")
+            await self._refuse(
+                send,
+                call,
+                502,
+                "upstream_disconnected",
+                f"Provider '{call.provider}' closed the connection early.",
+            )
             return
         try:
             payload = json.loads(body)
         except ValueError:
-            await self._refuse(send, call, 502, "upstream_invalid_response",
-                               f"Provider '{call.provider}' answered with something not JSON.")
+            await self._refuse(
+                send,
+                call,
+                502,
+                "upstream_invalid_response",
+                f"Provider '{call.provider}' answered with something not JSON.",
+            )
             return
         call.usage = usage_from(payload, call.call_type) or Usage()
-        await send({
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", call.request_id.encode()),
-            ],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", call.request_id.encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def _stream(
@@ -132,26 +169,32 @@ class Proxy:
         wants_usage = _wants_usage(call)
         splitter = EventSplitter()
         closing = b""
-        await send({
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [*_STREAM_HEADERS, (b"x-request-id", call.request_id.encode())],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*_STREAM_HEADERS, (b"x-request-id", call.request_id.encode())],
+            }
+        )
         async with anyio.create_task_group() as group:
             # A hung-up client is only visible through receive(); when it comes, cancel the
             # upstream read so the provider connection is closed at once.
             group.start_soon(_watch_disconnect, receive, call, group.cancel_scope)
             try:
-                async for chunk in response.aiter_raw():
+                async for chunk in response.aiter_bytes():
                     out = _tap(splitter.feed(chunk), call, wants_usage)
                     if out and not await _send_body(send, call, out):
                         break
             except httpx.TimeoutException:
-                closing = self._stream_error(call, "upstream_timeout",
-                                             f"Provider '{call.provider}' stalled mid-stream.")
+                closing = self._stream_error(
+                    call, "upstream_timeout", f"Provider '{call.provider}' stalled mid-stream."
+                )
             except httpx.HTTPError:
-                closing = self._stream_error(call, "upstream_disconnected",
-                                             f"Provider '{call.provider}' broke off the stream.")
+                closing = self._stream_error(
+                    call,
+                    "upstream_disconnected",
+                    f"Provider '{call.provider}' broke off the stream.",
+                )
             group.cancel_scope.cancel()
         if not call.client_gone:
             await _send_body(send, call, splitter.flush() + closing, more=False)

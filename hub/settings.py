@@ -103,15 +103,19 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         raise ConfigError("server.port", f"must be between 1 and 65535, not {port}")
 
     url = env.get("AIGNE_HUB_DATABASE_URL") or database.get("url", "sqlite:///aigne-hub.db")
-    if not isinstance(url, str) or not url.startswith(("sqlite://", "postgresql://", "postgres://")):
-        raise ConfigError("database.url", f"must start with sqlite:// or postgresql://, not {url!r}")
+    if not isinstance(url, str) or not url.startswith(
+        ("sqlite://", "postgresql://", "postgres://")
+    ):
+        raise ConfigError(
+            "database.url", f"must start with sqlite:// or postgresql://, not {url!r}"
+        )
     synchronous = str(database.get("sqlite_synchronous", "FULL")).upper()
     if synchronous not in ("FULL", "NORMAL", "EXTRA"):
         raise ConfigError("database.sqlite_synchronous", "must be FULL, NORMAL or EXTRA")
 
     secret = env.get("AIGNE_HUB_SESSION_SECRET") or session.get("secret")
     return Settings(
-        mode=mode,
+        mode="self-hosted" if mode == "self-hosted" else "service-provider",
         database_url=url,
         host=env.get("AIGNE_HUB_HOST") or str(server.get("host", "127.0.0.1")),
         port=port,
@@ -133,7 +137,9 @@ def _table(data: dict[str, Any], name: str, allowed: set[str]) -> dict[str, Any]
 def _no_unknown(table: dict[str, Any], allowed: set[str], prefix: str) -> None:
     for key in table:
         if key not in allowed:
-            raise ConfigError(prefix + key, f"unknown setting (known: {', '.join(sorted(allowed))})")
+            raise ConfigError(
+                prefix + key, f"unknown setting (known: {', '.join(sorted(allowed))})"
+            )
 
 
 def _limits(table: dict[str, Any]) -> Limits:
@@ -160,8 +166,10 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
             raise ConfigError(key, "a provider name may not be empty or contain '/'")
         kind = entry.get("kind", "openai")
         if kind not in SUPPORTED_KINDS:
-            raise ConfigError(key + ".kind", f"{kind!r} is not supported yet "
-                              f"(supported: {', '.join(SUPPORTED_KINDS)})")
+            raise ConfigError(
+                key + ".kind",
+                f"{kind!r} is not supported yet (supported: {', '.join(SUPPORTED_KINDS)})",
+            )
         base_url = entry.get("base_url") or OPENAI_COMPATIBLE_PRESETS.get(name)
         if not base_url:
             raise ConfigError(key + ".base_url", "required for a provider that is not a preset")
@@ -176,7 +184,10 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
         if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
             raise ConfigError(key + ".models", "must be a list of model names")
         providers[name] = ProviderSettings(
-            name=name, kind=kind, base_url=str(base_url).rstrip("/"), api_keys=tuple(keys),
+            name=name,
+            kind=kind,
+            base_url=str(base_url).rstrip("/"),
+            api_keys=tuple(keys),
             models=tuple(models),
         )
     # Presets switch themselves on when their key is in the environment.

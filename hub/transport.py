@@ -7,7 +7,6 @@ pool is what decides throughput.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -62,7 +61,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
         except aiohttp.ClientConnectorError as exc:
             raise httpx.ConnectError(str(exc), request=request) from exc
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise httpx.ReadTimeout("upstream timed out", request=request) from exc
         except aiohttp.ClientError as exc:
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
@@ -89,7 +88,7 @@ class _UpstreamStream(httpx.AsyncByteStream):
         try:
             async for data in self.upstream.content.iter_any():
                 yield data
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise httpx.ReadTimeout("upstream stalled", request=self.request) from exc
         except aiohttp.ClientPayloadError as exc:
             raise httpx.RemoteProtocolError(str(exc), request=self.request) from exc

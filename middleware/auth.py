@@ -89,15 +89,23 @@ class AuthMiddleware:
         if authorization is None:
             identity = await self._from_session(headers)
             if identity is None:
-                await send_error(send, 401, "missing_api_key", "Missing API key: send it as "
-                                 "'Authorization: Bearer <key>'.")
+                await send_error(
+                    send,
+                    401,
+                    "missing_api_key",
+                    "Missing API key: send it as 'Authorization: Bearer <key>'.",
+                )
                 return
         else:
             scheme, _, token = authorization.partition(" ")
             token = token.strip()
             if scheme.lower() != "bearer" or not token.startswith(KEY_PREFIX):
-                await send_error(send, 401, "malformed_api_key",
-                                 "Malformed Authorization header: expected 'Bearer ahk_...'.")
+                await send_error(
+                    send,
+                    401,
+                    "malformed_api_key",
+                    "Malformed Authorization header: expected 'Bearer ahk_...'.",
+                )
                 return
             identity_or_error = await self._from_key(token)
             if isinstance(identity_or_error, tuple):

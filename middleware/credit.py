@@ -34,15 +34,20 @@ class CreditCheckMiddleware:
         if await self.rates.rate(call.model, call.call_type) is None:
             # An unpriced model would be a free call: refuse it rather than give it away.
             await send_error(
-                send, 400, "model_not_priced",
+                send,
+                400,
+                "model_not_priced",
                 f"The model '{call.model}' has no {call.call_type} rate on this hub yet; "
-                "ask the operator to set one.", "model",
+                "ask the operator to set one.",
+                "model",
             )
             return
         balance = await self.balances.balance(call.identity.account_id)
         if balance <= 0:
             await send_error(
-                send, 402, "insufficient_credits",
+                send,
+                402,
+                "insufficient_credits",
                 f"Insufficient credits: the balance is {to_credits(balance)}. "
                 "Buy or request more credits to continue.",
             )

@@ -69,7 +69,9 @@ class CallMiddleware:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise HubError(400, "client_disconnected", "The client left before sending the body.")
+                raise HubError(
+                    400, "client_disconnected", "The client left before sending the body."
+                )
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
@@ -84,7 +86,9 @@ class CallMiddleware:
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise HubError(400, "invalid_json", f"The request body is not valid JSON: {exc}") from exc
+            raise HubError(
+                400, "invalid_json", f"The request body is not valid JSON: {exc}"
+            ) from exc
         if not isinstance(body, dict):
             raise HubError(400, "invalid_json", "The request body must be a JSON object.")
         model = _field(body, "model", str)
@@ -108,8 +112,9 @@ class CallMiddleware:
         if self.models is not None:
             resolved = self.models.resolve(model)
             if resolved is None:
-                raise HubError(404, "unknown_model",
-                               f"The model '{model}' is not served by this hub.", "model")
+                raise HubError(
+                    404, "unknown_model", f"The model '{model}' is not served by this hub.", "model"
+                )
             call.provider, call.upstream_model = resolved
         return call
 

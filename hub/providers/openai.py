@@ -36,8 +36,10 @@ class OpenAIProvider:
             # Always ask for usage so every stream can be billed; the proxy hides the usage
             # chunk from clients that did not ask for it.
             options = body.get("stream_options")
-            body["stream_options"] = {**(options if isinstance(options, dict) else {}),
-                                      "include_usage": True}
+            body["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
         headers = {
             "content-type": "application/json",
             "accept": "text/event-stream" if call.stream else "application/json",

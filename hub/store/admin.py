@@ -66,9 +66,14 @@ class Admin:
             await c.execute(
                 self.sql.insert_key,
                 {
-                    "p_id": key_id, "p_account_id": account_id, "p_hash": hash_key(secret),
-                    "p_prefix": secret[:8], "p_name": name, "p_app_did": app_did,
-                    "p_now": time.time(), "p_expires_at": expires_at,
+                    "p_id": key_id,
+                    "p_account_id": account_id,
+                    "p_hash": hash_key(secret),
+                    "p_prefix": secret[:8],
+                    "p_name": name,
+                    "p_app_did": app_did,
+                    "p_now": time.time(),
+                    "p_expires_at": expires_at,
                 },
             )
 
@@ -83,9 +88,15 @@ class Admin:
     async def list_keys(self, did: str | None = None) -> list[dict[str, Any]]:
         query = (
             select(
-                api_keys.c.id, accounts.c.did.label("user_did"), api_keys.c.prefix,
-                api_keys.c.name, api_keys.c.app_did, api_keys.c.created_at,
-                api_keys.c.last_used_at, api_keys.c.revoked_at, api_keys.c.expires_at,
+                api_keys.c.id,
+                accounts.c.did.label("user_did"),
+                api_keys.c.prefix,
+                api_keys.c.name,
+                api_keys.c.app_did,
+                api_keys.c.created_at,
+                api_keys.c.last_used_at,
+                api_keys.c.revoked_at,
+                api_keys.c.expires_at,
             )
             .select_from(api_keys.join(accounts, api_keys.c.account_id == accounts.c.id))
             .order_by(api_keys.c.created_at)
@@ -134,9 +145,13 @@ class Admin:
     ) -> None:
         """Create or replace the rate of a model for one call type."""
         values = {
-            "p_model": model, "p_type": call_type, "p_input_rate": input_rate,
-            "p_output_rate": output_rate, "p_cached_rate": cached_rate,
-            "p_image_rate": image_rate, "p_now": time.time(),
+            "p_model": model,
+            "p_type": call_type,
+            "p_input_rate": input_rate,
+            "p_output_rate": output_rate,
+            "p_cached_rate": cached_rate,
+            "p_image_rate": image_rate,
+            "p_now": time.time(),
         }
 
         async def op(c: RawConnection) -> None:

@@ -56,9 +56,7 @@ async def upgrade(database: Database, dialect: Dialect) -> list[int]:
             await database.execute(f"SELECT pg_advisory_xact_lock({_PG_LOCK_ID})")
         version = await current_version(database, dialect)
         if version == 0:
-            await database.execute(
-                str(CreateTable(schema.schema_version).compile(dialect=dialect))
-            )
+            await database.execute(str(CreateTable(schema.schema_version).compile(dialect=dialect)))
             await database.execute("INSERT INTO schema_version (version) VALUES (0)")
         if version > LATEST:
             raise RuntimeError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 
@@ -18,15 +18,12 @@ from sqlalchemy.sql import ClauseElement
 def dialect_for(scheme: str) -> Dialect:
     """The SQLAlchemy dialect whose paramstyle matches our driver for a URL scheme."""
     if scheme.startswith("sqlite"):
-        return sqlite.dialect(paramstyle="qmark")  # type: ignore[no-untyped-call]
+        return sqlite.dialect(paramstyle="qmark")
     if scheme.startswith("postgres"):
         from sqlalchemy.dialects.postgresql import asyncpg
 
         return asyncpg.dialect()  # type: ignore[no-untyped-call]
     raise ValueError(f"unsupported database scheme {scheme!r}: use sqlite:// or postgresql://")
-
-
-_ = postgresql  # the asyncpg dialect lives under it
 
 
 class Prepared:
@@ -37,7 +34,7 @@ class Prepared:
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
-        self.order: tuple[str, ...] = tuple(compiled.positiontup or ())
+        self.order: tuple[str, ...] = tuple(getattr(compiled, "positiontup", None) or ())
         # Literals in the statement (`balance=0`) compile to parameters with a value.
         self.fixed = {k: v for k, v in compiled.params.items() if v is not None}
 

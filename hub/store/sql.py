@@ -104,11 +104,11 @@ class SqlStore:
     async def query(self, statement: Select[Any]) -> list[dict[str, Any]]:
         """Run an ad-hoc Core select (listings, filters) on the store's connection."""
         prepared = Prepared(statement, self.dialect)
-        params = {k: v for k, v in statement.compile(dialect=self.dialect).params.items()}
+        params = dict(statement.compile(dialect=self.dialect).params)
         columns = list(statement.selected_columns)
-        keys = [column.key for column in columns]
+        keys = [str(column.key) for column in columns]
         # SQLite hands booleans back as 0/1.
-        flags = {c.key for c in columns if isinstance(c.type, Boolean)}
+        flags = {str(c.key) for c in columns if isinstance(c.type, Boolean)}
         rows = await self.run(lambda c: c.fetchall(prepared, params))
         found = [dict(zip(keys, row, strict=True)) for row in rows]
         for row in found:
@@ -173,7 +173,10 @@ class SqlStore:
             rows = await self.run(lambda c: c.fetchall(self.sql.all_rates, {}))
             self._rates = {
                 (r[0], r[1]): Rate(
-                    model=r[0], call_type=r[1], input_rate=int(r[2]), output_rate=int(r[3]),
+                    model=r[0],
+                    call_type=r[1],
+                    input_rate=int(r[2]),
+                    output_rate=int(r[3]),
                     cached_rate=None if r[4] is None else int(r[4]),
                     image_rate=None if r[5] is None else int(r[5]),
                 )
@@ -252,4 +255,3 @@ def _call_values(call: Call) -> dict[str, Any]:
         "error_message": call.error_message,
     }
     return {f"p_{k}": v for k, v in values.items()}
-

@@ -8,7 +8,14 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Dialect
 
 from hub.store.raw import Prepared
-from hub.store.schema import accounts, ai_model_rates, api_keys, credit_grants, meter_events, model_calls
+from hub.store.schema import (
+    accounts,
+    ai_model_rates,
+    api_keys,
+    credit_grants,
+    meter_events,
+    model_calls,
+)
 
 CALL_COLUMNS = [c.name for c in model_calls.columns]
 
@@ -46,7 +53,10 @@ class Statements:
         )
         self.insert_account = prep(
             accounts.insert().values(
-                did=_p("did"), name=_p("name"), is_admin=_p("is_admin"), balance=0,
+                did=_p("did"),
+                name=_p("name"),
+                is_admin=_p("is_admin"),
+                balance=0,
                 created_at=_p("now"),
             )
         )
@@ -95,9 +105,20 @@ class Statements:
             model_calls.insert().values({name: _p(name) for name in CALL_COLUMNS})
         )
         final = [
-            "status", "response_at", "duration_ms", "ttfb_ms", "input_tokens", "output_tokens",
-            "cached_tokens", "image_count", "credits", "http_status", "error_code",
-            "error_message", "provider", "upstream_model",
+            "status",
+            "response_at",
+            "duration_ms",
+            "ttfb_ms",
+            "input_tokens",
+            "output_tokens",
+            "cached_tokens",
+            "image_count",
+            "credits",
+            "http_status",
+            "error_code",
+            "error_message",
+            "provider",
+            "upstream_model",
         ]
         self.settle_call = prep(
             model_calls.update()
@@ -107,7 +128,9 @@ class Statements:
         self.call_exists = prep(select(model_calls.c.id).where(model_calls.c.id == _p("id")))
         self.insert_meter = prep(
             meter_events.insert().values(
-                account_id=_p("account_id"), call_id=_p("id"), amount=_p("credits"),
+                account_id=_p("account_id"),
+                call_id=_p("id"),
+                amount=_p("credits"),
                 created_at=_p("now"),
             )
         )
@@ -118,9 +141,14 @@ class Statements:
         )
         self.insert_key = prep(
             api_keys.insert().values(
-                id=_p("id"), account_id=_p("account_id"), key_hash=_p("hash"),
-                prefix=_p("prefix"), name=_p("name"), app_did=_p("app_did"),
-                created_at=_p("now"), expires_at=_p("expires_at"),
+                id=_p("id"),
+                account_id=_p("account_id"),
+                key_hash=_p("hash"),
+                prefix=_p("prefix"),
+                name=_p("name"),
+                app_did=_p("app_did"),
+                created_at=_p("now"),
+                expires_at=_p("expires_at"),
             )
         )
         self.revoke_key = prep(

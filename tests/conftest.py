@@ -1,0 +1,190 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL), a hub wired to a mock or live upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+import uvicorn
+
+from hub.app import HubApp, create_app
+from hub.settings import Limits, ProviderSettings, Settings
+from hub.store.admin import Admin
+from middleware.money import to_units
+
+PG_ADMIN_URL = os.environ.get("AIGNE_HUB_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
+UPSTREAM = "http://upstream.test/v1"
+PROVIDER_KEY = "sk-provider-secret-0123456789"
+USER = "did:abt:alice"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _pg_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A PostgreSQL database of this test session's own, dropped at the end."""
+    if not _pg_reachable():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 and CI is set")
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432 (runs in CI)")
+    import asyncpg
+
+    name = f"aigne_hub_test_{uuid.uuid4().hex[:10]}"
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    yield f"{base}/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store-backed test runs on SQLite and on PostgreSQL (emptied between tests)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hub.db'}"
+    url: str = request.getfixturevalue("pg_database")
+    asyncio.run(_empty_pg(url))
+    return url
+
+
+async def _empty_pg(url: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        tables = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname='public' "
+            "AND tablename <> 'schema_version'"
+        )
+        if tables:
+            names = ", ".join(f'"{t["tablename"]}"' for t in tables)
+            await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+
+
+def make_settings(
+    db_url: str, *, provider: str = "mock", base_url: str = UPSTREAM, **changes: Any
+) -> Settings:
+    """Settings for a hub with one OpenAI-compatible provider (`mock` at UPSTREAM)."""
+    upstream = ProviderSettings(provider, "openai", base_url, (PROVIDER_KEY,), ("gpt-4o-mini",))
+    limits = Limits(key_cache_seconds=0.2, balance_cache_seconds=0.2)
+    base = Settings(
+        database_url=db_url,
+        providers={provider: upstream},
+        limits=limits,
+        sqlite_synchronous="NORMAL",
+        session_secret="test-secret",
+    )
+    return replace(base, **changes)
+
+
+class Hub:
+    """A started hub app with an admin on its store, a user key, and an httpx client."""
+
+    def __init__(self, app: HubApp, key: str) -> None:
+        self.app = app
+        self.store = app.store
+        self.admin = Admin(app.store)
+        self.key = key
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://hub.test",
+            headers={"authorization": f"Bearer {key}"},
+        )
+
+    async def chat(self, model: str = "mock/gpt-4o-mini", **body: Any) -> httpx.Response:
+        body.setdefault("messages", [{"role": "user", "content": "Say hi"}])
+        return await self.client.post("/v1/chat/completions", json={"model": model, **body})
+
+    async def calls(self, **filters: Any) -> list[dict[str, Any]]:
+        return await self.admin.list_calls(limit=1000, **filters)
+
+
+async def start_hub(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> Hub:
+    app = create_app(settings, transport=transport)
+    await app.startup()
+    admin = Admin(app.store)
+    _, key = await admin.create_key(USER, name="test")
+    await admin.grant(USER, to_units(10), "test grant")
+    await admin.set_rate(
+        "mock/gpt-4o-mini",
+        "chatCompletion",
+        input_rate=to_units("0.000001"),
+        output_rate=to_units("0.000002"),
+    )
+    return Hub(app, key)
+
+
+@pytest.fixture
+def mock_upstream() -> Iterator[respx.MockRouter]:
+    with respx.mock(base_url=UPSTREAM, assert_all_called=False) as router:
+        yield router
+
+
+@pytest.fixture
+async def hub(db_url: str, mock_upstream: respx.MockRouter) -> AsyncIterator[Hub]:
+    """A hub on each database, its upstream mocked with respx."""
+    started = await start_hub(
+        make_settings(db_url), httpx.MockTransport(mock_upstream.async_handler)
+    )
+    yield started
+    await started.client.aclose()
+    await started.app.shutdown()
+
+
+class LiveServer:
+    """An ASGI app served by a real uvicorn on 127.0.0.1, in a thread of its own."""
+
+    def __init__(self, app: Any) -> None:
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the live server did not start")
+            time.sleep(0.01)
+        return self
+
+    @property
+    def url(self) -> str:
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)

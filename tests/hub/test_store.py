@@ -1,0 +1,135 @@
+"""The store: settle is applied once, the balance always equals the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+import httpx
+import pytest
+import respx
+
+from hub.store import SqlStore
+from hub.store.admin import Admin
+from middleware.call import Call, Identity, Usage
+from middleware.money import to_units
+from tests.conftest import USER, Hub
+from tests.hub.test_proxy import completion
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def store(db_url: str) -> SqlStore:
+    store = SqlStore(db_url, sqlite_synchronous="NORMAL")
+    await store.open()
+    yield store  # type: ignore[misc]
+    await store.close()
+
+
+def a_call(account_id: int, charge: int) -> Call:
+    call = Call(
+        identity=Identity(account_id=account_id, user_did=USER),
+        call_type="chatCompletion",
+        model="mock/gpt-4o-mini",
+        body={},
+        raw_body=b"",
+    )
+    call.usage = Usage(input_tokens=10, output_tokens=5)
+    call.charge = charge
+    call.status = "success"
+    call.http_status = 200
+    return call
+
+
+async def test_settle_applies_once_even_if_invoked_twice(store: SqlStore) -> None:
+    admin = Admin(store)
+    account = await admin.ensure_account(USER)
+    await admin.grant(USER, to_units(1))
+    call = a_call(account, to_units("0.25"))
+    call.status = "processing"
+    store.open_call(call)
+    call.status = "success"
+
+    first, second = await asyncio.gather(store.settle(call), store.settle(call))
+    third = await store.settle(call)
+
+    assert [first, second, third].count(True) == 1
+    ledger = await admin.ledger(USER)
+    assert ledger == {
+        "balance": to_units("0.75"),
+        "granted": to_units(1),
+        "metered": to_units("0.25"),
+    }
+
+
+async def test_settle_without_its_open_row_still_records_and_charges(store: SqlStore) -> None:
+    admin = Admin(store)
+    account = await admin.ensure_account(USER)
+    call = a_call(account, 42)
+
+    assert await store.settle(call)
+
+    [row] = await admin.list_calls()
+    assert row["status"] == "success" and row["credits"] == 42
+    assert (await admin.ledger(USER))["balance"] == -42
+
+
+async def test_a_failing_operation_does_not_fail_its_batch_neighbours(store: SqlStore) -> None:
+    admin = Admin(store)
+    await admin.ensure_account(USER)
+
+    async def broken(conn: object) -> None:
+        raise RuntimeError("boom")
+
+    results = await asyncio.gather(
+        admin.grant(USER, 5), store.run(broken), admin.grant(USER, 7), return_exceptions=True
+    )
+
+    assert isinstance(results[1], RuntimeError)
+    assert (await admin.ledger(USER))["balance"] == 12
+
+
+async def test_queued_writes_are_committed_before_close(db_url: str) -> None:
+    store = SqlStore(db_url, sqlite_synchronous="NORMAL")
+    await store.open()
+    account = await Admin(store).ensure_account(USER)
+    calls = [a_call(account, 0) for _ in range(50)]
+    for call in calls:
+        call.status = "processing"
+        store.open_call(call)  # not awaited
+    await store.close()
+
+    reopened = SqlStore(db_url)
+    await reopened.open()
+    try:
+        assert len(await Admin(reopened).list_calls(limit=100)) == 50
+    finally:
+        await reopened.close()
+
+
+async def test_migrations_are_idempotent(db_url: str) -> None:
+    for _ in range(2):
+        store = SqlStore(db_url)
+        await store.open()
+        await store.close()
+
+
+async def test_balance_equals_ledger_after_200_concurrent_calls(
+    hub: Hub, mock_upstream: respx.MockRouter
+) -> None:
+    async def answer(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(0.005)  # keep many calls in flight at once
+        return httpx.Response(200, json=completion(13, 7))
+
+    mock_upstream.post("/chat/completions").mock(side_effect=answer)
+
+    responses = await asyncio.gather(*(hub.chat() for _ in range(200)))
+
+    assert [r.status_code for r in responses] == [200] * 200
+    calls = await hub.calls()
+    assert len(calls) == 200 and {c["status"] for c in calls} == {"success"}
+    per_call = 13 * 10_000 + 7 * 20_000
+    ledger = await hub.admin.ledger(USER)
+    assert ledger["metered"] == 200 * per_call == sum(c["credits"] for c in calls)
+    assert ledger["balance"] == ledger["granted"] - ledger["metered"]

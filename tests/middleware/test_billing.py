@@ -1,0 +1,57 @@
+"""Pricing is exact integer arithmetic on units of 10**-10 credit."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from middleware.billing import price
+from middleware.call import Usage
+from middleware.money import to_credits, to_units
+from middleware.ports import Rate
+
+
+def test_chat_price_matches_decimal_arithmetic() -> None:
+    rate = Rate(
+        "openai/gpt-4o",
+        "chatCompletion",
+        input_rate=to_units("0.0000025"),
+        output_rate=to_units("0.00001"),
+        cached_rate=to_units("0.00000125"),
+    )
+    usage = Usage(input_tokens=1_234_567, output_tokens=89_012, cached_tokens=1_000_000)
+
+    charge = to_credits(price(usage, rate))
+
+    expected = (
+        Decimal(234_567) * Decimal("0.0000025")
+        + Decimal(1_000_000) * Decimal("0.00000125")
+        + Decimal(89_012) * Decimal("0.00001")
+    )
+    assert charge == expected == Decimal("2.7265375")
+
+
+def test_cached_tokens_fall_back_to_the_input_rate() -> None:
+    rate = Rate("m", "chatCompletion", input_rate=10, output_rate=20)
+    assert price(Usage(input_tokens=100, cached_tokens=40), rate) == 100 * 10
+
+
+def test_float_would_drift_but_units_do_not() -> None:
+    rate = Rate("m", "chatCompletion", input_rate=to_units("0.1"), output_rate=0)
+    total = sum(price(Usage(input_tokens=1), rate) for _ in range(10))
+    assert to_credits(total) == Decimal(1)
+    assert sum([0.1] * 10) != 1.0  # what a float ledger would have recorded
+
+
+def test_image_price_is_per_image_plus_prompt_tokens() -> None:
+    rate = Rate("m", "imageGeneration", input_rate=5, output_rate=0, image_rate=1000)
+    assert price(Usage(input_tokens=3, images=4), rate) == 4 * 1000 + 3 * 5
+
+
+def test_money_refuses_more_precision_than_the_ledger_keeps() -> None:
+    assert to_units("0.0000000001") == 1
+    with pytest.raises(ValueError):
+        to_units("0.00000000001")
+    with pytest.raises(ValueError):
+        to_units("NaN")
