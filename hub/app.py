@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -43,21 +42,19 @@ class HubApp:
             rate_cache_seconds=limits.rate_cache_seconds,
             sqlite_synchronous=settings.sqlite_synchronous,
         )
-        self.registry = ProviderRegistry(settings.providers)
-        self.client = httpx.AsyncClient(
-            transport=transport
-            or AiohttpTransport(max_connections=limits.upstream_max_connections),
-            timeout=httpx.Timeout(
-                connect=limits.upstream_connect_timeout,
-                read=limits.upstream_read_timeout,
-                write=limits.upstream_read_timeout,
-                pool=limits.upstream_connect_timeout,
-            ),
-            follow_redirects=False,
-            # Never keep cookies a provider sets: they would leak between callers.
-            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+        timeout = {
+            "connect": limits.upstream_connect_timeout,
+            "read": limits.upstream_read_timeout,
+            "write": limits.upstream_read_timeout,
+            "pool": limits.upstream_connect_timeout,
+        }
+        self.registry = ProviderRegistry(settings.providers, timeout)
+        # No AsyncClient: its cookie jar, redirects and auth are behaviour a proxy must not
+        # have. The transport is the connection pool, shared by every request.
+        self.transport = transport or AiohttpTransport(
+            max_connections=limits.upstream_max_connections
         )
-        proxy = Proxy(self.registry, self.client)
+        proxy = Proxy(self.registry, self.transport)
         router = build_router(self.store, self.registry)
 
         async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
@@ -94,7 +91,7 @@ class HubApp:
 
     async def shutdown(self) -> None:
         if self.started:
-            await self.client.aclose()
+            await self.transport.aclose()
             await self.store.close()
             self.started = False
 

@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
     serve.set_defaults(handler=_serve)
 
     db = commands.add_parser("db", help="database schema").add_subparsers(title="db")
@@ -145,6 +146,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log_level=args.log_level,
         # The hub answers with its own JSON; the server header is noise on every response.
         server_header=False,
+        # The hub records every model call itself; a line per request is opt-in.
+        access_log=args.access_log,
+        # The hub does not use the client address; parsing X-Forwarded-* is wasted work.
+        proxy_headers=False,
     )
     return 0
 

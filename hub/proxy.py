@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 
@@ -10,10 +9,10 @@ import anyio
 import httpx
 from starlette.types import Message, Receive, Scope, Send
 
-from hub.providers.openai import error_message, usage_from
+from hub.providers.openai import error_message, usage_from, usage_in_body
 from hub.providers.registry import ProviderRegistry
 from hub.sse import EventSplitter, encode, json_data
-from middleware.call import Call, Usage, get_call
+from middleware.call import Call, get_call
 from middleware.errors import send_error
 
 logger = logging.getLogger("aigne_hub.proxy")
@@ -31,9 +30,11 @@ _CREDENTIAL_STATUSES = frozenset({401, 402, 403})
 class Proxy:
     """The ASGI app behind the middlewares for the model routes."""
 
-    def __init__(self, registry: ProviderRegistry, client: httpx.AsyncClient) -> None:
+    def __init__(self, registry: ProviderRegistry, transport: httpx.AsyncBaseTransport) -> None:
         self.registry = registry
-        self.client = client
+        # The transport, not an AsyncClient: the client's cookie, redirect and auth machinery
+        # is all behaviour a proxy must not have, and cost a sixth of the hub's CPU.
+        self.transport = transport
         self._secrets = [s for s in registry.secrets() if len(s) >= 8]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -54,9 +55,9 @@ class Proxy:
                 return
             call.provider, call.upstream_model = resolved
         provider = self.registry.get(call.provider)
-        request = provider.build_request(self.client, call)
+        request = provider.build_request(call)
         try:
-            response = await self.client.send(request, stream=True)
+            response = await self.transport.handle_async_request(request)
         except httpx.TimeoutException:
             await self._refuse(
                 send,
@@ -76,16 +77,21 @@ class Proxy:
                 f"Could not reach provider '{provider.name}'.",
             )
             return
+        if call.stream and call.call_type == "chatCompletion" and response.status_code == 200:
+            try:
+                await self._stream(receive, send, call, response)
+            finally:
+                # Shielded: a cancelled stream must still close (not leak) the upstream socket.
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+            return
         try:
             if response.status_code >= 400 or response.status_code < 200:
                 await self._upstream_error(send, call, response)
-            elif call.stream and call.call_type == "chatCompletion":
-                await self._stream(receive, send, call, response)
             else:
                 await self._whole(send, call, response)
         finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+            await response.aclose()
 
     async def _refuse(self, send: Send, call: Call, status: int, code: str, message: str) -> None:
         call.fail(code, message)
@@ -139,7 +145,7 @@ class Proxy:
             )
             return
         try:
-            payload = json.loads(body)
+            call.usage = usage_in_body(body, call.call_type)
         except ValueError:
             await self._refuse(
                 send,
@@ -149,7 +155,6 @@ class Proxy:
                 f"Provider '{call.provider}' answered with something not JSON.",
             )
             return
-        call.usage = usage_from(payload, call.call_type) or Usage()
         await send(
             {
                 "type": "http.response.start",

@@ -14,7 +14,7 @@ import httpx
 from multidict import CIMultiDict
 
 # Set by aiohttp itself from the request, or meaningless across the hop.
-_DROP = frozenset({"host", "content-length", "connection", "transfer-encoding", "keep-alive"})
+_DROP = frozenset({b"host", b"content-length", b"connection", b"transfer-encoding", b"keep-alive"})
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -41,9 +41,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
         headers = CIMultiDict(
-            (k, v) for k, v in request.headers.multi_items() if k.lower() not in _DROP
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in request.headers.raw
+            if k.lower() not in _DROP
         )
-        body = await request.aread()
+        stream = request.stream
+        # The hub builds requests from bytes: join them without an async generator.
+        body = (
+            b"".join(stream) if isinstance(stream, httpx.SyncByteStream) else await request.aread()
+        )
         try:
             upstream = await self._client().request(
                 request.method,
@@ -67,7 +73,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
         return httpx.Response(
             status_code=upstream.status,
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.raw_headers],
+            headers=upstream.raw_headers,
             stream=_UpstreamStream(upstream, request),
             extensions={"http_version": b"HTTP/1.1"},
             request=request,

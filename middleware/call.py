@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import random
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -14,6 +14,15 @@ CallStatus = Literal["processing", "success", "failed"]
 
 CALL_KEY = "hub.call"
 IDENTITY_KEY = "hub.identity"
+
+
+def new_call_id() -> str:
+    """128 random bits as 32 hex digits (the shape of uuid4().hex).
+
+    Ids need to be unique, not secret: the seeded PRNG (re-seeded in forked workers) costs
+    far less per request than a system call for fresh entropy.
+    """
+    return f"{random.getrandbits(128):032x}"
 
 
 @dataclass(slots=True)
@@ -48,7 +57,7 @@ class Call:
     stream: bool = False
     app_did: str | None = None
     request_id: str = ""
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: new_call_id())
     provider: str | None = None
     upstream_model: str | None = None
     started_at: float = field(default_factory=time.time)

@@ -66,10 +66,10 @@ class CallLog(Protocol):
         """Record the call as `processing`; queued in order before its settle."""
         ...
 
-    async def settle(self, call: Call) -> bool:
+    async def settle(self, call: Call) -> None:
         """Commit final record, meter event and balance change in one transaction.
 
-        Keyed by call id: a second settle of the same call changes nothing and returns False.
+        Keyed by call id: a second settle of the same call changes nothing.
         """
         ...
 

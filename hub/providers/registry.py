@@ -11,8 +11,10 @@ from hub.settings import ProviderSettings
 class ProviderRegistry:
     """The configured providers; also the ModelCatalog the Call middleware resolves with."""
 
-    def __init__(self, providers: Mapping[str, ProviderSettings]) -> None:
-        self.providers = {name: OpenAIProvider(p) for name, p in providers.items()}
+    def __init__(
+        self, providers: Mapping[str, ProviderSettings], timeout: dict[str, float]
+    ) -> None:
+        self.providers = {name: OpenAIProvider(p, timeout) for name, p in providers.items()}
 
     def resolve(self, model: str) -> tuple[str, str] | None:
         # Split at the first '/': `openrouter/openai/gpt-4o` goes to openrouter as `openai/gpt-4o`.

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from hub.store.raw import RawConnection
+from hub.store.raw import Exec, Fetch, Operation
 from hub.store.schema import accounts, ai_model_rates, api_keys, model_calls
 from hub.store.sql import SqlStore
 from middleware.auth import hash_key, new_api_key
@@ -24,27 +24,31 @@ class Admin:
         self.store = store
         self.sql = store.sql
 
-    async def _account_id(self, c: RawConnection, did: str, *, create: bool = True) -> int:
-        row = await c.fetchone(self.sql.find_account, {"p_did": did})
+    def _account_id(self, did: str, *, create: bool = True) -> Operation[int]:
+        row = yield Fetch(self.sql.find_account, {"p_did": did})
         if row is not None:
             return int(row[0])
         if not create:
             raise LookupError(f"no account for {did}")
-        await c.execute(
+        yield Exec(
             self.sql.insert_account,
             {"p_did": did, "p_name": None, "p_is_admin": False, "p_now": time.time()},
         )
-        row = await c.fetchone(self.sql.find_account, {"p_did": did})
-        assert row is not None
+        row = yield Fetch(self.sql.find_account, {"p_did": did})
         return int(row[0])
+
+    @staticmethod
+    def _exec(stmt: Any, values: dict[str, Any]) -> Operation[int]:
+        count: int = yield Exec(stmt, values)
+        return count
 
     async def ensure_account(self, did: str, *, is_admin: bool | None = None) -> int:
         """The account id for a user DID, creating the account if it is new."""
 
-        async def op(c: RawConnection) -> int:
-            account_id = await self._account_id(c, did)
+        def op() -> Operation[int]:
+            account_id = yield from self._account_id(did)
             if is_admin is not None:
-                await c.execute(self.sql.set_admin, {"p_id": account_id, "p_is_admin": is_admin})
+                yield Exec(self.sql.set_admin, {"p_id": account_id, "p_is_admin": is_admin})
             return account_id
 
         return await self.store.run(op)
@@ -61,9 +65,9 @@ class Admin:
         secret = new_api_key()
         key_id = "key_" + secrets.token_hex(8)
 
-        async def op(c: RawConnection) -> None:
-            account_id = await self._account_id(c, did)
-            await c.execute(
+        def op() -> Operation[None]:
+            account_id = yield from self._account_id(did)
+            yield Exec(
                 self.sql.insert_key,
                 {
                     "p_id": key_id,
@@ -83,7 +87,7 @@ class Admin:
     async def revoke_key(self, key_id: str) -> bool:
         """Revoke a key; False if there is no such live key."""
         values = {"p_id": key_id, "p_now": time.time()}
-        return await self.store.run(lambda c: c.execute(self.sql.revoke_key, values)) > 0
+        return await self.store.run(lambda: self._exec(self.sql.revoke_key, values)) > 0
 
     async def list_keys(self, did: str | None = None) -> list[dict[str, Any]]:
         query = (
@@ -108,27 +112,25 @@ class Admin:
     async def grant(self, did: str, units: int, note: str | None = None) -> int:
         """Add a credit grant (negative to take credits back); returns the new balance."""
 
-        async def op(c: RawConnection) -> tuple[int, int]:
-            account_id = await self._account_id(c, did)
-            await c.execute(
+        def op() -> Operation[int]:
+            account_id = yield from self._account_id(did)
+            yield Exec(
                 self.sql.insert_grant,
                 {"p_id": account_id, "p_amount": units, "p_note": note, "p_now": time.time()},
             )
-            row = await c.fetchone(self.sql.add_balance, {"p_id": account_id, "p_amount": units})
-            assert row is not None
-            return account_id, int(row[0])
+            row = yield Fetch(self.sql.add_balance, {"p_id": account_id, "p_amount": units})
+            return int(row[0])
 
-        account_id, balance = await self.store.run(op)
+        balance = await self.store.run(op)
         self.store.forget_caches()
         return balance
 
     async def ledger(self, did: str) -> dict[str, int]:
         """The balance beside its ledger: granted, metered, and whether they agree."""
 
-        async def op(c: RawConnection) -> dict[str, int]:
-            account_id = await self._account_id(c, did, create=False)
-            row = await c.fetchone(self.sql.ledger_totals, {"p_id": account_id})
-            assert row is not None
+        def op() -> Operation[dict[str, int]]:
+            account_id = yield from self._account_id(did, create=False)
+            row = yield Fetch(self.sql.ledger_totals, {"p_id": account_id})
             return {"balance": int(row[0]), "granted": int(row[1]), "metered": int(row[2])}
 
         return await self.store.run(op)
@@ -154,16 +156,16 @@ class Admin:
             "p_now": time.time(),
         }
 
-        async def op(c: RawConnection) -> None:
-            if await c.execute(self.sql.update_rate, values) == 0:
-                await c.execute(self.sql.insert_rate, values)
+        def op() -> Operation[None]:
+            if (yield Exec(self.sql.update_rate, values)) == 0:
+                yield Exec(self.sql.insert_rate, values)
 
         await self.store.run(op)
         self.store.forget_caches()
 
     async def delete_rate(self, model: str, call_type: CallType) -> bool:
         values = {"p_model": model, "p_type": call_type}
-        deleted = await self.store.run(lambda c: c.execute(self.sql.delete_rate, values))
+        deleted = await self.store.run(lambda: self._exec(self.sql.delete_rate, values))
         self.store.forget_caches()
         return deleted > 0
 

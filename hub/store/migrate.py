@@ -22,7 +22,47 @@ def _v1_initial(dialect: Dialect) -> list[str]:
         statements.append(str(CreateTable(table).compile(dialect=dialect)))
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
             statements.append(str(CreateIndex(index).compile(dialect=dialect)))
-    return statements
+    return statements + _meter_triggers(dialect)
+
+
+# The ledger is written by the database itself, in the statement that settles a call: when a
+# model_calls row leaves `processing` (or is written already final) with a non-zero charge,
+# a meter event is inserted and the balance moved. The call record, the ledger row and the
+# balance can therefore never disagree, and a settle that finds the row already final (a
+# retry) fires nothing. meter_events.call_id is unique as a second guard.
+_METER = {
+    "sqlite": """
+CREATE TRIGGER model_calls_meter_{name} AFTER {event} ON model_calls
+WHEN {when}
+BEGIN
+    INSERT INTO meter_events (account_id, call_id, amount, created_at)
+    VALUES (NEW.account_id, NEW.id, NEW.credits, COALESCE(NEW.response_at, NEW.request_at));
+    UPDATE accounts SET balance = balance - NEW.credits WHERE id = NEW.account_id;
+END""",
+    "postgresql": """
+CREATE TRIGGER model_calls_meter_{name} AFTER {event} ON model_calls
+FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION aigne_hub_meter_call()""",
+}
+_PG_METER_FUNCTION = """
+CREATE OR REPLACE FUNCTION aigne_hub_meter_call() RETURNS trigger AS $$
+BEGIN
+    INSERT INTO meter_events (account_id, call_id, amount, created_at)
+    VALUES (NEW.account_id, NEW.id, NEW.credits, COALESCE(NEW.response_at, NEW.request_at));
+    UPDATE accounts SET balance = balance - NEW.credits WHERE id = NEW.account_id;
+    RETURN NULL;
+END
+$$ LANGUAGE plpgsql"""
+
+
+def _meter_triggers(dialect: Dialect) -> list[str]:
+    final = "NEW.status <> 'processing' AND NEW.credits <> 0"
+    cases = [
+        ("update", "UPDATE", f"OLD.status = 'processing' AND {final}"),
+        ("insert", "INSERT", final),
+    ]
+    template = _METER[dialect.name]
+    triggers = [template.format(name=n, event=e, when=w) for n, e, w in cases]
+    return ([_PG_METER_FUNCTION] if dialect.name == "postgresql" else []) + triggers
 
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [

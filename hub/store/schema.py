@@ -98,7 +98,14 @@ model_calls = Table(
     Column("error_message", String(1000), nullable=True),
 )
 Index("ix_model_calls_user_time", model_calls.c.user_did, model_calls.c.request_at)
-Index("ix_model_calls_status", model_calls.c.status)
+# Partial: only in-flight calls are looked up by status, and a settled call leaves the
+# index, so settling costs less than maintaining an index over every call.
+Index(
+    "ix_model_calls_processing",
+    model_calls.c.request_at,
+    sqlite_where=model_calls.c.status == "processing",
+    postgresql_where=model_calls.c.status == "processing",
+)
 
 credit_grants = Table(
     "credit_grants",

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from databases import Database
+from databases import Database, DatabaseURL
 from sqlalchemy import Boolean, Select
 
 from hub.store import migrate
 from hub.store.committer import GroupCommitter
-from hub.store.raw import PostgresRaw, Prepared, RawConnection, SqliteRaw, dialect_for
+from hub.store.raw import (
+    Backend,
+    Bulk,
+    Exec,
+    Fetch,
+    Operation,
+    PostgresBackend,
+    Prepared,
+    SqliteBackend,
+    Work,
+    dialect_for,
+)
 from hub.store.statements import Statements
 from middleware.call import Call, CallType
 from middleware.ports import KeyRecord, Rate
@@ -24,7 +35,7 @@ TOUCH_INTERVAL = 60.0
 
 
 class SqlStore:
-    """One held connection, a group-commit writer on it, and small read caches."""
+    """One writer connection with group commit, and small read caches in front of it."""
 
     def __init__(
         self,
@@ -44,6 +55,7 @@ class SqlStore:
         options: dict[str, Any] = {"timeout": 10} if self.is_sqlite else {"min_size": 1}
         self.database = Database(url, **options)
         self._held: Any = None
+        self._backend: Backend | None = None
         self._writer: GroupCommitter | None = None
         self._balances: dict[int, tuple[float, int]] = {}
         self._rates: dict[tuple[str, str], Rate] = {}
@@ -67,17 +79,15 @@ class SqlStore:
             await migrate.upgrade(self.database, self.dialect)
         elif await migrate.current_version(self.database, self.dialect) < migrate.LATEST:
             raise RuntimeError("the database schema is out of date: run 'aigne-hub db upgrade'")
-        self._held = self.database.connection()
-        await self._held.__aenter__()
-        raw_conn = self._held.raw_connection
-        raw: RawConnection
         if self.is_sqlite:
-            raw = SqliteRaw(raw_conn)
-            await raw_conn.execute("PRAGMA busy_timeout=10000")
-            await raw_conn.execute(f"PRAGMA synchronous={self.sqlite_synchronous}")
+            backend = SqliteBackend(DatabaseURL(self.url).database, self.sqlite_synchronous)
+            await backend.start()
+            self._backend = backend
         else:
-            raw = PostgresRaw(raw_conn)
-        self._writer = GroupCommitter(raw)
+            self._held = self.database.connection()
+            await self._held.__aenter__()
+            self._backend = PostgresBackend(self._held.raw_connection)
+        self._writer = GroupCommitter(self._backend)
         self._writer.start()
 
     async def close(self) -> None:
@@ -85,21 +95,27 @@ class SqlStore:
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
+        if self._backend is not None:
+            await self._backend.close()
+            self._backend = None
         if self._held is not None:
             await self._held.__aexit__(None, None, None)
             self._held = None
         await self.database.disconnect()
 
-    async def run(self, op: Callable[[RawConnection], Awaitable[T]]) -> T:
-        """Run `op` inside the next group-committed transaction."""
+    async def run(self, work: Callable[[], Operation[T]] | Bulk) -> T:
+        """Run an operation inside the next group-committed transaction."""
         if self._writer is None:
             raise RuntimeError("the store is not open")
-        return await self._writer.run(op)
+        return await self._writer.run(work)
 
-    def _submit(self, op: Callable[[RawConnection], Awaitable[Any]]) -> None:
+    def _submit(self, work: Work) -> None:
         if self._writer is None:
             raise RuntimeError("the store is not open")
-        self._writer.submit(op)
+        self._writer.submit(work)
+
+    async def fetchone(self, stmt: Prepared, values: dict[str, Any]) -> Any:
+        return await self.run(lambda: _one(Fetch(stmt, values)))
 
     async def query(self, statement: Select[Any]) -> list[dict[str, Any]]:
         """Run an ad-hoc Core select (listings, filters) on the store's connection."""
@@ -109,7 +125,7 @@ class SqlStore:
         keys = [str(column.key) for column in columns]
         # SQLite hands booleans back as 0/1.
         flags = {str(c.key) for c in columns if isinstance(c.type, Boolean)}
-        rows = await self.run(lambda c: c.fetchall(prepared, params))
+        rows = await self.run(lambda: _one(Fetch(prepared, params, all=True)))
         found = [dict(zip(keys, row, strict=True)) for row in rows]
         for row in found:
             for key in flags:
@@ -120,7 +136,7 @@ class SqlStore:
     # -- ports used by the middlewares ----------------------------------------------
 
     async def find_key(self, key_hash: str) -> KeyRecord | None:
-        row = await self.run(lambda c: c.fetchone(self.sql.find_key, {"p_hash": key_hash}))
+        row = await self.fetchone(self.sql.find_key, {"p_hash": key_hash})
         if row is None:
             return None
         key_id, account_id, did, app_did, is_admin, revoked_at, expires_at = row
@@ -139,18 +155,17 @@ class SqlStore:
         if now - self._touched.get(key_id, 0.0) < TOUCH_INTERVAL:
             return
         self._touched[key_id] = now
-        values = {"p_id": key_id, "p_now": now}
-        self._submit(lambda c: c.execute(self.sql.touch_key, values))
+        self._submit(Bulk(self.sql.touch_key, {"p_id": key_id, "p_now": now}, phase=1))
 
     async def find_account(self, user_did: str) -> tuple[int, bool] | None:
-        row = await self.run(lambda c: c.fetchone(self.sql.find_account, {"p_did": user_did}))
+        row = await self.fetchone(self.sql.find_account, {"p_did": user_did})
         return None if row is None else (int(row[0]), bool(row[1]))
 
     async def balance(self, account_id: int) -> int:
         cached = self._balances.get(account_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        row = await self.run(lambda c: c.fetchone(self.sql.balance, {"p_id": account_id}))
+        row = await self.fetchone(self.sql.balance, {"p_id": account_id})
         value = int(row[0]) if row is not None else 0
         self._remember_balance(account_id, value)
         return value
@@ -170,7 +185,7 @@ class SqlStore:
             return
         self._rates_loading = asyncio.get_running_loop().create_future()
         try:
-            rows = await self.run(lambda c: c.fetchall(self.sql.all_rates, {}))
+            rows = await self.run(lambda: _one(Fetch(self.sql.all_rates, {}, all=True)))
             self._rates = {
                 (r[0], r[1]): Rate(
                     model=r[0],
@@ -197,61 +212,49 @@ class SqlStore:
         self._rates_expire = 0.0
 
     def open_call(self, call: Call) -> None:
-        values = _call_values(call)
-        self._submit(lambda c: c.execute(self.sql.insert_call, values))
+        self._submit(Bulk(self.sql.insert_call, _call_values(call), phase=0))
 
-    async def settle(self, call: Call) -> bool:
-        values = _call_values(call)
-        values["p_now"] = time.time()
+    async def settle(self, call: Call) -> None:
         charge = call.charge or 0
+        await self.run(Bulk(self.sql.settle_call, _call_values(call), phase=1))
+        # The database moved the balance (trigger); keep the cached figure in step with it.
+        account_id = call.identity.account_id
+        cached = self._balances.get(account_id)
+        if cached is not None and charge:
+            self._balances[account_id] = (cached[0], cached[1] - charge)
 
-        async def op(c: RawConnection) -> tuple[bool, int | None]:
-            if await c.execute(self.sql.settle_call, values) == 0:
-                if await c.fetchone(self.sql.call_exists, values) is not None:
-                    return False, None  # settled before: never apply a charge twice
-                # The queued `processing` insert was lost: write the final record now.
-                await c.execute(self.sql.insert_call, values)
-            if charge == 0:
-                return True, None
-            await c.execute(self.sql.insert_meter, values)
-            row = await c.fetchone(
-                self.sql.add_balance, {"p_id": call.identity.account_id, "p_amount": -charge}
-            )
-            return True, None if row is None else int(row[0])
 
-        applied, balance = await self.run(op)
-        if balance is not None:
-            self._remember_balance(call.identity.account_id, balance)
-        return applied
+def _one(step: Exec | Fetch) -> Operation[Any]:
+    """An operation of a single statement."""
+    return (yield step)
 
 
 def _call_values(call: Call) -> dict[str, Any]:
     usage = call.usage
     finished = call.status != "processing"
-    values: dict[str, Any] = {
-        "id": call.id,
-        "request_id": call.request_id,
-        "account_id": call.identity.account_id,
-        "user_did": call.identity.user_did,
-        "app_did": call.app_did,
-        "api_key_id": call.identity.key_id,
-        "provider": call.provider,
-        "model": call.model,
-        "upstream_model": call.upstream_model,
-        "type": call.call_type,
-        "status": call.status,
-        "stream": call.stream,
-        "request_at": call.started_at,
-        "response_at": call.started_at + call.duration_ms / 1000 if finished else None,
-        "duration_ms": call.duration_ms if finished else None,
-        "ttfb_ms": call.ttfb_ms,
-        "input_tokens": usage.input_tokens if usage else 0,
-        "output_tokens": usage.output_tokens if usage else 0,
-        "cached_tokens": usage.cached_tokens if usage else 0,
-        "image_count": usage.images if usage else 0,
-        "credits": call.charge or 0,
-        "http_status": call.http_status,
-        "error_code": call.error_code,
-        "error_message": call.error_message,
+    return {
+        "p_id": call.id,
+        "p_request_id": call.request_id,
+        "p_account_id": call.identity.account_id,
+        "p_user_did": call.identity.user_did,
+        "p_app_did": call.app_did,
+        "p_api_key_id": call.identity.key_id,
+        "p_provider": call.provider,
+        "p_model": call.model,
+        "p_upstream_model": call.upstream_model,
+        "p_type": call.call_type,
+        "p_status": call.status,
+        "p_stream": call.stream,
+        "p_request_at": call.started_at,
+        "p_response_at": call.started_at + call.duration_ms / 1000 if finished else None,
+        "p_duration_ms": call.duration_ms if finished else None,
+        "p_ttfb_ms": call.ttfb_ms,
+        "p_input_tokens": usage.input_tokens if usage else 0,
+        "p_output_tokens": usage.output_tokens if usage else 0,
+        "p_cached_tokens": usage.cached_tokens if usage else 0,
+        "p_image_count": usage.images if usage else 0,
+        "p_credits": call.charge or 0,
+        "p_http_status": call.http_status,
+        "p_error_code": call.error_code,
+        "p_error_message": call.error_message,
     }
-    return {f"p_{k}": v for k, v in values.items()}

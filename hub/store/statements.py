@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import bindparam, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 
 from hub.store.raw import Prepared
@@ -18,6 +20,28 @@ from hub.store.schema import (
 )
 
 CALL_COLUMNS = [c.name for c in model_calls.columns]
+FINAL_COLUMNS = [
+    "status",
+    "response_at",
+    "duration_ms",
+    "ttfb_ms",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "image_count",
+    "credits",
+    "http_status",
+    "error_code",
+    "error_message",
+    "provider",
+    "upstream_model",
+]
+
+
+def _upsert_for(dialect: Dialect) -> Any:
+    if dialect.name == "sqlite":
+        return sqlite_insert
+    return pg_insert
 
 
 def _p(name: str) -> Any:
@@ -104,34 +128,16 @@ class Statements:
         self.insert_call = prep(
             model_calls.insert().values({name: _p(name) for name in CALL_COLUMNS})
         )
-        final = [
-            "status",
-            "response_at",
-            "duration_ms",
-            "ttfb_ms",
-            "input_tokens",
-            "output_tokens",
-            "cached_tokens",
-            "image_count",
-            "credits",
-            "http_status",
-            "error_code",
-            "error_message",
-            "provider",
-            "upstream_model",
-        ]
+        # The settle: one upsert per call. It finalizes the `processing` row — or writes the
+        # whole record if the queued insert was lost — and does nothing to a settled row, so
+        # a second settle is a no-op. The ledger row and balance change are written by the
+        # `model_calls_meter_*` triggers (see migrate.py) inside this same statement.
+        upsert = _upsert_for(dialect)(model_calls).values({name: _p(name) for name in CALL_COLUMNS})
         self.settle_call = prep(
-            model_calls.update()
-            .where(model_calls.c.id == _p("id"), model_calls.c.status == "processing")
-            .values({name: _p(name) for name in final})
-        )
-        self.call_exists = prep(select(model_calls.c.id).where(model_calls.c.id == _p("id")))
-        self.insert_meter = prep(
-            meter_events.insert().values(
-                account_id=_p("account_id"),
-                call_id=_p("id"),
-                amount=_p("credits"),
-                created_at=_p("now"),
+            upsert.on_conflict_do_update(
+                index_elements=[model_calls.c.id],
+                set_={name: upsert.excluded[name] for name in FINAL_COLUMNS},
+                where=model_calls.c.status == "processing",
             )
         )
         self.insert_grant = prep(

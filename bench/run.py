@@ -1,0 +1,200 @@
+"""Measure the hub against the floor, in one run on one machine.
+
+    python bench/run.py [--seconds 5] [--requests 400]
+
+Starts the example fake provider, the floor (bench/floor.py: a bare pass-through proxy)
+and the hub with its full middleware stack on SQLite, each one uvicorn worker in its own
+process, then prints for each: added latency over calling the provider directly at one
+request at a time (p50, p99), requests/s at 64 concurrent, and time to first byte of a
+stream. The hub's figures are also given as ratios to the floor's, since this machine is
+shared and absolute numbers drift from run to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+BODY = {"model": "fake/gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}]}
+
+
+def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def wait_up(url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            try:
+                async with session.get(url) as response:
+                    await response.read()
+                    return
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def one(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str], body: dict[str, object]
+) -> tuple[float, float]:
+    """(time to first byte, total) for one request, in seconds."""
+    started = time.perf_counter()
+    async with session.post(url, json=body, headers=headers) as response:
+        first = None
+        async for _ in response.content.iter_any():
+            if first is None:
+                first = time.perf_counter() - started
+        if response.status != 200:
+            raise RuntimeError(f"{url} answered {response.status}")
+    return first or 0.0, time.perf_counter() - started
+
+
+async def sequential(url: str, headers: dict[str, str], n: int, stream: bool) -> list[float]:
+    body = {**BODY, "stream": stream}
+    async with aiohttp.ClientSession() as session:
+        for _ in range(20):
+            await one(session, url, headers, body)
+        results = [await one(session, url, headers, body) for _ in range(n)]
+    return [r[0] if stream else r[1] for r in results]
+
+
+async def throughput(url: str, headers: dict[str, str], seconds: float, workers: int) -> float:
+    done = 0
+    deadline = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=workers)) as session:
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                await one(session, url, headers, BODY)
+                done += 1
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+    return done / seconds
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def hub_setup(env: dict[str, str]) -> str:
+    def cli(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "hub.cli", *args],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    key = json.loads(cli("keys", "create", "--user", "did:abt:bench", "--json"))["key"]
+    cli("credits", "grant", "did:abt:bench", "1000000")
+    cli("rates", "set", "fake/gpt-4o-mini", "--input", "0.15", "--output", "0.6", "--per-million")
+    return str(key)
+
+
+async def measure(
+    name: str,
+    url: str,
+    headers: dict[str, str],
+    args: argparse.Namespace,
+    direct: dict[str, float] | None,
+) -> dict[str, float]:
+    latency = await sequential(url, headers, args.requests, stream=False)
+    ttfb = await sequential(url, headers, args.requests // 2, stream=True)
+    rps = await throughput(url, headers, args.seconds, 64)
+    figures = {
+        "p50": statistics.median(latency) * 1000,
+        "p99": pct(latency, 0.99) * 1000,
+        "ttfb": statistics.median(ttfb) * 1000,
+        "rps": rps,
+    }
+    if direct is not None:
+        figures["added_p50"] = figures["p50"] - direct["p50"]
+        figures["added_p99"] = figures["p99"] - direct["p99"]
+        figures["added_ttfb"] = figures["ttfb"] - direct["ttfb"]
+    return figures
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description="hub vs floor")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--requests", type=int, default=400)
+    args = parser.parse_args()
+    ports = {"fake": 8300, "floor": 8301, "hub": 8302}
+    tmp = tempfile.mkdtemp(prefix="aigne-hub-bench-")
+    config = Path(tmp) / "hub.toml"
+    config.write_text(
+        f'[server]\nport = {ports["hub"]}\n[database]\nurl = "sqlite:///{tmp}/bench.db"\n'
+        f'[providers.fake]\nbase_url = "http://127.0.0.1:{ports["fake"]}/v1"\n'
+        'api_keys = ["bench"]\n'
+    )
+    env = {**os.environ, "AIGNE_HUB_CONFIG": str(config)}
+    procs = [start(["examples/fake_provider.py", "--port", str(ports["fake"])])]
+    try:
+        await wait_up(f"http://127.0.0.1:{ports['fake']}/v1/models")
+        procs.append(
+            start(
+                [
+                    "bench/floor.py",
+                    "--port",
+                    str(ports["floor"]),
+                    "--upstream",
+                    f"http://127.0.0.1:{ports['fake']}",
+                ]
+            )
+        )
+        key = hub_setup(env)
+        procs.append(start(["-m", "hub.cli", "serve", "--log-level", "warning"], env=env))
+        await wait_up(f"http://127.0.0.1:{ports['floor']}/v1/models")
+        await wait_up(f"http://127.0.0.1:{ports['hub']}/health")
+
+        path = "/v1/chat/completions"
+        auth = {"authorization": f"Bearer {key}"}
+        direct = await measure("direct", f"http://127.0.0.1:{ports['fake']}{path}", {}, args, None)
+        floor = await measure("floor", f"http://127.0.0.1:{ports['floor']}{path}", {}, args, direct)
+        hub = await measure("hub", f"http://127.0.0.1:{ports['hub']}{path}", auth, args, direct)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)
+
+    print(
+        f"{'':8}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}"
+        f"{'ttfb ms':>9}{'req/s@64':>10}"
+    )
+    for name, f in (("direct", direct), ("floor", floor), ("hub", hub)):
+        print(
+            f"{name:8}{f['p50']:9.2f}{f['p99']:9.2f}{f.get('added_p50', 0):11.2f}"
+            f"{f.get('added_p99', 0):11.2f}{f['ttfb']:9.2f}{f['rps']:10.0f}"
+        )
+    print(
+        f"\nhub / floor: requests/s {hub['rps'] / floor['rps']:.2f}x, "
+        f"added p50 {hub['added_p50']:.2f} ms vs {floor['added_p50']:.2f} ms, "
+        f"ttfb {hub['ttfb'] / floor['ttfb']:.2f}x"
+    )
+    print("targets: requests/s >= 0.6x the floor, added p50 <= 1.5 ms")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
