@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import httpx
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hub.providers.registry import ProviderRegistry
@@ -20,6 +21,7 @@ from middleware import (
     CreditCheckMiddleware,
     ModelCallMiddleware,
 )
+from middleware.parse import APP_DID_HEADER
 
 logger = logging.getLogger("aigne_hub")
 
@@ -78,6 +80,16 @@ class HubApp:
             public_paths=PUBLIC_PATHS,
             cache_seconds=limits.key_cache_seconds,
         )
+        self.entry: ASGIApp = self.auth
+        if settings.cors_origins:
+            # Outermost, so a browser's preflight is answered before auth asks for a key.
+            self.entry = CORSMiddleware(
+                self.auth,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type", APP_DID_HEADER, "x-request-id"],
+                expose_headers=["x-request-id"],
+            )
         self.started = False
 
     async def startup(self) -> None:
@@ -99,7 +111,7 @@ class HubApp:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        await self.auth(scope, receive, send)
+        await self.entry(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

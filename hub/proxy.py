@@ -40,7 +40,10 @@ class Proxy:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         call = get_call(scope)
         if call is None:
-            await send_error(send, 500, "misconfigured", "The proxy needs the Call middleware.")
+            if scope["method"] != "POST":
+                await send_error(send, 405, "method_not_allowed", "Use POST for this route.")
+            else:
+                await send_error(send, 500, "misconfigured", "The proxy needs the Call middleware.")
             return
         if call.provider is None:
             resolved = self.registry.resolve(call.model)

@@ -64,6 +64,8 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     session_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     sqlite_synchronous: str = "FULL"
+    # Browser origins allowed to call the API directly (chat UIs); empty: no CORS headers.
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def billing(self) -> bool:
@@ -86,7 +88,10 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
     _no_unknown(data, _TOP, "")
-    server = _table(data, "server", {"host", "port"})
+    server = _table(data, "server", {"host", "port", "cors_origins"})
+    cors = server.get("cors_origins", [])
+    if not isinstance(cors, list) or not all(isinstance(o, str) for o in cors):
+        raise ConfigError("server.cors_origins", 'must be a list of origins, e.g. ["*"]')
     database = _table(data, "database", {"url", "sqlite_synchronous"})
     session = _table(data, "session", {"secret"})
 
@@ -123,6 +128,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         limits=_limits(_table(data, "limits", set(Limits.__dataclass_fields__))),
         session_secret=str(secret) if secret else secrets.token_urlsafe(32),
         sqlite_synchronous=synchronous,
+        cors_origins=tuple(cors),
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 import respx
 
 from middleware.money import to_credits
-from tests.conftest import PROVIDER_KEY, USER, Hub
+from tests.conftest import PROVIDER_KEY, USER, Hub, make_settings, start_hub
 
 pytestmark = pytest.mark.anyio
 
@@ -275,3 +275,61 @@ async def test_unknown_route_is_a_json_404(hub: Hub) -> None:
     response = await hub.client.get("/v1/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_wrong_method_on_a_model_route_is_a_json_405(hub: Hub) -> None:
+    response = await hub.client.get("/v1/chat/completions")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_upstream_breaking_off_mid_stream_ends_with_an_error_event(
+    hub: Hub, mock_upstream: respx.MockRouter
+) -> None:
+    async def broken_stream() -> Any:
+        yield sse(chunk("Hi"))
+        raise httpx.ReadError("connection reset by peer")
+
+    mock_upstream.post("/chat/completions").mock(
+        side_effect=lambda request: httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, content=broken_stream()
+        )
+    )
+
+    response = await hub.chat(stream=True)
+
+    assert response.status_code == 200  # the status line was sent with the first chunk
+    events = [
+        json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")
+    ]
+    assert events[0]["choices"][0]["delta"]["content"] == "Hi"
+    assert events[-1]["error"]["code"] == "upstream_disconnected"
+    [call] = await hub.calls()
+    assert call["status"] == "failed" and call["error_code"] == "upstream_disconnected"
+    assert call["credits"] == 0
+
+
+async def test_browser_origins_get_cors_when_configured(
+    db_url: str, mock_upstream: respx.MockRouter
+) -> None:
+    settings = make_settings(db_url, cors_origins=("https://chat.example",))
+    hub = await start_hub(settings, httpx.MockTransport(mock_upstream.async_handler))
+    try:
+        preflight = await hub.client.options(
+            "/v1/chat/completions",
+            headers={
+                "origin": "https://chat.example",
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "authorization,content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://chat.example"
+        other = await hub.client.options(
+            "/v1/chat/completions",
+            headers={"origin": "https://evil.example", "access-control-request-method": "POST"},
+        )
+        assert "access-control-allow-origin" not in other.headers
+    finally:
+        await hub.client.aclose()
+        await hub.app.shutdown()
