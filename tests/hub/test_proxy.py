@@ -333,3 +333,25 @@ async def test_browser_origins_get_cors_when_configured(
     finally:
         await hub.client.aclose()
         await hub.app.shutdown()
+
+
+async def test_calls_are_attributed_to_the_app_that_made_them(
+    hub: Hub, mock_upstream: respx.MockRouter
+) -> None:
+    mock_upstream.post("/chat/completions").respond(json=completion())
+    _, app_key = await hub.admin.create_key(USER, app_did="did:app:from-key")
+
+    await hub.client.post(
+        "/v1/chat/completions",
+        headers={"x-aigne-hub-client-did": "did:app:from-header", "x-request-id": "req-42"},
+        json={"model": "mock/gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+    )
+    await hub.client.post(
+        "/v1/chat/completions",
+        headers={"authorization": f"Bearer {app_key}"},
+        json={"model": "mock/gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+    )
+
+    by_app = {call["app_did"]: call for call in await hub.calls()}
+    assert by_app["did:app:from-header"]["request_id"] == "req-42"
+    assert "did:app:from-key" in by_app
