@@ -68,7 +68,13 @@ class HubApp:
         billing = settings.billing
         stack: ASGIApp = BillingMiddleware(dispatch, rates=self.store, enabled=billing)
         stack = ModelCallMiddleware(stack, log=self.store)
-        stack = CreditCheckMiddleware(stack, balances=self.store, rates=self.store, enabled=billing)
+        stack = CreditCheckMiddleware(
+            stack,
+            balances=self.store,
+            rates=self.store,
+            enabled=billing,
+            default_output_tokens=limits.hold_output_tokens,
+        )
         stack = CallMiddleware(
             stack, routes=MODEL_ROUTES, max_body_bytes=limits.max_body_bytes, models=self.registry
         )

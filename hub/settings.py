@@ -52,6 +52,8 @@ class Limits:
     key_cache_seconds: float = 5.0
     balance_cache_seconds: float = 1.0
     rate_cache_seconds: float = 5.0
+    # Output tokens assumed for a call's credit hold when it sets no max_tokens.
+    hold_output_tokens: int = 4096
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,47 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from middleware.call import get_call
+from middleware.billing import price
+from middleware.call import Call, Usage, get_call
 from middleware.errors import send_error
 from middleware.money import to_credits
-from middleware.ports import BalanceReader, RateBook
+from middleware.ports import BalanceReader, Rate, RateBook
+
+# JSON-encoded text averages over three bytes per token; four errs on the generous side for
+# the caller while still counting every message.
+BYTES_PER_TOKEN = 4
+
+
+def worst_case(call: Call, rate: Rate, default_output_tokens: int) -> int:
+    """What the call may cost at most, for holding credit while it runs."""
+    body = call.body
+    if call.call_type == "imageGeneration":
+        n = body.get("n", 1)
+        images = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+        return price(Usage(images=images), rate)
+    input_tokens = len(call.raw_body) // BYTES_PER_TOKEN + 1
+    output = body.get("max_completion_tokens", body.get("max_tokens"))
+    if call.call_type == "embedding":
+        output_tokens = 0
+    elif isinstance(output, int) and not isinstance(output, bool) and output > 0:
+        output_tokens = output
+    else:
+        output_tokens = default_output_tokens
+    return price(Usage(input_tokens=input_tokens, output_tokens=output_tokens), rate)
 
 
 class CreditCheckMiddleware:
-    """402 when the balance is at or below zero; 400 for a model without a rate."""
+    """402 when the balance, less what calls in flight may still cost, is at or below zero.
+
+    Each admitted call holds its worst-case cost until it is settled, so a burst of
+    concurrent calls cannot all pass on a balance that covers one: the overdraft is bounded
+    by what the admitted calls really cost beyond their holds. Holds live in this process;
+    the balance itself comes from the shared store. Unpriced models are refused (400).
+    """
 
     def __init__(
         self,
@@ -20,18 +51,25 @@ class CreditCheckMiddleware:
         balances: BalanceReader,
         rates: RateBook,
         enabled: bool = True,
+        holds: bool = True,
+        default_output_tokens: int = 4096,
     ) -> None:
         self.app = app
         self.balances = balances
         self.rates = rates
         self.enabled = enabled
+        self.holds = holds
+        self.default_output_tokens = default_output_tokens
+        # Shared by all requests on purpose: the credit held by each account's calls in flight.
+        self.held: defaultdict[int, int] = defaultdict(int)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         call = get_call(scope) if self.enabled else None
         if call is None:
             await self.app(scope, receive, send)
             return
-        if await self.rates.rate(call.model, call.call_type) is None:
+        rate = await self.rates.rate(call.model, call.call_type)
+        if rate is None:
             # An unpriced model would be a free call: refuse it rather than give it away.
             await send_error(
                 send,
@@ -42,14 +80,29 @@ class CreditCheckMiddleware:
                 "model",
             )
             return
-        balance = await self.balances.balance(call.identity.account_id)
-        if balance <= 0:
+        account = call.identity.account_id
+        balance = await self.balances.balance(account)
+        available = balance - self.held[account]
+        if available <= 0:
             await send_error(
                 send,
                 402,
                 "insufficient_credits",
-                f"Insufficient credits: the balance is {to_credits(balance)}. "
-                "Buy or request more credits to continue.",
+                f"Insufficient credits: the balance is {to_credits(balance)}"
+                + (
+                    f", of which {to_credits(balance - available)} is held by calls in flight"
+                    if available != balance
+                    else ""
+                )
+                + ". Buy or request more credits to continue.",
             )
             return
-        await self.app(scope, receive, send)
+        hold = worst_case(call, rate, self.default_output_tokens) if self.holds else 0
+        self.held[account] += hold
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            # The inner layers have settled the call by now, so the balance reflects it.
+            self.held[account] -= hold
+            if self.held[account] <= 0:
+                del self.held[account]

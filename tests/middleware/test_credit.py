@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import anyio
 import httpx
 import pytest
 import respx
@@ -59,3 +62,75 @@ async def test_self_hosted_mode_records_calls_at_zero_credits(
     finally:
         await hub.client.aclose()
         await hub.app.shutdown()
+
+
+async def test_a_concurrent_burst_cannot_spend_far_beyond_the_balance(
+    hub: Hub, mock_upstream: respx.MockRouter
+) -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(0.05)  # all 30 calls are in flight together
+        return httpx.Response(200, json=completion(100, 100))
+
+    mock_upstream.post("/chat/completions").mock(side_effect=slow)
+    per_call = 100 * 10_000 + 100 * 20_000  # 0.0003 credits at the hub fixture's rates
+    await hub.admin.grant(USER, 3 * per_call - to_units(10))  # room for three calls
+
+    # A prompt of ~100 tokens, as the upstream will report.
+    messages = [{"role": "user", "content": "word " * 80}]
+
+    responses = await asyncio.gather(
+        *(hub.chat(max_tokens=100, messages=messages) for _ in range(30))
+    )
+
+    statuses = [r.status_code for r in responses]
+    # Without holds all 30 would pass the check and the balance would end at -27 calls.
+    assert statuses.count(200) == 3 and statuses.count(402) == 27
+    ledger = await hub.admin.ledger(USER)
+    assert ledger["balance"] == 0
+    assert ledger["balance"] == ledger["granted"] - ledger["metered"]
+
+
+async def test_the_402_says_what_calls_in_flight_hold(
+    hub: Hub, mock_upstream: respx.MockRouter
+) -> None:
+    started = anyio.Event()
+    release = anyio.Event()
+
+    async def held_open(request: httpx.Request) -> httpx.Response:
+        started.set()
+        await release.wait()
+        return httpx.Response(200, json=completion(1, 1))
+
+    mock_upstream.post("/chat/completions").mock(side_effect=held_open)
+    await hub.admin.grant(USER, to_units("0.001") - to_units(10))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(hub.chat)
+        await started.wait()
+        refused = await hub.chat()
+        release.set()
+
+    assert refused.status_code == 402
+    assert "held by calls in flight" in refused.json()["error"]["message"]
+
+
+def test_worst_case_covers_the_asked_output_and_every_image() -> None:
+    from middleware.call import Call, Identity
+    from middleware.credit import worst_case
+    from middleware.ports import Rate
+
+    def call(kind: str, body: dict[str, object]) -> Call:
+        return Call(
+            identity=Identity(1, USER),
+            call_type=kind,
+            model="m",  # type: ignore[arg-type]
+            body=body,
+            raw_body=b"x" * 400,
+        )
+
+    chat = Rate("m", "chatCompletion", input_rate=1, output_rate=10)
+    assert worst_case(call("chatCompletion", {"max_tokens": 50}), chat, 4096) == 101 + 500
+    assert worst_case(call("chatCompletion", {}), chat, 4096) == 101 + 40_960
+    assert worst_case(call("embedding", {"max_tokens": 50}), chat, 4096) == 101
+    image = Rate("m", "imageGeneration", input_rate=0, output_rate=0, image_rate=7)
+    assert worst_case(call("imageGeneration", {"n": 3}), image, 4096) == 21
