@@ -16,7 +16,7 @@ from typing import Any
 from hub.settings import ConfigError, Settings, load_settings
 from hub.store import SqlStore
 from hub.store.admin import CALL_TYPES, Admin
-from middleware.money import SCALE, to_credits, to_units
+from middleware.money import to_credits, to_units
 
 MONEY_COLUMNS = {
     "balance",
@@ -54,19 +54,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.handler(settings, args)
         return result
-    except (ValueError, LookupError) as exc:
+    except (ValueError, LookupError, ArithmeticError) as exc:
         print(f"aigne-hub: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a database that cannot be opened, and the like
+        if os.environ.get("AIGNE_HUB_DEBUG"):
+            raise
+        print(f"aigne-hub: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="TOML settings file (default: $AIGNE_HUB_CONFIG)")
-    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+def _common_options(default: str | None) -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--config", default=default, help="TOML settings file (default: $AIGNE_HUB_CONFIG)"
+    )
+    options.add_argument(
+        "--json",
+        action="store_true",
+        default=default if default is not None else False,
+        help="print JSON for scripts",
+    )
+    return options
 
+
+def _parser() -> argparse.ArgumentParser:
+    # --config and --json are accepted before or after the command: on the subcommands
+    # they default to SUPPRESS, so an option given before the command is not reset there.
+    common = _common_options(argparse.SUPPRESS)
     parser = argparse.ArgumentParser(
         prog="aigne-hub",
-        parents=[common],
+        parents=[_common_options(None)],
         description="AIGNE Hub: an AI gateway with credit billing",
     )
     commands = parser.add_subparsers(title="commands")
@@ -78,11 +96,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
     serve.set_defaults(handler=_serve)
 
-    db = commands.add_parser("db", help="database schema").add_subparsers(title="db")
+    db = commands.add_parser("db", parents=[common], help="database schema").add_subparsers(
+        title="db"
+    )
     up = db.add_parser("upgrade", parents=[common], help="create or upgrade the schema")
     up.set_defaults(handler=_run(_db_upgrade))
 
-    keys = commands.add_parser("keys", help="API keys").add_subparsers(title="keys")
+    keys = commands.add_parser("keys", parents=[common], help="API keys").add_subparsers(
+        title="keys"
+    )
     create = keys.add_parser("create", parents=[common], help="create a key (shown once)")
     create.add_argument("--user", required=True, help="the owner's user DID")
     create.add_argument("--name", help="a label for the key")
@@ -97,7 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=_run(_keys_revoke))
 
-    credits = commands.add_parser("credits", help="credit balances").add_subparsers(title="credits")
+    credits = commands.add_parser(
+        "credits", parents=[common], help="credit balances"
+    ).add_subparsers(title="credits")
     grant = credits.add_parser("grant", parents=[common], help="grant credits to a user")
     grant.add_argument("user", help="user DID")
     grant.add_argument("amount", help="credits, e.g. 10 or 0.5 (negative takes credits back)")
@@ -107,7 +131,9 @@ def _parser() -> argparse.ArgumentParser:
     balance.add_argument("user", help="user DID")
     balance.set_defaults(handler=_run(_credits_balance))
 
-    rates = commands.add_parser("rates", help="model rates").add_subparsers(title="rates")
+    rates = commands.add_parser("rates", parents=[common], help="model rates").add_subparsers(
+        title="rates"
+    )
     set_rate = rates.add_parser("set", parents=[common], help="set a model's rate")
     set_rate.add_argument("model", help="provider/model, e.g. openai/gpt-4o-mini")
     set_rate.add_argument("--type", default="chatCompletion", choices=CALL_TYPES)
@@ -122,7 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     list_rates = rates.add_parser("list", parents=[common], help="list rates")
     list_rates.set_defaults(handler=_run(_rates_list))
 
-    calls = commands.add_parser("calls", help="model calls").add_subparsers(title="calls")
+    calls = commands.add_parser("calls", parents=[common], help="model calls").add_subparsers(
+        title="calls"
+    )
     list_calls = calls.add_parser(
         "list", parents=[common], help="recent calls, in-flight ones included"
     )
@@ -186,7 +214,9 @@ async def _db_upgrade(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
 async def _keys_create(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
     if args.admin:
         await admin.ensure_account(args.user, is_admin=True)
-    expires = time.time() + args.expires_days * 86400 if args.expires_days else None
+    if args.expires_days is not None and args.expires_days <= 0:
+        raise ValueError("--expires-days must be more than 0")
+    expires = time.time() + args.expires_days * 86400 if args.expires_days is not None else None
     key_id, secret = await admin.create_key(
         args.user, name=args.name, app_did=args.app, expires_at=expires
     )
@@ -218,7 +248,12 @@ async def _rates_set(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
     per = Decimal(1_000_000) if args.per_million else Decimal(1)
 
     def rate(value: str | None) -> int | None:
-        return None if value is None else to_units(Decimal(value) / per)
+        if value is None:
+            return None
+        try:
+            return to_units(Decimal(value) / per)
+        except ArithmeticError as exc:  # decimal.InvalidOperation
+            raise ValueError(f"not a number: {value!r}") from exc
 
     values = {
         "input_rate": rate(args.input),
@@ -308,8 +343,6 @@ def _print(result: Any, as_json: bool) -> None:
     for row in shown:
         print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
 
-
-_ = (SCALE, os)
 
 if __name__ == "__main__":
     raise SystemExit(main())

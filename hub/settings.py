@@ -84,9 +84,13 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            data = tomllib.loads(Path(path).read_text())
+            data = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
         except FileNotFoundError as exc:
             raise ConfigError("--config", f"no such file: {path}") from exc
+        except OSError as exc:
+            raise ConfigError("--config", f"cannot read {path}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError("--config", f"{path} is not UTF-8 text: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
     _no_unknown(data, _TOP, "")
@@ -102,10 +106,10 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         raise ConfigError("mode", f"must be 'service-provider' or 'self-hosted', not {mode!r}")
 
     port = env.get("AIGNE_HUB_PORT") or server.get("port", 8090)
-    try:
+    if isinstance(port, str) and port.strip().isdigit():
         port = int(port)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError("server.port", f"must be a number, not {port!r}") from exc
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise ConfigError("server.port", f"must be a whole number, not {port!r}")
     if not 0 < port < 65536:
         raise ConfigError("server.port", f"must be between 1 and 65535, not {port}")
 
@@ -154,10 +158,12 @@ def _limits(table: dict[str, Any]) -> Limits:
     values: dict[str, Any] = {}
     defaults = Limits()
     for key, value in table.items():
-        kind = type(getattr(defaults, key))
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ConfigError(f"limits.{key}", f"must be a positive number, not {value!r}")
-        values[key] = kind(value)
+        whole = isinstance(getattr(defaults, key), int)
+        kind = "a positive whole number" if whole else "a positive number"
+        number = isinstance(value, int if whole else int | float) and not isinstance(value, bool)
+        if not number or value <= 0:
+            raise ConfigError(f"limits.{key}", f"must be {kind}, not {value!r}")
+        values[key] = value if whole else float(value)
     return Limits(**values)
 
 
@@ -183,7 +189,12 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
             raise ConfigError(key + ".base_url", "required for a provider that is not a preset")
         if not str(base_url).startswith(("http://", "https://")):
             raise ConfigError(key + ".base_url", f"must be an http(s) URL, not {base_url!r}")
-        keys = entry.get("api_keys") or ([entry["api_key"]] if entry.get("api_key") else [])
+        if "api_key" in entry:
+            if not isinstance(entry["api_key"], str) or not entry["api_key"]:
+                raise ConfigError(key + ".api_key", "must be a non-empty string")
+            keys = [entry["api_key"]]
+        else:
+            keys = entry.get("api_keys") or []
         if not keys and _env_key(name, env):
             keys = [_env_key(name, env)]
         if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
