@@ -222,7 +222,7 @@ def _tap(events: Iterable[bytes], call: Call, wants_usage: bool) -> bytes:
     """Pass events through, noting usage; drop the usage-only chunk if it was not asked for."""
     kept: list[bytes] = []
     for event in events:
-        if b'"usage"' in event and b'"usage":null' not in event:
+        if b'"usage"' in event and b'"usage":null' not in event and b'"usage": null' not in event:
             payload = json_data(event)
             usage = usage_from(payload, call.call_type)
             if usage is not None:

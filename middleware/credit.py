@@ -38,10 +38,11 @@ def worst_case(call: Call, rate: Rate, default_output_tokens: int) -> int:
 class CreditCheckMiddleware:
     """402 when the balance, less what calls in flight may still cost, is at or below zero.
 
-    Each admitted call holds its worst-case cost until it is settled, so a burst of
-    concurrent calls cannot all pass on a balance that covers one: the overdraft is bounded
-    by what the admitted calls really cost beyond their holds. Holds live in this process;
-    the balance itself comes from the shared store. Unpriced models are refused (400).
+    Each admitted call holds its worst-case cost while it runs, so a burst of concurrent
+    calls cannot all pass on a balance that covers one: the overdraft is bounded by what
+    the admitted calls really cost beyond their holds. Once billing has priced a call, it
+    holds its real charge instead, until the settle has moved the balance. Holds live in
+    this process; the balance comes from the shared store. Unpriced models are refused.
     """
 
     def __init__(
@@ -60,8 +61,15 @@ class CreditCheckMiddleware:
         self.enabled = enabled
         self.holds = holds
         self.default_output_tokens = default_output_tokens
-        # Shared by all requests on purpose: the credit held by each account's calls in flight.
-        self.held: defaultdict[int, int] = defaultdict(int)
+        # Shared by all requests on purpose: each account's calls in flight, with their holds.
+        self.in_flight: defaultdict[int, dict[str, tuple[Call, int]]] = defaultdict(dict)
+
+    def held(self, account_id: int) -> int:
+        """Credit held by the account's calls in flight: real charges once they are priced."""
+        calls = self.in_flight.get(account_id)
+        if not calls:
+            return 0
+        return sum(hold if call.charge is None else call.charge for call, hold in calls.values())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         call = get_call(scope) if self.enabled else None
@@ -82,7 +90,7 @@ class CreditCheckMiddleware:
             return
         account = call.identity.account_id
         balance = await self.balances.balance(account)
-        available = balance - self.held[account]
+        available = balance - self.held(account)
         if available <= 0:
             await send_error(
                 send,
@@ -98,11 +106,12 @@ class CreditCheckMiddleware:
             )
             return
         hold = worst_case(call, rate, self.default_output_tokens) if self.holds else 0
-        self.held[account] += hold
+        calls = self.in_flight[account]
+        calls[call.id] = (call, hold)
         try:
             await self.app(scope, receive, send)
         finally:
             # The inner layers have settled the call by now, so the balance reflects it.
-            self.held[account] -= hold
-            if self.held[account] <= 0:
-                del self.held[account]
+            del calls[call.id]
+            if not calls:
+                del self.in_flight[account]

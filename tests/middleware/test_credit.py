@@ -8,8 +8,10 @@ import anyio
 import httpx
 import pytest
 import respx
+from starlette.types import Receive, Scope, Send
 
 from middleware.money import to_units
+from middleware.ports import Rate
 from tests.conftest import USER, Hub, make_settings, start_hub
 from tests.hub.test_proxy import completion
 
@@ -117,7 +119,6 @@ async def test_the_402_says_what_calls_in_flight_hold(
 def test_worst_case_covers_the_asked_output_and_every_image() -> None:
     from middleware.call import Call, Identity
     from middleware.credit import worst_case
-    from middleware.ports import Rate
 
     def call(kind: str, body: dict[str, object]) -> Call:
         return Call(
@@ -134,3 +135,57 @@ def test_worst_case_covers_the_asked_output_and_every_image() -> None:
     assert worst_case(call("embedding", {"max_tokens": 50}), chat, 4096) == 101
     image = Rate("m", "imageGeneration", input_rate=0, output_rate=0, image_rate=7)
     assert worst_case(call("imageGeneration", {"n": 3}), image, 4096) == 21
+
+
+class _Book:
+    """In-memory ports: a fixed balance and one rate."""
+
+    def __init__(self, balance: int) -> None:
+        self.units = balance
+
+    async def balance(self, account_id: int) -> int:
+        return self.units
+
+    async def rate(self, model: str, call_type: str) -> Rate:
+        return Rate(model, "chatCompletion", input_rate=1, output_rate=1)
+
+
+async def test_a_priced_call_holds_its_charge_not_its_worst_case_while_it_settles() -> None:
+    from middleware.call import Identity, get_call
+    from middleware.credit import CreditCheckMiddleware
+    from middleware.parse import CallMiddleware
+
+    settling = anyio.Event()
+    settled = anyio.Event()
+
+    async def model(scope: Scope, receive: Receive, send: Send) -> None:
+        call = get_call(scope)
+        assert call is not None
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+        call.charge = 10  # priced: the answer is out, the settle is still being committed
+        if not settling.is_set():
+            settling.set()
+            await settled.wait()
+
+    book = _Book(balance=100)  # covers ten real calls, but not one worst-case hold (4096+)
+    app = CallMiddleware(
+        CreditCheckMiddleware(model, balances=book, rates=book),
+        routes={"/v1/chat/completions": "chatCompletion"},
+        anonymous=Identity(account_id=1, user_did=USER),
+    )
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    body = {"model": "m", "messages": []}
+
+    async def first() -> None:
+        await client.post("/v1/chat/completions", json=body)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(first)
+        await settling.wait()
+        # The first call is answered and priced but not yet settled: the next one must pass.
+        second = await client.post("/v1/chat/completions", json=body)
+        settled.set()
+    await client.aclose()
+
+    assert second.status_code == 200
