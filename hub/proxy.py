@@ -128,7 +128,7 @@ class Proxy:
 
     async def _whole(self, send: Send, call: Call, response: httpx.Response) -> None:
         try:
-            body = await response.aread()
+            body = await _read_all(response)
         except httpx.TimeoutException:
             await self._refuse(
                 send,
@@ -211,6 +211,13 @@ class Proxy:
         call.fail(code, message)
         # The status line is gone; an `error` chunk is what OpenAI SDKs raise on.
         return encode({"error": {"message": message, "type": "upstream_error", "code": code}})
+
+
+async def _read_all(response: httpx.Response) -> bytes:
+    """The whole body. Plain bodies (we ask for identity) skip httpx's decoder layers."""
+    if response.headers.get("content-encoding", "identity") != "identity":
+        return await response.aread()
+    return b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
 
 
 def _wants_usage(call: Call) -> bool:

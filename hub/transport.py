@@ -14,6 +14,9 @@ import httpx
 from multidict import CIMultiDict
 
 # Set by aiohttp itself from the request, or meaningless across the hop.
+_KEEP = frozenset(
+    {b"content-type", b"content-encoding", b"content-length", b"retry-after", b"x-request-id"}
+)
 _DROP = frozenset({b"host", b"content-length", b"connection", b"transfer-encoding", b"keep-alive"})
 
 
@@ -57,7 +60,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 headers=headers,
                 data=body or None,
                 allow_redirects=False,
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
                 timeout=aiohttp.ClientTimeout(
                     total=None,
                     connect=timeouts.get("pool"),
@@ -73,7 +75,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
         return httpx.Response(
             status_code=upstream.status,
-            headers=upstream.raw_headers,
+            # Only the headers a proxy reads: httpx normalizes each one it is handed, and a
+            # provider's dozen rate-limit and tracing headers would cost that on every call.
+            headers=[(k, v) for k, v in upstream.raw_headers if k.lower() in _KEEP],
             stream=_UpstreamStream(upstream, request),
             extensions={"http_version": b"HTTP/1.1"},
             request=request,

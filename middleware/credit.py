@@ -61,8 +61,10 @@ class CreditCheckMiddleware:
         self.enabled = enabled
         self.holds = holds
         self.default_output_tokens = default_output_tokens
-        # Shared by all requests on purpose: each account's calls in flight, with their holds.
+        # Shared by all requests on purpose: each account's calls in flight, with their holds,
+        # and the sum of those holds (an upper bound of what is held, kept up to date).
         self.in_flight: defaultdict[int, dict[str, tuple[Call, int]]] = defaultdict(dict)
+        self.hold_totals: defaultdict[int, int] = defaultdict(int)
 
     def held(self, account_id: int) -> int:
         """Credit held by the account's calls in flight: real charges once they are priced."""
@@ -70,6 +72,13 @@ class CreditCheckMiddleware:
         if not calls:
             return 0
         return sum(hold if call.charge is None else call.charge for call, hold in calls.values())
+
+    def _available(self, account_id: int, balance: int) -> int:
+        # Summing every call in flight is only needed when the holds could use up the
+        # balance; otherwise the cheap upper bound already proves there is credit left.
+        if balance - self.hold_totals.get(account_id, 0) > 0:
+            return balance - self.hold_totals.get(account_id, 0)
+        return balance - self.held(account_id)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         call = get_call(scope) if self.enabled else None
@@ -90,7 +99,7 @@ class CreditCheckMiddleware:
             return
         account = call.identity.account_id
         balance = await self.balances.balance(account)
-        available = balance - self.held(account)
+        available = self._available(account, balance)
         if available <= 0:
             await send_error(
                 send,
@@ -108,10 +117,13 @@ class CreditCheckMiddleware:
         hold = worst_case(call, rate, self.default_output_tokens) if self.holds else 0
         calls = self.in_flight[account]
         calls[call.id] = (call, hold)
+        self.hold_totals[account] += hold
         try:
             await self.app(scope, receive, send)
         finally:
             # The inner layers have settled the call by now, so the balance reflects it.
             del calls[call.id]
+            self.hold_totals[account] -= hold
             if not calls:
                 del self.in_flight[account]
+                del self.hold_totals[account]

@@ -29,10 +29,31 @@ class OpenAIProvider:
         self.secrets = settings.api_keys
         # Parsed once: URL parsing is a visible share of a proxied request's CPU.
         self._urls = {kind: httpx.URL(self.base_url + path) for kind, path in _PATHS.items()}
-        self._host = self._urls["chatCompletion"].netloc
         self._extensions = {"timeout": timeout}
-        # Rotation over the provider's keys; weighted pools and failover arrive with issue 3.
-        self._keys = itertools.cycle(settings.api_keys) if settings.api_keys else None
+        # Headers are built once per (key, streaming): httpx normalizes every header it is
+        # given, and a request only copies a ready Headers object. Rotation over the keys;
+        # weighted pools and failover arrive with issue 3.
+        keys: list[str | None] = list(settings.api_keys) or [None]
+        self._headers = itertools.cycle(
+            [
+                {False: self._base_headers(key, False), True: self._base_headers(key, True)}
+                for key in keys
+            ]
+        )
+
+    def _base_headers(self, key: str | None, stream: bool) -> httpx.Headers:
+        headers = [
+            (b"host", self._urls["chatCompletion"].netloc),
+            (b"content-type", b"application/json"),
+            (b"accept", b"text/event-stream" if stream else b"application/json"),
+            # Plain bytes: the proxy reads usage out of the stream as it passes.
+            (b"accept-encoding", b"identity"),
+            # Given here, so aiohttp has no default headers to add (its slow path).
+            (b"user-agent", b"aigne-hub-python"),
+        ]
+        if key is not None:
+            headers.append((b"authorization", f"Bearer {key}".encode()))
+        return httpx.Headers(headers)
 
     def build_request(self, call: Call) -> httpx.Request:
         body = dict(call.body)
@@ -46,24 +67,17 @@ class OpenAIProvider:
                 "include_usage": True,
             }
         content = json.dumps(body, separators=(",", ":")).encode()
-        headers = [
-            (b"host", self._host),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(content)).encode()),
-            (b"accept", b"text/event-stream" if call.stream else b"application/json"),
-            # Plain bytes: the proxy reads usage out of the stream as it passes.
-            (b"accept-encoding", b"identity"),
-        ]
-        if self._keys is not None:
-            headers.append((b"authorization", f"Bearer {next(self._keys)}".encode()))
-        # A ready-made stream skips httpx's body encoding; the headers above are complete.
-        return httpx.Request(
+        # A ready-made stream skips httpx's body encoding; the headers are complete with
+        # the length added.
+        request = httpx.Request(
             "POST",
             self._urls[call.call_type],
-            headers=headers,
+            headers=next(self._headers)[call.stream],
             stream=httpx.ByteStream(content),
             extensions=self._extensions,
         )
+        request.headers["content-length"] = str(len(content))
+        return request
 
 
 def usage_from(payload: Any, call_type: CallType) -> Usage | None:
