@@ -61,24 +61,9 @@ class Proxy:
         request = provider.build_request(call)
         try:
             response = await self.transport.handle_async_request(request)
-        except httpx.TimeoutException:
-            await self._refuse(
-                send,
-                call,
-                504,
-                "upstream_timeout",
-                f"Provider '{provider.name}' did not answer in time.",
-            )
-            return
         except httpx.HTTPError as exc:
-            logger.warning("provider %s unreachable: %s", provider.name, self._scrub(str(exc)))
-            await self._refuse(
-                send,
-                call,
-                502,
-                "upstream_unavailable",
-                f"Could not reach provider '{provider.name}'.",
-            )
+            logger.warning("provider %s failed: %s", provider.name, self._scrub(repr(exc)))
+            await self._refuse(send, call, *_failure(exc, "request", provider.name))
             return
         if call.stream and call.call_type == "chatCompletion" and response.status_code == 200:
             try:
@@ -129,23 +114,8 @@ class Proxy:
     async def _whole(self, send: Send, call: Call, response: httpx.Response) -> None:
         try:
             body = await _read_all(response)
-        except httpx.TimeoutException:
-            await self._refuse(
-                send,
-                call,
-                504,
-                "upstream_timeout",
-                f"Provider '{call.provider}' stopped answering.",
-            )
-            return
-        except httpx.HTTPError:
-            await self._refuse(
-                send,
-                call,
-                502,
-                "upstream_disconnected",
-                f"Provider '{call.provider}' closed the connection early.",
-            )
+        except httpx.HTTPError as exc:
+            await self._refuse(send, call, *_failure(exc, "body", call.provider))
             return
         try:
             call.usage = usage_in_body(body, call.call_type)
@@ -193,24 +163,15 @@ class Proxy:
                     out = _tap(splitter.feed(chunk), call, wants_usage)
                     if out and not await _send_body(send, call, out):
                         break
-            except httpx.TimeoutException:
-                closing = self._stream_error(
-                    call, "upstream_timeout", f"Provider '{call.provider}' stalled mid-stream."
-                )
-            except httpx.HTTPError:
-                closing = self._stream_error(
-                    call,
-                    "upstream_disconnected",
-                    f"Provider '{call.provider}' broke off the stream.",
-                )
+            except httpx.HTTPError as exc:
+                _, code, message = _failure(exc, "stream", call.provider)
+                call.fail(code, message)
+                # The status line is gone; an `error` chunk is what OpenAI SDKs raise on.
+                error = {"message": message, "type": "upstream_error", "code": code}
+                closing = encode({"error": error})
             group.cancel_scope.cancel()
         if not call.client_gone:
             await _send_body(send, call, splitter.flush() + closing, more=False)
-
-    def _stream_error(self, call: Call, code: str, message: str) -> bytes:
-        call.fail(code, message)
-        # The status line is gone; an `error` chunk is what OpenAI SDKs raise on.
-        return encode({"error": {"message": message, "type": "upstream_error", "code": code}})
 
 
 async def _read_all(response: httpx.Response) -> bytes:
@@ -218,6 +179,30 @@ async def _read_all(response: httpx.Response) -> bytes:
     if response.headers.get("content-encoding", "identity") != "identity":
         return await response.aread()
     return b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
+
+
+# What an upstream failure means to the client, by the stage it happened at:
+# (status, code, message) for a timeout, then for any other transport failure.
+_FAILURES: dict[str, tuple[tuple[int, str, str], tuple[int, str, str]]] = {
+    "request": (
+        (504, "upstream_timeout", "Provider '{}' did not answer in time."),
+        (502, "upstream_unavailable", "Could not reach provider '{}'."),
+    ),
+    "body": (
+        (504, "upstream_timeout", "Provider '{}' stopped answering."),
+        (502, "upstream_disconnected", "Provider '{}' closed the connection early."),
+    ),
+    "stream": (
+        (504, "upstream_timeout", "Provider '{}' stalled mid-stream."),
+        (502, "upstream_disconnected", "Provider '{}' broke off the stream."),
+    ),
+}
+
+
+def _failure(exc: httpx.HTTPError, stage: str, provider: str | None) -> tuple[int, str, str]:
+    timeout, other = _FAILURES[stage]
+    status, code, message = timeout if isinstance(exc, httpx.TimeoutException) else other
+    return status, code, message.format(provider)
 
 
 def _wants_usage(call: Call) -> bool:
