@@ -55,7 +55,11 @@ def chat(client: OpenAI, model: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="environment: AIGNE_HUB_KEY (required, a hub key ahk_...), "
+        f"AIGNE_HUB_URL (default {DEFAULT_URL})",
+    )
     parser.add_argument(
         "model", nargs="?", default=DEFAULT_MODEL, help=f"(default {DEFAULT_MODEL})"
     )

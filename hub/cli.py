@@ -138,7 +138,9 @@ def _parser() -> argparse.ArgumentParser:
     set_rate.add_argument("model", help="provider/model, e.g. openai/gpt-4o-mini")
     set_rate.add_argument("--type", default="chatCompletion", choices=CALL_TYPES)
     set_rate.add_argument("--input", required=True, help="credits per input token")
-    set_rate.add_argument("--output", default="0", help="credits per output token")
+    set_rate.add_argument(
+        "--output", help="credits per output token (required for chat; 0 makes output free)"
+    )
     set_rate.add_argument("--cached", help="credits per cached input token")
     set_rate.add_argument("--image", help="credits per image")
     set_rate.add_argument(
@@ -154,19 +156,28 @@ def _parser() -> argparse.ArgumentParser:
     list_calls = calls.add_parser(
         "list", parents=[common], help="recent calls, in-flight ones included"
     )
-    list_calls.add_argument("--user")
-    list_calls.add_argument("--model")
-    list_calls.add_argument("--status", choices=("processing", "success", "failed"))
-    list_calls.add_argument("--limit", type=int, default=20)
+    list_calls.add_argument("--user", help="only this user's calls (user DID)")
+    list_calls.add_argument("--model", help="only this model, e.g. openai/gpt-4o-mini")
+    list_calls.add_argument(
+        "--status",
+        choices=("processing", "success", "failed"),
+        help="only calls in this state (processing: in flight now)",
+    )
+    list_calls.add_argument("--limit", type=int, default=20, help="at most this many (20)")
     list_calls.set_defaults(handler=_run(_calls_list))
     return parser
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import logging
+
     import uvicorn
 
     from hub.app import create_app
 
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     uvicorn.run(
         create_app(settings),
         host=args.host or settings.host,
@@ -193,6 +204,7 @@ def _run(command: Command) -> Callable[[Settings, argparse.Namespace], int]:
             store = SqlStore(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
             await store.open()
             try:
+                args.settings = settings
                 return await command(Admin(store), args)
             finally:
                 await store.close()
@@ -255,6 +267,16 @@ async def _rates_set(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
         except ArithmeticError as exc:  # decimal.InvalidOperation
             raise ValueError(f"not a number: {value!r}") from exc
 
+    provider = args.model.partition("/")[0]
+    if provider not in args.settings.providers:
+        known = ", ".join(args.settings.providers) or "none"
+        print(
+            f"note: no provider '{provider}' in this configuration (configured: {known}); "
+            "the rate applies once the hub serves it.",
+            file=sys.stderr,
+        )
+    if args.output is None and args.type == "chatCompletion":
+        raise ValueError("--output is required for a chat model (give 0 to make output free)")
     values = {
         "input_rate": rate(args.input),
         "output_rate": rate(args.output),
@@ -316,7 +338,9 @@ def _shown(key: str, value: Any, as_json: bool) -> Any:
     if key in TIME_COLUMNS and isinstance(value, int | float):
         stamp = datetime.fromtimestamp(value).astimezone()
         return (
-            stamp.isoformat(timespec="seconds") if as_json else stamp.strftime("%Y-%m-%d %H:%M:%S")
+            stamp.isoformat(timespec="seconds")
+            if as_json
+            else stamp.strftime("%Y-%m-%d %H:%M:%S %Z")
         )
     if isinstance(value, bool) and not as_json:
         return "yes" if value else "no"
@@ -339,9 +363,9 @@ def _print(result: Any, as_json: bool) -> None:
         return
     columns = list(shown[0])
     widths = {c: max(len(c), *(len(str(r[c])) for r in shown)) for c in columns}
-    print("  ".join(c.upper().ljust(widths[c]) for c in columns))
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
     for row in shown:
-        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns).rstrip())
 
 
 if __name__ == "__main__":

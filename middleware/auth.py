@@ -97,8 +97,11 @@ class AuthMiddleware:
                 )
                 return
         else:
-            scheme, _, token = authorization.partition(" ")
+            scheme, _, token = authorization.strip().partition(" ")
             token = token.strip()
+            if scheme.lower() == "bearer" and not token:
+                await send_error(send, 401, "missing_api_key", "The Bearer token is empty.")
+                return
             if scheme.lower() != "bearer" or not token.startswith(KEY_PREFIX):
                 await send_error(
                     send,

@@ -101,6 +101,11 @@ class CreditCheckMiddleware:
         balance = await self.balances.balance(account)
         available = self._available(account, balance)
         if available <= 0:
+            # Before refusing, look past the cache: credit granted a moment ago (by the CLI
+            # or another instance) must count at once.
+            balance = await self.balances.balance(account, fresh=True)
+            available = self._available(account, balance)
+        if available <= 0:
             await send_error(
                 send,
                 402,

@@ -50,8 +50,11 @@ class AccountLookup(Protocol):
 
 
 class BalanceReader(Protocol):
-    async def balance(self, account_id: int) -> int:
-        """The account's balance in integer units (grants minus meter events)."""
+    async def balance(self, account_id: int, *, fresh: bool = False) -> int:
+        """The account's balance in integer units (grants minus meter events).
+
+        May come from a short-lived cache; `fresh` reads the store.
+        """
         ...
 
 

@@ -24,12 +24,10 @@ class Admin:
         self.store = store
         self.sql = store.sql
 
-    def _account_id(self, did: str, *, create: bool = True) -> Operation[int]:
+    def _account_id(self, did: str) -> Operation[int]:
         row = yield Fetch(self.sql.find_account, {"p_did": did})
         if row is not None:
             return int(row[0])
-        if not create:
-            raise LookupError(f"no account for {did}")
         yield Exec(
             self.sql.insert_account,
             {"p_did": did, "p_name": None, "p_is_admin": False, "p_now": time.time()},
@@ -129,8 +127,10 @@ class Admin:
         """The balance beside its ledger: granted, metered, and whether they agree."""
 
         def op() -> Operation[dict[str, int]]:
-            account_id = yield from self._account_id(did, create=False)
-            row = yield Fetch(self.sql.ledger_totals, {"p_id": account_id})
+            found = yield Fetch(self.sql.find_account, {"p_did": did})
+            if found is None:  # nobody has granted or spent anything yet
+                return {"balance": 0, "granted": 0, "metered": 0}
+            row = yield Fetch(self.sql.ledger_totals, {"p_id": int(found[0])})
             return {"balance": int(row[0]), "granted": int(row[1]), "metered": int(row[2])}
 
         return await self.store.run(op)

@@ -161,9 +161,9 @@ class SqlStore:
         row = await self.fetchone(self.sql.find_account, {"p_did": user_did})
         return None if row is None else (int(row[0]), bool(row[1]))
 
-    async def balance(self, account_id: int) -> int:
+    async def balance(self, account_id: int, *, fresh: bool = False) -> int:
         cached = self._balances.get(account_id)
-        if cached is not None and cached[0] > time.monotonic():
+        if not fresh and cached is not None and cached[0] > time.monotonic():
             return cached[1]
         row = await self.fetchone(self.sql.balance, {"p_id": account_id})
         value = int(row[0]) if row is not None else 0

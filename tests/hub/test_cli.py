@@ -202,11 +202,18 @@ def test_a_grant_that_is_not_a_number_is_refused(cli: Cli) -> None:
     assert "not a number" in err
 
 
-def test_the_balance_of_an_unknown_user_fails(cli: Cli) -> None:
-    code, _, err = cli.run("credits", "balance", "did:abt:nobody")
+def test_the_balance_of_an_unknown_user_is_zero(cli: Cli) -> None:
+    ledger = cli.json("credits", "balance", "did:abt:nobody")
+
+    assert (ledger["balance"], ledger["granted"], ledger["metered"]) == ("0", "0", "0")
+
+
+def test_a_chat_rate_must_say_what_output_costs(cli: Cli) -> None:
+    code, _, err = cli.run("rates", "set", "openai/gpt-4o", "--input", "0.000002")
 
     assert code == 1
-    assert "did:abt:nobody" in err
+    assert "--output is required" in err
+    assert cli.json("rates", "list") == []
 
 
 def test_rates_per_million_tokens_are_stored_per_token(cli: Cli) -> None:
@@ -228,7 +235,7 @@ def test_rates_per_million_tokens_are_stored_per_token(cli: Cli) -> None:
 
 
 def test_setting_a_rate_again_replaces_it(cli: Cli) -> None:
-    cli.json("rates", "set", "openai/gpt-4o", "--input", "0.000002")
+    cli.json("rates", "set", "openai/gpt-4o", "--input", "0.000002", "--output", "0")
     cli.json("rates", "set", "openai/gpt-4o", "--input", "0.000005", "--output", "0.00001")
     cli.json("rates", "set", "openai/gpt-4o", "--type", "embedding", "--input", "0.0000001")
 
@@ -307,7 +314,7 @@ def test_options_before_the_command_are_honoured(
 
 
 def test_a_rate_that_is_not_a_number_is_refused(cli: Cli) -> None:
-    code, _, err = cli.run("rates", "set", "openai/gpt-4o", "--input", "cheap")
+    code, _, err = cli.run("rates", "set", "openai/gpt-4o", "--input", "cheap", "--output", "0")
 
     assert code == 1
     assert "cheap" in err
@@ -320,7 +327,9 @@ def test_the_cli_works_on_each_database(
 
     created = cli.json("keys", "create", "--user", ALICE, "--name", "laptop")
     cli.json("credits", "grant", ALICE, "12.5")
-    cli.json("rates", "set", "openai/gpt-4o-mini", "--input", "0.15", "--per-million")
+    cli.json(
+        "rates", "set", "openai/gpt-4o-mini", "--input", "0.15", "--output", "0", "--per-million"
+    )
     cli.json("keys", "revoke", created["id"])
 
     [key] = cli.json("keys", "list")

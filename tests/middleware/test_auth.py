@@ -34,7 +34,12 @@ async def test_missing_key(hub: Hub) -> None:
     assert await status_with(hub, {}) == (401, "missing_api_key")
 
 
-@pytest.mark.parametrize("header", ["Basic abc", "Bearer", "Bearer sk-not-ours", "ahk_x"])
+@pytest.mark.parametrize("header", ["Bearer", "Bearer   "])
+async def test_empty_bearer_is_a_missing_key(hub: Hub, header: str) -> None:
+    assert await status_with(hub, {"authorization": header}) == (401, "missing_api_key")
+
+
+@pytest.mark.parametrize("header", ["Basic abc", "Bearer sk-not-ours", "ahk_x"])
 async def test_malformed_key(hub: Hub, header: str) -> None:
     assert await status_with(hub, {"authorization": header}) == (401, "malformed_api_key")
 

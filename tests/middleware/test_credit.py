@@ -10,6 +10,8 @@ import pytest
 import respx
 from starlette.types import Receive, Scope, Send
 
+from hub.store import SqlStore
+from hub.store.admin import Admin
 from middleware.money import to_units
 from middleware.ports import Rate
 from tests.conftest import USER, Hub, make_settings, start_hub
@@ -143,7 +145,7 @@ class _Book:
     def __init__(self, balance: int) -> None:
         self.units = balance
 
-    async def balance(self, account_id: int) -> int:
+    async def balance(self, account_id: int, *, fresh: bool = False) -> int:
         return self.units
 
     async def rate(self, model: str, call_type: str) -> Rate:
@@ -189,3 +191,19 @@ async def test_a_priced_call_holds_its_charge_not_its_worst_case_while_it_settle
     await client.aclose()
 
     assert second.status_code == 200
+
+
+async def test_credit_granted_elsewhere_counts_at_once(
+    hub: Hub, mock_upstream: respx.MockRouter
+) -> None:
+    mock_upstream.post("/chat/completions").respond(json=completion())
+    await hub.admin.grant(USER, -to_units(10))
+    assert (await hub.chat()).status_code == 402  # the empty balance is now cached
+
+    # Another process (the CLI) grants credit: this store's cache knows nothing of it.
+    other = SqlStore(hub.store.url)
+    await other.open()
+    await Admin(other).grant(USER, to_units(1))
+    await other.close()
+
+    assert (await hub.chat()).status_code == 200
