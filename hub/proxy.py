@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Protocol
 
 import anyio
 import httpx
 from starlette.types import Message, Receive, Scope, Send
 
-from hub.providers.openai import error_message, usage_from, usage_in_body
+from hub.providers.base import Adapter, StreamTranslator, usage_chunk
+from hub.providers.openai import error_message, usage_from
 from hub.providers.registry import ProviderRegistry
 from hub.sse import EventSplitter, encode, json_data
 from middleware.call import Call, get_call
@@ -58,6 +60,15 @@ class Proxy:
                 return
             call.provider, call.upstream_model = resolved
         provider = self.registry.get(call.provider)
+        if not provider.supports(call.call_type):
+            await self._refuse(
+                send,
+                call,
+                400,
+                "unsupported_call_type",
+                f"Provider '{provider.name}' does not offer {call.call_type} calls.",
+            )
+            return
         request = provider.build_request(call)
         try:
             response = await self.transport.handle_async_request(request)
@@ -67,7 +78,12 @@ class Proxy:
             return
         if call.stream and call.call_type == "chatCompletion" and response.status_code == 200:
             try:
-                await self._stream(receive, send, call, response)
+                relay: _Relay = (
+                    _PassThrough(call)
+                    if provider.passthrough
+                    else _Translated(call, provider.stream_translator(call))
+                )
+                await self._stream(receive, send, call, response, relay)
             finally:
                 # Shielded: a cancelled stream must still close (not leak) the upstream socket.
                 with anyio.CancelScope(shield=True):
@@ -77,7 +93,7 @@ class Proxy:
             if response.status_code >= 400 or response.status_code < 200:
                 await self._upstream_error(send, call, response)
             else:
-                await self._whole(send, call, response)
+                await self._whole(send, call, response, provider)
         finally:
             await response.aclose()
 
@@ -111,15 +127,17 @@ class Proxy:
         client_status = status if 400 <= status <= 599 else 502
         await self._refuse(send, call, client_status, code, f"Provider '{name}': {message}")
 
-    async def _whole(self, send: Send, call: Call, response: httpx.Response) -> None:
+    async def _whole(
+        self, send: Send, call: Call, response: httpx.Response, provider: Adapter
+    ) -> None:
         try:
             body = await _read_all(response)
         except httpx.HTTPError as exc:
             await self._refuse(send, call, *_failure(exc, "body", call.provider))
             return
         try:
-            call.usage = usage_in_body(body, call.call_type)
-        except ValueError:
+            body, call.usage = provider.translate_response(body, call)
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError):
             await self._refuse(
                 send,
                 call,
@@ -142,11 +160,15 @@ class Proxy:
         await send({"type": "http.response.body", "body": body})
 
     async def _stream(
-        self, receive: Receive, send: Send, call: Call, response: httpx.Response
+        self,
+        receive: Receive,
+        send: Send,
+        call: Call,
+        response: httpx.Response,
+        relay: _Relay,
     ) -> None:
-        wants_usage = _wants_usage(call)
         splitter = EventSplitter()
-        closing = b""
+        error = b""
         await send(
             {
                 "type": "http.response.start",
@@ -159,19 +181,69 @@ class Proxy:
             # upstream read so the provider connection is closed at once.
             group.start_soon(_watch_disconnect, receive, call, group.cancel_scope)
             try:
-                async for chunk in response.aiter_bytes():
-                    out = _tap(splitter.feed(chunk), call, wants_usage)
+                async for data in response.aiter_bytes():
+                    out = relay.relay(splitter.feed(data))
                     if out and not await _send_body(send, call, out):
                         break
             except httpx.HTTPError as exc:
                 _, code, message = _failure(exc, "stream", call.provider)
                 call.fail(code, message)
                 # The status line is gone; an `error` chunk is what OpenAI SDKs raise on.
-                error = {"message": message, "type": "upstream_error", "code": code}
-                closing = encode({"error": error})
+                error = encode(
+                    {"error": {"message": message, "type": "upstream_error", "code": code}}
+                )
             group.cancel_scope.cancel()
         if not call.client_gone:
-            await _send_body(send, call, splitter.flush() + closing, more=False)
+            await _send_body(send, call, relay.finish(splitter.flush(), error), more=False)
+
+
+class _Relay(Protocol):
+    def relay(self, events: list[bytes]) -> bytes: ...
+
+    def finish(self, tail: bytes, error: bytes) -> bytes: ...
+
+
+class _PassThrough:
+    """Same protocol on both sides: events go through as they are, tapped for usage."""
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.wants_usage = _wants_usage(call)
+
+    def relay(self, events: list[bytes]) -> bytes:
+        return _tap(events, self.call, self.wants_usage)
+
+    def finish(self, tail: bytes, error: bytes) -> bytes:
+        return tail + error  # the provider sent its own `data: [DONE]`
+
+
+class _Translated:
+    """Another protocol upstream: its events become OpenAI chunks, then usage and [DONE]."""
+
+    def __init__(self, call: Call, translator: StreamTranslator) -> None:
+        self.call = call
+        self.translator = translator
+        self.wants_usage = _wants_usage(call)
+        self.chunk_id = f"chatcmpl-{call.id}"
+
+    def relay(self, events: list[bytes]) -> bytes:
+        out = []
+        for event in events:
+            for item in self.translator.feed(event):
+                if "error" in item:
+                    self.call.fail("upstream_error", str(item["error"].get("message")))
+                out.append(encode(item))
+        if self.translator.usage is not None:
+            self.call.usage = self.translator.usage
+        return b"".join(out)
+
+    def finish(self, tail: bytes, error: bytes) -> bytes:
+        out = self.relay([tail]) if tail.strip() else b""
+        if error or self.call.error_code is not None:
+            return out + error
+        if self.wants_usage and self.call.usage is not None:
+            out += encode(usage_chunk(self.call, self.chunk_id, self.call.usage))
+        return out + b"data: [DONE]\n\n"
 
 
 async def _read_all(response: httpx.Response) -> bytes:

@@ -12,18 +12,23 @@ from typing import Any, Literal
 
 Mode = Literal["service-provider", "self-hosted"]
 
-# Providers that speak the OpenAI API, and where they live. A provider named like one of
-# these needs no base_url; its key comes from <NAME>_API_KEY when the file has none.
-OPENAI_COMPATIBLE_PRESETS: dict[str, str] = {
-    "openai": "https://api.openai.com/v1",
-    "deepseek": "https://api.deepseek.com/v1",
-    "xai": "https://api.x.ai/v1",
-    "openrouter": "https://openrouter.ai/api/v1",
-    "groq": "https://api.groq.com/openai/v1",
-    "mistral": "https://api.mistral.ai/v1",
-    "ollama": "http://127.0.0.1:11434/v1",
+# Known providers: their protocol ("kind") and where they live. A provider named like one
+# of these needs no kind or base_url; its key comes from <NAME>_API_KEY when the file has
+# none, and its presence in the environment switches the provider on.
+PRESETS: dict[str, tuple[str, str]] = {
+    "openai": ("openai", "https://api.openai.com/v1"),
+    "deepseek": ("openai", "https://api.deepseek.com/v1"),
+    "xai": ("openai", "https://api.x.ai/v1"),
+    "openrouter": ("openai", "https://openrouter.ai/api/v1"),
+    "groq": ("openai", "https://api.groq.com/openai/v1"),
+    "mistral": ("openai", "https://api.mistral.ai/v1"),
+    "ollama": ("openai", "http://127.0.0.1:11434/v1"),
+    "anthropic": ("anthropic", "https://api.anthropic.com"),
+    "google": ("gemini", "https://generativelanguage.googleapis.com"),
 }
-SUPPORTED_KINDS = ("openai",)
+# Other names their keys go by in the environment.
+_ENV_ALIASES = {"google": ("GEMINI_API_KEY",)}
+SUPPORTED_KINDS = ("openai", "anthropic", "gemini")
 
 
 class ConfigError(ValueError):
@@ -178,13 +183,14 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
         _no_unknown(entry, {"kind", "base_url", "api_keys", "api_key", "models"}, key + ".")
         if "/" in name or not name:
             raise ConfigError(key, "a provider name may not be empty or contain '/'")
-        kind = entry.get("kind", "openai")
+        preset_kind, preset_url = PRESETS.get(name, ("openai", ""))
+        kind = entry.get("kind", preset_kind)
         if kind not in SUPPORTED_KINDS:
             raise ConfigError(
                 key + ".kind",
                 f"{kind!r} is not supported yet (supported: {', '.join(SUPPORTED_KINDS)})",
             )
-        base_url = entry.get("base_url") or OPENAI_COMPATIBLE_PRESETS.get(name)
+        base_url = entry.get("base_url") or preset_url
         if not base_url:
             raise ConfigError(key + ".base_url", "required for a provider that is not a preset")
         if not str(base_url).startswith(("http://", "https://")):
@@ -210,12 +216,15 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
             models=tuple(models),
         )
     # Presets switch themselves on when their key is in the environment.
-    for name, base_url in OPENAI_COMPATIBLE_PRESETS.items():
+    for name, (kind, base_url) in PRESETS.items():
         env_key = _env_key(name, env)
         if name not in providers and env_key:
-            providers[name] = ProviderSettings(name, "openai", base_url, (env_key,))
+            providers[name] = ProviderSettings(name, kind, base_url, (env_key,))
     return providers
 
 
 def _env_key(name: str, env: Mapping[str, str]) -> str:
-    return env.get(name.upper().replace("-", "_") + "_API_KEY", "")
+    for variable in (name.upper().replace("-", "_") + "_API_KEY", *_ENV_ALIASES.get(name, ())):
+        if env.get(variable):
+            return env[variable]
+    return ""

@@ -93,14 +93,20 @@ async def _empty_pg(url: str) -> None:
 
 
 def make_settings(
-    db_url: str, *, provider: str = "mock", base_url: str = UPSTREAM, **changes: Any
+    db_url: str,
+    *,
+    provider: str = "mock",
+    base_url: str = UPSTREAM,
+    kind: str = "openai",
+    more_providers: tuple[ProviderSettings, ...] = (),
+    **changes: Any,
 ) -> Settings:
-    """Settings for a hub with one OpenAI-compatible provider (`mock` at UPSTREAM)."""
-    upstream = ProviderSettings(provider, "openai", base_url, (PROVIDER_KEY,), ("gpt-4o-mini",))
+    """Settings for a hub with one provider (by default `mock`, OpenAI-compatible, at UPSTREAM)."""
+    upstream = ProviderSettings(provider, kind, base_url, (PROVIDER_KEY,), ("gpt-4o-mini",))
     limits = Limits(key_cache_seconds=0.2, balance_cache_seconds=0.2)
     base = Settings(
         database_url=db_url,
-        providers={provider: upstream},
+        providers={provider: upstream, **{p.name: p for p in more_providers}},
         limits=limits,
         sqlite_synchronous="NORMAL",
         session_secret="test-secret",

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from typing import Any
 
 import httpx
 
+from hub.providers.base import KeyRing, StreamTranslator, json_request
 from hub.settings import ProviderSettings
 from middleware.call import Call, CallType, Usage
 
@@ -20,28 +20,24 @@ _PATHS: dict[CallType, str] = {
 
 
 class OpenAIProvider:
-    """Builds upstream requests and reads usage and errors in the OpenAI wire format."""
+    """OpenAI and every base URL that speaks its API: requests and answers pass through."""
+
+    kind = "openai"
+    passthrough = True
 
     def __init__(self, settings: ProviderSettings, timeout: dict[str, float]) -> None:
         self.name = settings.name
         self.base_url = settings.base_url
         self.models = settings.models
         self.secrets = settings.api_keys
+        self.timeout = timeout
         # Parsed once: URL parsing is a visible share of a proxied request's CPU.
         self._urls = {kind: httpx.URL(self.base_url + path) for kind, path in _PATHS.items()}
-        self._extensions = {"timeout": timeout}
-        # Headers are built once per (key, streaming): httpx normalizes every header it is
-        # given, and a request only copies a ready Headers object. Rotation over the keys;
-        # weighted pools and failover arrive with issue 3.
-        keys: list[str | None] = list(settings.api_keys) or [None]
-        self._headers = itertools.cycle(
-            [
-                {False: self._base_headers(key, False), True: self._base_headers(key, True)}
-                for key in keys
-            ]
+        self._keys = KeyRing(
+            settings, lambda key: {s: self._headers(key, s) for s in (False, True)}
         )
 
-    def _base_headers(self, key: str | None, stream: bool) -> httpx.Headers:
+    def _headers(self, key: str | None, stream: bool) -> httpx.Headers:
         headers = [
             (b"host", self._urls["chatCompletion"].netloc),
             (b"content-type", b"application/json"),
@@ -55,6 +51,9 @@ class OpenAIProvider:
             headers.append((b"authorization", f"Bearer {key}".encode()))
         return httpx.Headers(headers)
 
+    def supports(self, call_type: CallType) -> bool:
+        return True
+
     def build_request(self, call: Call) -> httpx.Request:
         body = dict(call.body)
         body["model"] = call.upstream_model
@@ -66,18 +65,14 @@ class OpenAIProvider:
                 **(options if isinstance(options, dict) else {}),
                 "include_usage": True,
             }
-        content = json.dumps(body, separators=(",", ":")).encode()
-        # A ready-made stream skips httpx's body encoding; the headers are complete with
-        # the length added.
-        request = httpx.Request(
-            "POST",
-            self._urls[call.call_type],
-            headers=next(self._headers)[call.stream],
-            stream=httpx.ByteStream(content),
-            extensions=self._extensions,
-        )
-        request.headers["content-length"] = str(len(content))
-        return request
+        headers = self._keys.next()[call.stream]
+        return json_request(self._urls[call.call_type], headers, body, self.timeout)
+
+    def translate_response(self, body: bytes, call: Call) -> tuple[bytes, Usage]:
+        return body, usage_in_body(body, call.call_type)
+
+    def stream_translator(self, call: Call) -> StreamTranslator:
+        raise NotImplementedError("OpenAI streams pass through; the proxy taps them for usage")
 
 
 def usage_from(payload: Any, call_type: CallType) -> Usage | None:

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+from hub.providers.anthropic import AnthropicProvider
+from hub.providers.base import Adapter
+from hub.providers.gemini import GeminiProvider
 from hub.providers.openai import OpenAIProvider
 from hub.settings import ProviderSettings
+
+ADAPTERS: dict[str, Callable[[ProviderSettings, dict[str, float]], Adapter]] = {
+    "openai": OpenAIProvider,
+    "anthropic": AnthropicProvider,
+    "gemini": GeminiProvider,
+}
 
 
 class ProviderRegistry:
@@ -14,7 +23,9 @@ class ProviderRegistry:
     def __init__(
         self, providers: Mapping[str, ProviderSettings], timeout: dict[str, float]
     ) -> None:
-        self.providers = {name: OpenAIProvider(p, timeout) for name, p in providers.items()}
+        self.providers: dict[str, Adapter] = {
+            name: ADAPTERS[p.kind](p, timeout) for name, p in providers.items()
+        }
 
     def resolve(self, model: str) -> tuple[str, str] | None:
         # Split at the first '/': `openrouter/openai/gpt-4o` goes to openrouter as `openai/gpt-4o`.
@@ -23,7 +34,7 @@ class ProviderRegistry:
             return None
         return provider, upstream
 
-    def get(self, name: str) -> OpenAIProvider:
+    def get(self, name: str) -> Adapter:
         return self.providers[name]
 
     def secrets(self) -> list[str]:

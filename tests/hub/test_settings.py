@@ -221,11 +221,11 @@ BAD = [
         id="sqlite-synchronous",
     ),
     pytest.param(
-        '[providers.claude]\nkind = "anthropic"\nbase_url = "https://api.anthropic.com/v1"\n',
+        '[providers.claude]\nkind = "bedrock"\nbase_url = "https://bedrock.example/v1"\n',
         {},
         "providers.claude.kind",
-        "'anthropic' is not supported yet",
-        id="kind-anthropic",
+        "'bedrock' is not supported yet",
+        id="kind-unsupported",
     ),
     pytest.param(
         '[providers.local]\napi_keys = ["sk"]\n',
@@ -350,3 +350,15 @@ def test_a_fractional_integer_limit_is_refused(tmp_path: Path) -> None:
         load_settings(path, env={})
 
     assert caught.value.key == "limits.upstream_max_connections"
+
+
+def test_anthropic_and_google_presets_come_from_the_environment() -> None:
+    settings = load_settings(env={"ANTHROPIC_API_KEY": "sk-ant", "GEMINI_API_KEY": "g-key"})
+
+    anthropic, google = settings.providers["anthropic"], settings.providers["google"]
+    assert (anthropic.kind, anthropic.base_url, anthropic.api_keys) == (
+        "anthropic",
+        "https://api.anthropic.com",
+        ("sk-ant",),
+    )
+    assert (google.kind, google.api_keys) == ("gemini", ("g-key",))

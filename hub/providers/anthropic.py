@@ -1,0 +1,298 @@
+"""Anthropic Messages: OpenAI chat requests in, Anthropic answers and events out as OpenAI."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from hub.providers.base import (
+    KeyRing,
+    chunk,
+    completion,
+    json_request,
+    max_output_tokens,
+    stop_list,
+    text_of,
+    tool_arguments,
+)
+from hub.settings import ProviderSettings
+from hub.sse import event_data
+from middleware.call import Call, CallType, Usage
+
+API_VERSION = "2023-06-01"
+# Anthropic requires max_tokens; OpenAI clients often leave it out.
+DEFAULT_MAX_TOKENS = 4096
+FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "pause_turn": "stop",
+    "refusal": "content_filter",
+}
+
+
+class AnthropicProvider:
+    kind = "anthropic"
+    passthrough = False
+
+    def __init__(self, settings: ProviderSettings, timeout: dict[str, float]) -> None:
+        self.name = settings.name
+        self.models = settings.models
+        self.secrets = settings.api_keys
+        self.timeout = timeout
+        base = settings.base_url.rstrip("/")
+        # Accept both "https://api.anthropic.com" and ".../v1" as the base URL.
+        self.url = httpx.URL(base + ("/messages" if base.endswith("/v1") else "/v1/messages"))
+        self._keys = KeyRing(settings, self._headers)
+
+    def _headers(self, key: str | None) -> httpx.Headers:
+        headers = [
+            (b"host", self.url.netloc),
+            (b"content-type", b"application/json"),
+            (b"accept-encoding", b"identity"),
+            (b"user-agent", b"aigne-hub-python"),
+            (b"anthropic-version", API_VERSION.encode()),
+        ]
+        if key is not None:
+            headers.append((b"x-api-key", key.encode()))
+        return httpx.Headers(headers)
+
+    def supports(self, call_type: CallType) -> bool:
+        return call_type == "chatCompletion"
+
+    def build_request(self, call: Call) -> httpx.Request:
+        return json_request(self.url, self._keys.next(), to_anthropic(call), self.timeout)
+
+    def translate_response(self, body: bytes, call: Call) -> tuple[bytes, Usage]:
+        answer = json.loads(body)
+        if not isinstance(answer, dict):
+            raise ValueError("not an Anthropic message")
+        usage = usage_of(answer.get("usage"))
+        text: list[str] = []
+        tool_calls: list[dict[str, Any]] = []
+        for block in answer.get("content") or []:
+            if block.get("type") == "text":
+                text.append(str(block.get("text", "")))
+            elif block.get("type") == "tool_use":
+                tool_calls.append(_tool_call(block, len(tool_calls))["function_call"])
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        finish = FINISH.get(str(answer.get("stop_reason")), "stop")
+        result = completion(call, message, finish, usage, str(answer.get("id", "msg")))
+        return json.dumps(result).encode(), usage
+
+    def stream_translator(self, call: Call) -> AnthropicStream:
+        return AnthropicStream(call)
+
+
+def to_anthropic(call: Call) -> dict[str, Any]:
+    """The Messages request for an OpenAI chat request."""
+    body = call.body
+    system: list[str] = []
+    messages: list[dict[str, Any]] = []
+
+    def add(role: str, blocks: list[dict[str, Any]]) -> None:
+        # Anthropic wants user and assistant turns to alternate: merge neighbours.
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"].extend(blocks)
+        else:
+            messages.append({"role": role, "content": blocks})
+
+    for message in body.get("messages", []):
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            system.append(text_of(content))
+        elif role == "user":
+            add("user", _user_blocks(content))
+        elif role == "assistant":
+            blocks: list[dict[str, Any]] = []
+            if text_of(content):
+                blocks.append({"type": "text", "text": text_of(content)})
+            for tool_call in message.get("tool_calls") or []:
+                function = tool_call.get("function", {})
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": tool_call.get("id", ""),
+                        "name": function.get("name", ""),
+                        "input": tool_arguments(function.get("arguments")),
+                    }
+                )
+            if blocks:
+                add("assistant", blocks)
+        elif role == "tool":
+            add(
+                "user",
+                [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": message.get("tool_call_id", ""),
+                        "content": text_of(content),
+                    }
+                ],
+            )
+    request: dict[str, Any] = {
+        "model": call.upstream_model,
+        "messages": messages,
+        "max_tokens": max_output_tokens(body, DEFAULT_MAX_TOKENS),
+    }
+    if system:
+        request["system"] = "\n\n".join(s for s in system if s)
+    for name in ("temperature", "top_p"):
+        if isinstance(body.get(name), int | float):
+            request[name] = body[name]
+    if stop := stop_list(body):
+        request["stop_sequences"] = stop
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("function")]
+    if tools:
+        request["tools"] = [
+            {
+                "name": t["function"].get("name", ""),
+                "description": t["function"].get("description", ""),
+                "input_schema": t["function"].get("parameters") or {"type": "object"},
+            }
+            for t in tools
+        ]
+        choice = _tool_choice(body.get("tool_choice"))
+        if choice is not None:
+            request["tool_choice"] = choice
+    if call.stream:
+        request["stream"] = True
+    return request
+
+
+def _user_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    blocks: list[dict[str, Any]] = []
+    for part in content if isinstance(content, list) else []:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text":
+            blocks.append({"type": "text", "text": str(part.get("text", ""))})
+        elif part.get("type") == "image_url":
+            url = str((part.get("image_url") or {}).get("url", ""))
+            blocks.append({"type": "image", "source": _image_source(url)})
+    return blocks
+
+
+def _image_source(url: str) -> dict[str, str]:
+    if url.startswith("data:") and ";base64," in url:
+        media_type, _, data = url[5:].partition(";base64,")
+        return {"type": "base64", "media_type": media_type, "data": data}
+    return {"type": "url", "url": url}
+
+
+def _tool_choice(choice: Any) -> dict[str, Any] | None:
+    if choice == "auto":
+        return {"type": "auto"}
+    if choice == "required":
+        return {"type": "any"}
+    if choice == "none":
+        return {"type": "none"}
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        return {"type": "tool", "name": choice["function"].get("name", "")}
+    return None
+
+
+def _tool_call(block: dict[str, Any], index: int) -> dict[str, Any]:
+    arguments = json.dumps(block.get("input") or {})
+    return {
+        "function_call": {
+            "id": block.get("id", ""),
+            "type": "function",
+            "function": {"name": block.get("name", ""), "arguments": arguments},
+        },
+        "index": index,
+    }
+
+
+def usage_of(raw: Any) -> Usage:
+    """OpenAI-style usage from Anthropic's: the prompt counts cache reads and writes too."""
+    if not isinstance(raw, dict):
+        return Usage()
+
+    def n(key: str) -> int:
+        value = raw.get(key)
+        return value if isinstance(value, int) and value >= 0 else 0
+
+    cached = n("cache_read_input_tokens")
+    prompt = n("input_tokens") + cached + n("cache_creation_input_tokens")
+    return Usage(input_tokens=prompt, output_tokens=n("output_tokens"), cached_tokens=cached)
+
+
+class AnthropicStream:
+    """Messages streaming events to OpenAI chunks.
+
+    message_start carries the prompt usage; content blocks become content or tool-call
+    deltas; message_delta carries the stop reason and the output usage.
+    """
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.usage: Usage | None = None
+        self.id = "msg"
+        self._tool_index: dict[int, int] = {}
+
+    def feed(self, event: bytes) -> list[dict[str, Any]]:
+        data = event_data(event)
+        if not data:
+            return []
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            return []
+        kind = payload.get("type")
+        call = self.call
+        if kind == "message_start":
+            message = payload.get("message") or {}
+            self.id = str(message.get("id", self.id))
+            self.usage = usage_of(message.get("usage"))
+            return [chunk(call, self.id, {"role": "assistant", "content": ""})]
+        if kind == "content_block_start":
+            block = payload.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = len(self._tool_index)
+                self._tool_index[int(payload.get("index", 0))] = index
+                start = _tool_call(block, index)["function_call"]
+                start["function"]["arguments"] = ""
+                return [chunk(call, self.id, {"tool_calls": [{"index": index, **start}]})]
+            if block.get("type") == "text" and block.get("text"):
+                return [chunk(call, self.id, {"content": block["text"]})]
+            return []
+        if kind == "content_block_delta":
+            delta = payload.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return [chunk(call, self.id, {"content": str(delta.get("text", ""))})]
+            if delta.get("type") == "input_json_delta":
+                index = self._tool_index.get(int(payload.get("index", 0)), 0)
+                arguments = {"arguments": str(delta.get("partial_json", ""))}
+                return [
+                    chunk(call, self.id, {"tool_calls": [{"index": index, "function": arguments}]})
+                ]
+            return []
+        if kind == "message_delta":
+            out = usage_of(payload.get("usage")).output_tokens
+            base = self.usage or Usage()
+            self.usage = Usage(base.input_tokens, out, base.cached_tokens)
+            reason = FINISH.get(str((payload.get("delta") or {}).get("stop_reason")), "stop")
+            return [chunk(call, self.id, {}, reason)]
+        if kind == "error":
+            error = payload.get("error") or {}
+            return [
+                {
+                    "error": {
+                        "message": str(error.get("message", "upstream error")),
+                        "type": str(error.get("type", "upstream_error")),
+                        "code": "upstream_error",
+                    }
+                }
+            ]
+        return []  # ping, content_block_stop, message_stop

@@ -1,0 +1,162 @@
+"""What every provider adapter offers the proxy.
+
+The hub's normalized form is the OpenAI chat format: clients speaking it pass through
+untouched to OpenAI-compatible providers (the fast path), and adapters for other protocols
+translate requests from it and responses and stream events into it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from typing import Any, Protocol
+
+import httpx
+
+from hub.settings import ProviderSettings
+from middleware.call import Call, CallType, Usage
+
+
+class StreamTranslator(Protocol):
+    usage: Usage | None
+
+    def feed(self, event: bytes) -> list[dict[str, Any]]:
+        """OpenAI chunks (or an `{"error": ...}` object) for one upstream SSE event."""
+        ...
+
+
+class Adapter(Protocol):
+    name: str
+    kind: str
+    models: tuple[str, ...]
+    secrets: tuple[str, ...]
+    # True when the provider speaks the client's (OpenAI) protocol: bytes pass untouched.
+    passthrough: bool
+
+    def supports(self, call_type: CallType) -> bool: ...
+
+    def build_request(self, call: Call) -> httpx.Request: ...
+
+    def translate_response(self, body: bytes, call: Call) -> tuple[bytes, Usage]:
+        """A whole upstream answer as an OpenAI response body, and its usage."""
+        ...
+
+    def stream_translator(self, call: Call) -> StreamTranslator: ...
+
+
+class KeyRing:
+    """Prebuilt header sets, one per API key, handed out in rotation.
+
+    httpx normalizes every header it is given; a request only copies a ready Headers object.
+    Weighted pools and failover arrive with the credential work of issue 3.
+    """
+
+    def __init__(self, settings: ProviderSettings, build: Any) -> None:
+        keys: list[str | None] = list(settings.api_keys) or [None]
+        self._ring = itertools.cycle([build(key) for key in keys])
+
+    def next(self) -> Any:
+        return next(self._ring)
+
+
+def json_request(
+    url: httpx.URL, headers: httpx.Headers, body: Any, timeout: dict[str, float]
+) -> httpx.Request:
+    """A POST of a JSON body, built without httpx's body encoding layers."""
+    content = json.dumps(body, separators=(",", ":")).encode()
+    request = httpx.Request(
+        "POST",
+        url,
+        headers=headers,
+        stream=httpx.ByteStream(content),
+        extensions={"timeout": timeout},
+    )
+    request.headers["content-length"] = str(len(content))
+    return request
+
+
+def completion(
+    call: Call, message: dict[str, Any], finish_reason: str | None, usage: Usage, id_: str
+) -> dict[str, Any]:
+    """An OpenAI chat completion object."""
+    return {
+        "id": id_,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": call.model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        "usage": openai_usage(usage),
+    }
+
+
+def chunk(call: Call, id_: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    """An OpenAI chat completion chunk with one choice."""
+    return {
+        "id": id_,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": call.model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def usage_chunk(call: Call, id_: str, usage: Usage) -> dict[str, Any]:
+    """The last chunk of an OpenAI stream that asked for usage: no choices, the usage."""
+    return {
+        "id": id_,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": call.model,
+        "choices": [],
+        "usage": openai_usage(usage),
+    }
+
+
+def openai_usage(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    }
+
+
+def text_of(content: Any) -> str:
+    """The text of an OpenAI message content: a string, or the text parts of a list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") in ("text", "input_text")
+        )
+    return ""
+
+
+def max_output_tokens(body: dict[str, Any], default: int) -> int:
+    value = body.get("max_completion_tokens", body.get("max_tokens"))
+    return (
+        value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
+    )
+
+
+def stop_list(body: dict[str, Any]) -> list[str] | None:
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        return list(stop)
+    return None
+
+
+def tool_arguments(raw: Any) -> Any:
+    """OpenAI tool-call arguments (a JSON string) as an object."""
+    if isinstance(raw, dict):
+        return raw
+    try:
+        parsed = json.loads(raw) if isinstance(raw, str) and raw else {}
+    except ValueError:
+        return {"_raw": raw}
+    return parsed if isinstance(parsed, dict) else {"value": parsed}

@@ -1,0 +1,317 @@
+"""Google Gemini (generateContent / streamGenerateContent): OpenAI chat in, OpenAI out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from hub.providers.base import (
+    KeyRing,
+    chunk,
+    completion,
+    json_request,
+    max_output_tokens,
+    stop_list,
+    text_of,
+    tool_arguments,
+)
+from hub.settings import ProviderSettings
+from hub.sse import event_data
+from middleware.call import Call, CallType, Usage
+
+FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
+# JSON Schema keywords Gemini's function declarations reject.
+_UNSUPPORTED_SCHEMA = {"additionalProperties", "$schema", "strict", "$id", "$defs", "default"}
+
+
+class GeminiProvider:
+    kind = "gemini"
+    passthrough = False
+
+    def __init__(self, settings: ProviderSettings, timeout: dict[str, float]) -> None:
+        self.name = settings.name
+        self.models = settings.models
+        self.secrets = settings.api_keys
+        self.timeout = timeout
+        base = settings.base_url.rstrip("/")
+        self.base = base if base.endswith(("/v1beta", "/v1")) else base + "/v1beta"
+        self._host = httpx.URL(self.base).netloc
+        self._urls: dict[tuple[str, bool], httpx.URL] = {}
+        self._keys = KeyRing(settings, self._headers)
+
+    def _headers(self, key: str | None) -> httpx.Headers:
+        headers = [
+            (b"host", self._host),
+            (b"content-type", b"application/json"),
+            (b"accept-encoding", b"identity"),
+            (b"user-agent", b"aigne-hub-python"),
+        ]
+        if key is not None:
+            headers.append((b"x-goog-api-key", key.encode()))
+        return httpx.Headers(headers)
+
+    def _url(self, model: str, stream: bool) -> httpx.URL:
+        url = self._urls.get((model, stream))
+        if url is None:
+            method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+            url = self._urls[(model, stream)] = httpx.URL(f"{self.base}/models/{model}:{method}")
+        return url
+
+    def supports(self, call_type: CallType) -> bool:
+        return call_type == "chatCompletion"
+
+    def build_request(self, call: Call) -> httpx.Request:
+        url = self._url(str(call.upstream_model), call.stream)
+        return json_request(url, self._keys.next(), to_gemini(call), self.timeout)
+
+    def translate_response(self, body: bytes, call: Call) -> tuple[bytes, Usage]:
+        answer = json.loads(body)
+        if not isinstance(answer, dict):
+            raise ValueError("not a Gemini response")
+        usage = usage_of(answer.get("usageMetadata"))
+        candidate = (answer.get("candidates") or [{}])[0]
+        text, calls = _parts(candidate, 0)
+        message: dict[str, Any] = {"role": "assistant", "content": text or None}
+        if calls:
+            message["tool_calls"] = [c for _, c in calls]
+        finish = _finish(candidate.get("finishReason"), bool(calls)) or "stop"
+        result = completion(call, message, finish, usage, str(answer.get("responseId", "gemini")))
+        return json.dumps(result).encode(), usage
+
+    def stream_translator(self, call: Call) -> GeminiStream:
+        return GeminiStream(call)
+
+
+def to_gemini(call: Call) -> dict[str, Any]:
+    """The generateContent request for an OpenAI chat request."""
+    body = call.body
+    system: list[str] = []
+    contents: list[dict[str, Any]] = []
+    names: dict[str, str] = {}  # tool call id -> function name, for functionResponse
+
+    def add(role: str, parts: list[dict[str, Any]]) -> None:
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        elif parts:
+            contents.append({"role": role, "parts": parts})
+
+    for message in body.get("messages", []):
+        if not isinstance(message, dict):
+            continue
+        role, content = message.get("role"), message.get("content")
+        if role in ("system", "developer"):
+            system.append(text_of(content))
+        elif role == "user":
+            add("user", _user_parts(content))
+        elif role == "assistant":
+            parts: list[dict[str, Any]] = []
+            if text_of(content):
+                parts.append({"text": text_of(content)})
+            for tool_call in message.get("tool_calls") or []:
+                function = tool_call.get("function", {})
+                names[str(tool_call.get("id", ""))] = str(function.get("name", ""))
+                parts.append(
+                    {
+                        "functionCall": {
+                            "name": function.get("name", ""),
+                            "args": tool_arguments(function.get("arguments")),
+                        }
+                    }
+                )
+            add("model", parts)
+        elif role == "tool":
+            result = tool_arguments(text_of(content))
+            add(
+                "user",
+                [
+                    {
+                        "functionResponse": {
+                            "name": names.get(str(message.get("tool_call_id", "")), "tool"),
+                            "response": result
+                            if "_raw" not in result
+                            else {"content": text_of(content)},
+                        }
+                    }
+                ],
+            )
+    request: dict[str, Any] = {"contents": contents}
+    if system:
+        request["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
+    config: dict[str, Any] = {}
+    if isinstance(body.get("temperature"), int | float):
+        config["temperature"] = body["temperature"]
+    if isinstance(body.get("top_p"), int | float):
+        config["topP"] = body["top_p"]
+    if "max_tokens" in body or "max_completion_tokens" in body:
+        config["maxOutputTokens"] = max_output_tokens(body, 8192)
+    if stop := stop_list(body):
+        config["stopSequences"] = stop
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") in (
+        "json_object",
+        "json_schema",
+    ):
+        config["responseMimeType"] = "application/json"
+    if config:
+        request["generationConfig"] = config
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("function")]
+    if tools:
+        request["tools"] = [
+            {
+                "functionDeclarations": [
+                    {
+                        "name": t["function"].get("name", ""),
+                        "description": t["function"].get("description", ""),
+                        "parameters": _schema(
+                            t["function"].get("parameters") or {"type": "object"}
+                        ),
+                    }
+                    for t in tools
+                ]
+            }
+        ]
+        mode = {"auto": "AUTO", "required": "ANY", "none": "NONE"}.get(str(body.get("tool_choice")))
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+            request["toolConfig"] = {
+                "functionCallingConfig": {
+                    "mode": "ANY",
+                    "allowedFunctionNames": [choice["function"].get("name", "")],
+                }
+            }
+        elif mode:
+            request["toolConfig"] = {"functionCallingConfig": {"mode": mode}}
+    return request
+
+
+def _user_parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}]
+    parts: list[dict[str, Any]] = []
+    for part in content if isinstance(content, list) else []:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text":
+            parts.append({"text": str(part.get("text", ""))})
+        elif part.get("type") == "image_url":
+            url = str((part.get("image_url") or {}).get("url", ""))
+            if url.startswith("data:") and ";base64," in url:
+                mime, _, data = url[5:].partition(";base64,")
+                parts.append({"inlineData": {"mimeType": mime, "data": data}})
+            else:
+                parts.append({"fileData": {"fileUri": url}})
+    return parts
+
+
+def _schema(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _schema(v) for k, v in schema.items() if k not in _UNSUPPORTED_SCHEMA}
+    if isinstance(schema, list):
+        return [_schema(v) for v in schema]
+    return schema
+
+
+def _parts(candidate: dict[str, Any], first_index: int) -> tuple[str, list[tuple[int, Any]]]:
+    """Text (thoughts left out) and OpenAI tool calls of a candidate's parts."""
+    text: list[str] = []
+    calls: list[tuple[int, Any]] = []
+    for part in (candidate.get("content") or {}).get("parts") or []:
+        if "text" in part and not part.get("thought"):
+            text.append(str(part["text"]))
+        elif isinstance(part.get("functionCall"), dict):
+            index = first_index + len(calls)
+            function_call = part["functionCall"]
+            calls.append(
+                (
+                    index,
+                    {
+                        "id": str(function_call.get("id") or f"call_{index}"),
+                        "type": "function",
+                        "function": {
+                            "name": str(function_call.get("name", "")),
+                            "arguments": json.dumps(function_call.get("args") or {}),
+                        },
+                    },
+                )
+            )
+    return "".join(text), calls
+
+
+def _finish(reason: Any, has_calls: bool) -> str | None:
+    if not reason:
+        return None
+    if has_calls:
+        return "tool_calls"
+    if reason == "MAX_TOKENS":
+        return "length"
+    if reason in FILTERED:
+        return "content_filter"
+    return "stop"
+
+
+def usage_of(raw: Any) -> Usage:
+    """OpenAI-style usage from usageMetadata; thinking tokens are billed as output."""
+    if not isinstance(raw, dict):
+        return Usage()
+
+    def n(key: str) -> int:
+        value = raw.get(key)
+        return value if isinstance(value, int) and value >= 0 else 0
+
+    return Usage(
+        input_tokens=n("promptTokenCount"),
+        output_tokens=n("candidatesTokenCount") + n("thoughtsTokenCount"),
+        cached_tokens=n("cachedContentTokenCount"),
+    )
+
+
+class GeminiStream:
+    """streamGenerateContent (alt=sse) events to OpenAI chunks; usage is cumulative."""
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.usage: Usage | None = None
+        self.id = "gemini"
+        self._started = False
+        self._calls = 0
+
+    def feed(self, event: bytes) -> list[dict[str, Any]]:
+        data = event_data(event)
+        if not data:
+            return []
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            return []
+        if isinstance(payload.get("error"), dict):
+            error = payload["error"]
+            return [
+                {
+                    "error": {
+                        "message": str(error.get("message", "upstream error")),
+                        "type": str(error.get("status", "upstream_error")),
+                        "code": "upstream_error",
+                    }
+                }
+            ]
+        out: list[dict[str, Any]] = []
+        if payload.get("usageMetadata"):
+            self.usage = usage_of(payload["usageMetadata"])
+        if not self._started:
+            self._started = True
+            self.id = str(payload.get("responseId", self.id))
+            out.append(chunk(self.call, self.id, {"role": "assistant", "content": ""}))
+        candidate = (payload.get("candidates") or [{}])[0]
+        text, calls = _parts(candidate, self._calls)
+        self._calls += len(calls)
+        if text:
+            out.append(chunk(self.call, self.id, {"content": text}))
+        if calls:
+            deltas = [{"index": index, **tool_call} for index, tool_call in calls]
+            out.append(chunk(self.call, self.id, {"tool_calls": deltas}))
+        finish = _finish(candidate.get("finishReason"), self._calls > 0)
+        if finish:
+            out.append(chunk(self.call, self.id, {}, finish))
+        return out

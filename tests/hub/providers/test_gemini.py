@@ -1,0 +1,199 @@
+"""Google Gemini behind the OpenAI API: requests, answers, streams, usage, errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from tests.conftest import PROVIDER_KEY, Hub, make_settings, start_hub
+from tests.hub.providers.test_anthropic import WEATHER_TOOL, chunks
+
+pytestmark = pytest.mark.anyio
+
+BASE = "http://gemini.test/v1beta/models/gemini-2.5-flash"
+MODEL = "gem/gemini-2.5-flash"
+
+
+@pytest.fixture
+def upstream() -> Iterator[respx.MockRouter]:
+    with respx.mock(assert_all_called=False) as router:
+        yield router
+
+
+@pytest.fixture
+async def hub(db_url: str, upstream: respx.MockRouter) -> AsyncIterator[Hub]:
+    settings = make_settings(db_url, provider="gem", kind="gemini", base_url="http://gemini.test")
+    started = await start_hub(settings, httpx.MockTransport(upstream.async_handler))
+    await started.admin.set_rate(MODEL, "chatCompletion", input_rate=1_000, output_rate=5_000)
+    yield started
+    await started.client.aclose()
+    await started.app.shutdown()
+
+
+def answer(parts: list[dict[str, Any]], finish: str = "STOP", **usage: int) -> dict[str, Any]:
+    return {
+        "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish}],
+        "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 3, **usage},
+        "responseId": "resp-1",
+    }
+
+
+async def test_request_carries_system_tools_history_and_the_hubs_key(
+    hub: Hub, upstream: respx.MockRouter
+) -> None:
+    route = upstream.post(f"{BASE}:generateContent").respond(json=answer([{"text": "ok"}]))
+
+    await hub.chat(
+        model=MODEL,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 18}'},
+        ],
+        tools=[
+            {
+                **WEATHER_TOOL,
+                "function": {
+                    **WEATHER_TOOL["function"],
+                    "parameters": {
+                        **WEATHER_TOOL["function"]["parameters"],
+                        "additionalProperties": False,
+                    },
+                },
+            }
+        ],
+        tool_choice="auto",
+        max_tokens=100,
+    )
+
+    sent = route.calls.last.request
+    assert sent.headers["x-goog-api-key"] == PROVIDER_KEY
+    assert "authorization" not in sent.headers
+    body = json.loads(sent.content)
+    assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert body["contents"] == [
+        {"role": "user", "parts": [{"text": "Weather in Paris?"}]},
+        {
+            "role": "model",
+            "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}],
+        },
+        {
+            "role": "user",
+            "parts": [{"functionResponse": {"name": "get_weather", "response": {"temp": 18}}}],
+        },
+    ]
+    declaration = body["tools"][0]["functionDeclarations"][0]
+    assert declaration["name"] == "get_weather"
+    assert "additionalProperties" not in declaration["parameters"]  # Gemini rejects it
+    assert body["toolConfig"] == {"functionCallingConfig": {"mode": "AUTO"}}
+    assert body["generationConfig"] == {"maxOutputTokens": 100}
+
+
+async def test_answer_with_a_function_call_becomes_an_openai_completion(
+    hub: Hub, upstream: respx.MockRouter
+) -> None:
+    upstream.post(f"{BASE}:generateContent").respond(
+        json=answer(
+            [
+                {"text": "thinking...", "thought": True},
+                {"text": "Checking."},
+                {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}},
+            ],
+            thoughtsTokenCount=20,
+            cachedContentTokenCount=4,
+        )
+    )
+
+    response = await hub.chat(model=MODEL, tools=[WEATHER_TOOL])
+
+    choice = response.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] == "Checking."  # thoughts are not the answer
+    [tool_call] = choice["message"]["tool_calls"]
+    assert tool_call["function"]["name"] == "get_weather"
+    assert json.loads(tool_call["function"]["arguments"]) == {"city": "Oslo"}
+    [call] = await hub.calls()
+    # Thinking tokens are billed as output, as Google bills them.
+    assert (call["input_tokens"], call["output_tokens"], call["cached_tokens"]) == (8, 23, 4)
+    assert call["credits"] == 8 * 1_000 + 23 * 5_000
+
+
+def sse(*payloads: dict[str, Any]) -> bytes:
+    return b"".join(f"data: {json.dumps(p)}\r\n\r\n".encode() for p in payloads)
+
+
+STREAM = sse(
+    {
+        "candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}}],
+        "usageMetadata": {"promptTokenCount": 8},
+        "responseId": "r",
+    },
+    {"candidates": [{"content": {"role": "model", "parts": [{"text": "lo"}]}}]},
+    {
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}}],
+                },
+                "finishReason": "STOP",
+            }
+        ],
+        "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 6},
+    },
+)
+
+
+async def test_stream_becomes_openai_chunks_and_is_billed(
+    hub: Hub, upstream: respx.MockRouter
+) -> None:
+    route = upstream.post(f"{BASE}:streamGenerateContent").respond(
+        content=STREAM, headers={"content-type": "text/event-stream"}
+    )
+
+    response = await hub.chat(model=MODEL, stream=True, stream_options={"include_usage": True})
+
+    assert route.calls.last.request.url.params["alt"] == "sse"
+    assert response.text.endswith("data: [DONE]\n\n")
+    out = chunks(response.text)
+    deltas = [c["choices"][0]["delta"] for c in out if c["choices"]]
+    assert "".join(d.get("content") or "" for d in deltas) == "Hello"
+    [tool_call] = [t for d in deltas for t in d.get("tool_calls", [])]
+    assert json.loads(tool_call["function"]["arguments"]) == {"city": "Rome"}
+    assert [c["choices"][0]["finish_reason"] for c in out if c["choices"]][-1] == "tool_calls"
+    assert out[-1]["usage"]["completion_tokens"] == 6
+    [call] = await hub.calls()
+    assert (call["input_tokens"], call["output_tokens"]) == (8, 6)
+
+
+@pytest.mark.parametrize(("status", "expected"), [(429, 429), (400, 400), (403, 502)])
+async def test_upstream_errors_are_mapped(
+    hub: Hub, upstream: respx.MockRouter, status: int, expected: int
+) -> None:
+    upstream.post(f"{BASE}:generateContent").respond(
+        status, json={"error": {"code": status, "message": f"gemini says {status}", "status": "X"}}
+    )
+
+    response = await hub.chat(model=MODEL)
+
+    assert response.status_code == expected
+    if expected != 502:
+        assert f"gemini says {status}" in response.json()["error"]["message"]
+    [call] = await hub.calls()
+    assert call["status"] == "failed" and call["credits"] == 0
