@@ -1,4 +1,8 @@
-"""A small fake OpenAI-compatible provider, to try the hub (and test it) with no real key.
+"""A small fake provider, to try the hub (and test it) with no real key.
+
+It speaks the OpenAI API, and also Anthropic Messages (POST /v1/messages) and Gemini
+(POST /v1beta/models/{model}:generateContent / :streamGenerateContent), see
+fake_protocols.py.
 
     python examples/fake_provider.py --port 8100
 
@@ -20,6 +24,11 @@ import time
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
+
+try:
+    from examples import fake_protocols
+except ImportError:  # run as a script: examples/ itself is on the path
+    import fake_protocols  # type: ignore[no-redef]
 
 REPLY = "Hello! I am a fake model, answering from 127.0.0.1 with predictable usage."
 
@@ -68,6 +77,10 @@ class FakeProvider:
                 status,
                 {"error": {"message": f"fake error {status}", "type": "fake", "code": None}},
             )
+        elif scope["path"].endswith("/messages"):
+            await fake_protocols.anthropic(payload, send)
+        elif ":generateContent" in scope["path"] or ":streamGenerateContent" in scope["path"]:
+            await fake_protocols.gemini(scope["path"], payload, send)
         elif scope["path"].endswith("/chat/completions"):
             await self._chat(payload, receive, send)
         elif scope["path"].endswith("/embeddings"):

@@ -1,0 +1,154 @@
+"""The example fake provider's Anthropic Messages and Gemini sides (see fake_provider.py).
+
+Each answers with the fake reply, or, when the request offers tools, with a call to the
+first tool. Token counts are word counts, as on the OpenAI side.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import Send
+
+REPLY = "Hello! I am a fake model, answering from 127.0.0.1 with predictable usage."
+
+
+def _words(value: Any) -> int:
+    """Words in every string inside a JSON value."""
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, list):
+        return sum(_words(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_words(v) for k, v in value.items() if k not in ("type", "role"))
+    return 0
+
+
+async def _start(send: Send, status: int, content_type: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type)],
+        }
+    )
+
+
+async def _body(send: Send, data: bytes, more: bool = True) -> None:
+    await send({"type": "http.response.body", "body": data, "more_body": more})
+
+
+async def anthropic(payload: dict[str, Any], send: Send) -> None:
+    """POST /v1/messages."""
+    prompt = _words(payload.get("messages")) + _words(payload.get("system"))
+    tools = payload.get("tools") or []
+    words = REPLY.split()
+    if tools:
+        block: dict[str, Any] = {
+            "type": "tool_use",
+            "id": "toolu_fake",
+            "name": tools[0]["name"],
+            "input": {"city": "Paris"},
+        }
+        content, stop, output = [block], "tool_use", 5
+    else:
+        content, stop, output = [{"type": "text", "text": REPLY}], "end_turn", len(words)
+    if not payload.get("stream"):
+        body = {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": payload.get("model"),
+            "content": content,
+            "stop_reason": stop,
+            "usage": {"input_tokens": prompt, "output_tokens": output},
+        }
+        await _start(send, 200, b"application/json")
+        await _body(send, json.dumps(body).encode(), more=False)
+        return
+
+    async def event(name: str, data: dict[str, Any]) -> None:
+        await _body(send, f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode())
+
+    await _start(send, 200, b"text/event-stream")
+    await event(
+        "message_start",
+        {
+            "message": {
+                "id": "msg_fake",
+                "role": "assistant",
+                "usage": {"input_tokens": prompt, "output_tokens": 1},
+            }
+        },
+    )
+    if tools:
+        await event("content_block_start", {"index": 0, "content_block": {**block, "input": {}}})
+        for part in ('{"city":', ' "Paris"}'):
+            await event(
+                "content_block_delta",
+                {"index": 0, "delta": {"type": "input_json_delta", "partial_json": part}},
+            )
+    else:
+        await event(
+            "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
+        )
+        for i, word in enumerate(words):
+            await event(
+                "content_block_delta",
+                {
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": word if i == 0 else " " + word},
+                },
+            )
+    await event("content_block_stop", {"index": 0})
+    await event(
+        "message_delta", {"delta": {"stop_reason": stop}, "usage": {"output_tokens": output}}
+    )
+    await event("message_stop", {})
+    await _body(send, b"", more=False)
+
+
+async def gemini(path: str, payload: dict[str, Any], send: Send) -> None:
+    """POST /v1beta/models/{model}:generateContent or :streamGenerateContent?alt=sse."""
+    prompt = _words(payload.get("contents")) + _words(payload.get("systemInstruction"))
+    declarations = [
+        d for t in payload.get("tools") or [] for d in t.get("functionDeclarations", [])
+    ]
+    words = REPLY.split()
+    if declarations:
+        pieces = [[{"functionCall": {"name": declarations[0]["name"], "args": {"city": "Paris"}}}]]
+        output = 5
+    else:
+        pieces = [[{"text": w if i == 0 else " " + w}] for i, w in enumerate(words)]
+        output = len(words)
+    usage = {
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": output,
+        "totalTokenCount": prompt + output,
+    }
+    if "streamGenerateContent" not in path:
+        parts = [p for piece in pieces for p in piece]
+        if not declarations:
+            parts = [{"text": REPLY}]
+        body = {
+            "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}],
+            "usageMetadata": usage,
+            "responseId": "fake-gemini",
+        }
+        await _start(send, 200, b"application/json")
+        await _body(send, json.dumps(body).encode(), more=False)
+        return
+    await _start(send, 200, b"text/event-stream")
+    for i, parts in enumerate(pieces):
+        last = i == len(pieces) - 1
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}}
+        if last:
+            candidate["finishReason"] = "STOP"
+        chunk = {
+            "candidates": [candidate],
+            "responseId": "fake-gemini",
+            "usageMetadata": usage if last else {"promptTokenCount": prompt},
+        }
+        await _body(send, f"data: {json.dumps(chunk)}\r\n\r\n".encode())
+    await _body(send, b"", more=False)
