@@ -259,13 +259,17 @@ async def _credits_balance(admin: Admin, args: argparse.Namespace) -> dict[str, 
 async def _rates_set(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
     per = Decimal(1_000_000) if args.per_million else Decimal(1)
 
-    def rate(value: str | None) -> int | None:
+    def rate(value: str | None, per: Decimal = per) -> int | None:
         if value is None:
             return None
         try:
-            return to_units(Decimal(value) / per)
+            units = to_units(Decimal(value) / per)
         except ArithmeticError as exc:  # decimal.InvalidOperation
             raise ValueError(f"not a number: {value!r}") from exc
+        if units < 0:
+            # A negative rate would credit the caller for every call.
+            raise ValueError(f"a rate cannot be negative: {value}")
+        return units
 
     provider = args.model.partition("/")[0]
     if provider not in args.settings.providers:
@@ -277,11 +281,13 @@ async def _rates_set(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
         )
     if args.output is None and args.type == "chatCompletion":
         raise ValueError("--output is required for a chat model (give 0 to make output free)")
+    if args.image is None and args.type == "imageGeneration":
+        raise ValueError("--image is required for an image model (credits per image)")
     values = {
         "input_rate": rate(args.input),
         "output_rate": rate(args.output),
         "cached_rate": rate(args.cached),
-        "image_rate": None if args.image is None else to_units(args.image),
+        "image_rate": rate(args.image, Decimal(1)),
     }
     await admin.set_rate(
         args.model,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import anyio
@@ -69,7 +69,21 @@ class Proxy:
                 f"Provider '{provider.name}' does not offer {call.call_type} calls.",
             )
             return
-        request = provider.build_request(call)
+        try:
+            request = provider.build_request(call)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            # A request the OpenAI format allows in shape but not in detail (a tool call
+            # that is not an object, say) cannot be translated for this provider.
+            logger.info("cannot translate call %s for %s: %r", call.id, provider.name, exc)
+            await self._refuse(
+                send,
+                call,
+                400,
+                "invalid_request",
+                f"The request could not be translated for provider '{provider.name}': "
+                "check the shape of messages, tools and content parts.",
+            )
+            return
         try:
             response = await self.transport.handle_async_request(request)
         except httpx.HTTPError as exc:
@@ -81,7 +95,7 @@ class Proxy:
                 relay: _Relay = (
                     _PassThrough(call)
                     if provider.passthrough
-                    else _Translated(call, provider.stream_translator(call))
+                    else _Translated(call, provider.stream_translator(call), self._scrub)
                 )
                 await self._stream(receive, send, call, response, relay)
             finally:
@@ -214,31 +228,46 @@ class _PassThrough:
         return _tap(events, self.call, self.wants_usage)
 
     def finish(self, tail: bytes, error: bytes) -> bytes:
-        return tail + error  # the provider sent its own `data: [DONE]`
+        if error:
+            return error  # an unfinished event before it would garble both
+        # The provider sent its own `data: [DONE]`; an event it left unterminated is
+        # still read for usage and closed properly.
+        return self.relay([tail + b"\n\n"]) if tail.strip() else b""
 
 
 class _Translated:
     """Another protocol upstream: its events become OpenAI chunks, then usage and [DONE]."""
 
-    def __init__(self, call: Call, translator: StreamTranslator) -> None:
+    def __init__(
+        self, call: Call, translator: StreamTranslator, scrub: Callable[[str], str]
+    ) -> None:
         self.call = call
         self.translator = translator
+        self.scrub = scrub
         self.wants_usage = _wants_usage(call)
         self.chunk_id = f"chatcmpl-{call.id}"
 
     def relay(self, events: list[bytes]) -> bytes:
         out = []
         for event in events:
-            for item in self.translator.feed(event):
+            try:
+                items = self.translator.feed(event)
+            except (TypeError, ValueError, KeyError, AttributeError, IndexError):
+                message = f"Provider '{self.call.provider}' sent an event the hub cannot read."
+                items = [{"error": {"message": message, "type": "upstream_error"}}]
+            for item in items:
                 if "error" in item:
-                    self.call.fail("upstream_error", str(item["error"].get("message")))
+                    message = self.scrub(str(item["error"].get("message")))
+                    item["error"]["message"] = message
+                    item["error"]["code"] = "upstream_error"
+                    self.call.fail("upstream_error", message)
                 out.append(encode(item))
         if self.translator.usage is not None:
             self.call.usage = self.translator.usage
         return b"".join(out)
 
     def finish(self, tail: bytes, error: bytes) -> bytes:
-        out = self.relay([tail]) if tail.strip() else b""
+        out = self.relay([tail]) if tail.strip() and not error else b""
         if error or self.call.error_code is not None:
             return out + error
         if self.wants_usage and self.call.usage is not None:

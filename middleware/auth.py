@@ -34,24 +34,38 @@ def hash_key(secret: str) -> str:
 
 
 class _KeyCache:
-    """Short-lived lookups, so revocation takes effect within `ttl` seconds."""
+    """Short-lived lookups, so revocation takes effect within `ttl` seconds.
+
+    Unknown keys are remembered apart from real ones, so a flood of made-up keys (which
+    needs no credentials) fills and clears only its own table, never evicting real keys.
+    """
 
     def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._known: dict[str, tuple[float, KeyRecord]] = {}
+        self._unknown: dict[str, float] = {}
 
     def get(self, key_hash: str) -> tuple[bool, KeyRecord | None]:
-        entry = self._entries.get(key_hash)
-        if entry is None or entry[0] < time.monotonic():
-            return False, None
-        return True, entry[1]
+        now = time.monotonic()
+        entry = self._known.get(key_hash)
+        if entry is not None and entry[0] >= now:
+            return True, entry[1]
+        expires = self._unknown.get(key_hash)
+        if expires is not None and expires >= now:
+            return True, None
+        return False, None
 
     def put(self, key_hash: str, record: KeyRecord | None) -> None:
-        if len(self._entries) >= self.max_entries:
-            # Unknown keys could otherwise grow the cache without bound.
-            self._entries.clear()
-        self._entries[key_hash] = (time.monotonic() + self.ttl, record)
+        expires = time.monotonic() + self.ttl
+        if record is None:
+            if len(self._unknown) >= self.max_entries:
+                self._unknown.clear()
+            self._unknown[key_hash] = expires
+            return
+        if len(self._known) >= self.max_entries:
+            self._known.clear()
+        self._known[key_hash] = (expires, record)
 
 
 class AuthMiddleware:

@@ -15,6 +15,9 @@ from middleware.ports import BalanceReader, Rate, RateBook
 # JSON-encoded text averages over three bytes per token; four errs on the generous side for
 # the caller while still counting every message.
 BYTES_PER_TOKEN = 4
+# No model writes more than this in one answer; larger max_tokens values are held at it.
+MAX_HELD_OUTPUT_TOKENS = 10_000_000
+MAX_HELD_IMAGES = 100
 
 
 def worst_case(call: Call, rate: Rate, default_output_tokens: int) -> int:
@@ -23,13 +26,14 @@ def worst_case(call: Call, rate: Rate, default_output_tokens: int) -> int:
     if call.call_type == "imageGeneration":
         n = body.get("n", 1)
         images = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+        images = min(images, MAX_HELD_IMAGES)
         return price(Usage(images=images), rate)
     input_tokens = len(call.raw_body) // BYTES_PER_TOKEN + 1
     output = body.get("max_completion_tokens", body.get("max_tokens"))
     if call.call_type == "embedding":
         output_tokens = 0
     elif isinstance(output, int) and not isinstance(output, bool) and output > 0:
-        output_tokens = output
+        output_tokens = min(output, MAX_HELD_OUTPUT_TOKENS)
     else:
         output_tokens = default_output_tokens
     return price(Usage(input_tokens=input_tokens, output_tokens=output_tokens), rate)

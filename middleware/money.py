@@ -25,6 +25,9 @@ def to_units(value: Decimal | str | int) -> int:
 
 
 def to_credits(units: int) -> Decimal:
-    """Integer units back to a Decimal number of credits, normalized for display."""
-    value = Decimal(units) / SCALE
-    return value.quantize(Decimal(1)) if value == value.to_integral() else value.normalize()
+    """Integer units back to a Decimal number of credits, exact, without trailing zeros."""
+    whole, rest = divmod(abs(units), SCALE)
+    sign = "-" if units < 0 else ""
+    if rest == 0:
+        return Decimal(f"{sign}{whole}")
+    return Decimal(f"{sign}{whole}.{rest:010d}".rstrip("0"))

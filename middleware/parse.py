@@ -21,6 +21,8 @@ _REQUIRED: dict[str, tuple[str, type | tuple[type, ...]]] = {
 }
 
 APP_DID_HEADER = "x-aigne-hub-client-did"
+# The longest model name or header value a call record keeps (its columns are this wide).
+MAX_TEXT = 200
 
 
 class CallMiddleware:
@@ -89,16 +91,23 @@ class CallMiddleware:
             raise HubError(
                 400, "invalid_json", f"The request body is not valid JSON: {exc}"
             ) from exc
+        except RecursionError as exc:
+            raise HubError(400, "invalid_json", "The request body is nested too deeply.") from exc
         if not isinstance(body, dict):
             raise HubError(400, "invalid_json", "The request body must be a JSON object.")
         model = _field(body, "model", str)
-        if not model.strip():
-            raise HubError(400, "invalid_field", "'model' must not be empty.", "model")
+        if not model.strip() or len(model) > MAX_TEXT:
+            raise HubError(
+                400, "invalid_field", f"'model' must have 1 to {MAX_TEXT} characters.", "model"
+            )
         name, kind = _REQUIRED[call_type]
         _field(body, name, kind)
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise HubError(400, "invalid_field", "'stream' must be true or false.", "stream")
+        if stream and call_type != "chatCompletion":
+            # A streamed image or embedding answer could be neither read for usage nor billed.
+            raise HubError(400, "invalid_field", "Only chat completions can be streamed.", "stream")
         call = Call(
             identity=identity,
             call_type=call_type,
@@ -106,9 +115,9 @@ class CallMiddleware:
             body=body,
             raw_body=raw,
             stream=stream,
-            app_did=headers.get(APP_DID_HEADER) or identity.app_did,
+            app_did=_header(headers, APP_DID_HEADER) or identity.app_did,
         )
-        call.request_id = headers.get("x-request-id") or call.id
+        call.request_id = _header(headers, "x-request-id") or call.id
         if self.models is not None:
             resolved = self.models.resolve(model)
             if resolved is None:
@@ -117,6 +126,14 @@ class CallMiddleware:
                 )
             call.provider, call.upstream_model = resolved
         return call
+
+
+def _header(headers: Headers, name: str) -> str | None:
+    value = headers.get(name)
+    if value is not None and len(value) > MAX_TEXT:
+        # Stored in the call record: an over-long value would make the record unwritable.
+        raise HubError(400, "invalid_header", f"The {name} header exceeds {MAX_TEXT} characters.")
+    return value
 
 
 def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -56,7 +57,11 @@ class GeminiProvider:
         url = self._urls.get((model, stream))
         if url is None:
             method = "streamGenerateContent?alt=sse" if stream else "generateContent"
-            url = self._urls[(model, stream)] = httpx.URL(f"{self.base}/models/{model}:{method}")
+            # The model name comes from the client: it must stay one path segment.
+            url = httpx.URL(f"{self.base}/models/{quote(model, safe='-._~')}:{method}")
+            if len(self._urls) >= 1024:  # unpriced names (self-hosted) must not grow it forever
+                self._urls.clear()
+            self._urls[(model, stream)] = url
         return url
 
     def supports(self, call_type: CallType) -> bool:

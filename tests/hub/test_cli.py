@@ -354,3 +354,19 @@ def test_db_upgrade_hides_the_database_password(
     assert code == 0, err
     assert "hunter2" not in out
     assert json.loads(out)["database"] == f"{scheme}://{user}:***@{host}"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("--input", "-0.15", "--output", "0.6"),
+        ("--input", "0.15", "--output", "-0.6"),
+        ("--type", "imageGeneration", "--input", "0", "--image", "-1"),
+        ("--type", "imageGeneration", "--input", "0"),
+    ],
+)
+def test_rates_that_would_give_calls_away_are_refused(cli: Cli, extra: tuple[str, ...]) -> None:
+    code, _, err = cli.run("rates", "set", "openai/gpt-4o", *extra)
+
+    assert code == 1 and err
+    assert cli.json("rates", "list") == []

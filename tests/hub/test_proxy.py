@@ -355,3 +355,37 @@ async def test_calls_are_attributed_to_the_app_that_made_them(
     by_app = {call["app_did"]: call for call in await hub.calls()}
     assert by_app["did:app:from-header"]["request_id"] == "req-42"
     assert "did:app:from-key" in by_app
+
+
+async def test_usage_in_an_unterminated_last_event_is_still_billed_and_hidden(
+    hub: Hub, mock_upstream: respx.MockRouter
+) -> None:
+    unterminated = sse(chunk("Hi")) + b"data: " + json.dumps(chunk(None, STREAM_USAGE)).encode()
+    mock_upstream.post("/chat/completions").respond(
+        content=unterminated, headers={"content-type": "text/event-stream"}
+    )
+
+    response = await hub.chat(stream=True)
+
+    assert '"usage"' not in response.text.replace('"usage": null', "")
+    [call] = await hub.calls()
+    assert (call["input_tokens"], call["output_tokens"], call["status"]) == (5, 2, "success")
+
+
+async def test_an_error_after_half_an_event_arrives_clean(
+    hub: Hub, mock_upstream: respx.MockRouter
+) -> None:
+    async def half_then_reset() -> Any:
+        yield sse(chunk("Hi")) + b'data: {"id":"c","choi'
+        raise httpx.ReadError("connection reset")
+
+    mock_upstream.post("/chat/completions").mock(
+        side_effect=lambda request: httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, content=half_then_reset()
+        )
+    )
+
+    response = await hub.chat(stream=True)
+
+    *_, last = [line for line in response.text.splitlines() if line]
+    assert json.loads(last[6:])["error"]["code"] == "upstream_disconnected"

@@ -55,3 +55,18 @@ def test_money_refuses_more_precision_than_the_ledger_keeps() -> None:
         to_units("0.00000000001")
     with pytest.raises(ValueError):
         to_units("NaN")
+
+
+@pytest.mark.parametrize(
+    ("units", "shown"),
+    [
+        (0, "0"),
+        (25, "0.0000000025"),
+        (-5 * 10**9, "-0.5"),
+        (10**40, "1" + "0" * 30),
+        (123 * 10**10 + 456, "123.0000000456"),
+    ],
+)
+def test_credits_show_exactly_at_any_size(units: int, shown: str) -> None:
+    assert format(to_credits(units), "f") == shown
+    assert to_units(to_credits(units)) == units

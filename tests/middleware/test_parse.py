@@ -72,3 +72,37 @@ async def test_unknown_model_is_a_404_and_not_recorded(hub: Hub) -> None:
         status, error = await post_raw(hub, b'{"model": "%s", "messages": []}' % model.encode())
         assert status == 404 and error["code"] == "unknown_model" and error["param"] == "model"
     assert await hub.calls() == []
+
+
+async def test_deeply_nested_json_is_a_400(hub: Hub) -> None:
+    status, error = await post_raw(hub, b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400 and error["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize("header", ["x-request-id", "x-aigne-hub-client-did"])
+async def test_over_long_headers_are_refused_not_left_unrecorded(hub: Hub, header: str) -> None:
+    response = await hub.client.post(
+        "/v1/chat/completions",
+        headers={header: "r" * 201},
+        json={"model": "mock/gpt-4o-mini", "messages": []},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_header"
+    assert await hub.calls() == []
+
+
+async def test_over_long_model_names_are_refused(hub: Hub) -> None:
+    status, error = await post_raw(hub, b'{"model": "mock/%s", "messages": []}' % (b"m" * 300))
+    assert status == 400 and error["param"] == "model"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/images/generations", b'{"model": "mock/img", "prompt": "cat", "stream": true}'),
+        ("/v1/embeddings", b'{"model": "mock/emb", "input": "x", "stream": true}'),
+    ],
+)
+async def test_only_chat_can_stream(hub: Hub, path: str, body: bytes) -> None:
+    status, error = await post_raw(hub, body, path)
+    assert status == 400 and error["param"] == "stream"

@@ -329,3 +329,45 @@ async def test_embeddings_are_not_offered(hub: Hub) -> None:
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "unsupported_call_type"
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "assistant", "content": None, "tool_calls": ["not-an-object"]}],
+        [{"role": "user", "content": [{"type": "image_url", "image_url": "http://x/a.png"}]}],
+    ],
+)
+async def test_requests_that_cannot_be_translated_are_a_400(
+    hub: Hub, upstream: respx.MockRouter, messages: list[Any]
+) -> None:
+    route = upstream.post(MESSAGES_URL).respond(json=message([{"type": "text", "text": "x"}]))
+
+    response = await hub.chat(model=MODEL, messages=messages)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert not route.called
+
+
+async def test_provider_keys_are_scrubbed_from_stream_errors(
+    hub: Hub, upstream: respx.MockRouter
+) -> None:
+    leaky = events(
+        (
+            "error",
+            {
+                "type": "error",
+                "error": {"type": "authentication_error", "message": f"bad key {PROVIDER_KEY}"},
+            },
+        )
+    )
+    upstream.post(MESSAGES_URL).respond(
+        content=leaky, headers={"content-type": "text/event-stream"}
+    )
+
+    response = await hub.chat(model=MODEL, stream=True)
+
+    assert PROVIDER_KEY not in response.text
+    [call] = await hub.calls()
+    assert PROVIDER_KEY not in str(call["error_message"])
