@@ -14,6 +14,8 @@ from middleware.ports import CallLog
 
 logger = logging.getLogger("aigne_hub.model_call")
 
+SETTLE_RETRY_PAUSES = (0.05, 0.25, 1.0, 3.0)
+
 
 class ModelCallMiddleware:
     """Opens the call record, watches the response, and settles the call when it ends.
@@ -55,7 +57,28 @@ class ModelCallMiddleware:
             call.ended_clock = time.perf_counter()
             _finish(call)
             with anyio.CancelScope(shield=True):
+                await self._settle(call)
+
+    async def _settle(self, call: Call) -> None:
+        # A settle is idempotent by contract, so retrying through a database hiccup (a
+        # dropped connection, a lock held elsewhere) can never charge twice.
+        for pause in SETTLE_RETRY_PAUSES:
+            try:
                 await self.log.settle(call)
+                return
+            except Exception as exc:
+                logger.warning("settling call %s failed (%r); retrying", call.id, exc)
+                await anyio.sleep(pause)
+        try:
+            await self.log.settle(call)
+        except Exception:
+            # Left `processing`; the store marks such calls abandoned when it next starts.
+            logger.exception(
+                "call %s could not be settled: %s credits for account %s are not recorded",
+                call.id,
+                call.charge,
+                call.identity.account_id,
+            )
 
 
 def _finish(call: Call) -> None:

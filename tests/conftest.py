@@ -72,11 +72,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'hub.db'}"
     url: str = request.getfixturevalue("pg_database")
-    asyncio.run(_empty_pg(url))
+    asyncio.run(empty_pg(url))
     return url
 
 
-async def _empty_pg(url: str) -> None:
+async def empty_pg(url: str) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(url)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import operator
 import sqlite3
+import time
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -139,28 +140,48 @@ class SqliteBackend:
     fight over the GIL on every row (sqlite3 releases it around each step), which cost more
     than the SQL itself. Statements take ~20 us a row in C, so they run inline, and only a
     COMMIT that must wait for the disk (synchronous=FULL) goes to the thread, where it
-    holds no GIL while it waits.
+    holds no GIL while it waits. Waiting for another process's write lock happens in
+    asyncio sleeps, never in SQLite's busy handler, which would freeze the loop.
     """
 
-    def __init__(self, path: str, synchronous: str) -> None:
+    def __init__(self, path: str, synchronous: str, lock_timeout: float = 10.0) -> None:
         self.path = path
         self.synchronous = synchronous
+        self.lock_timeout = lock_timeout
         self._fsync = synchronous in ("FULL", "EXTRA")
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigne-hub-sqlite")
         self._conn: sqlite3.Connection | None = None
 
     async def start(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA busy_timeout=0")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         self._conn = conn
+
+    async def _begin(self, conn: sqlite3.Connection) -> None:
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.001
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     async def run_batch(self, batch: Sequence[Work]) -> list[Outcome]:
         conn = self._conn
         assert conn is not None
         try:
+            await self._begin(conn)
+        except sqlite3.Error as exc:  # the lock never came: the whole batch fails alike
+            return [Outcome(error=exc) for _ in batch]
+        try:
             changes = conn.total_changes
-            conn.execute("BEGIN IMMEDIATE")
             outcomes = [Outcome() for _ in batch]
             for step in plan(batch):
                 if isinstance(step, list):
@@ -180,7 +201,7 @@ class SqliteBackend:
         outcomes = []
         for work in batch:
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                await self._begin(conn)
                 if isinstance(work, Bulk):
                     conn.execute(work.stmt.sql, work.stmt.args(work.values))
                     value = None
@@ -221,41 +242,74 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 class PostgresBackend:
-    """An asyncpg connection; asyncpg prepares and caches each statement it sees."""
+    """One asyncpg connection (asyncpg prepares and caches each statement it sees).
 
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
+    A connection that drops is replaced on the next batch; a batch that failed because it
+    dropped before COMMIT was sent is run again on the new connection, since nothing of it
+    was applied. A drop during COMMIT is ambiguous, so that batch fails instead.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.conn: Any = None
+
+    async def start(self) -> None:
+        import asyncpg
+
+        self.conn = await asyncpg.connect(self.url)
+
+    async def _connection(self) -> Any:
+        if self.conn is None or self.conn.is_closed():
+            self.conn = None
+            await self.start()
+        return self.conn
 
     async def run_batch(self, batch: Sequence[Work]) -> list[Outcome]:
-        conn = self.conn
-        try:
-            outcomes = [Outcome() for _ in batch]
-            async with conn.transaction():
+        for attempt in (1, 2):
+            try:
+                conn = await self._connection()
+            except Exception as exc:  # the server is down: fail now, try again next batch
+                return [Outcome(error=exc) for _ in batch]
+            committing = False
+            try:
+                outcomes = [Outcome() for _ in batch]
+                await conn.execute("BEGIN")
                 for step in plan(batch):
                     if isinstance(step, list):
                         args = [b.stmt.args(b.values) for b in step]
                         await conn.executemany(step[0].stmt.sql, args)
                     else:
                         position, factory = step
-                        outcomes[position].value = await self._drive(factory())
-            return outcomes
-        except Exception:
-            pass
+                        outcomes[position].value = await self._drive(conn, factory())
+                committing = True
+                await conn.execute("COMMIT")
+                return outcomes
+            except Exception as exc:
+                if conn.is_closed():
+                    if committing or attempt == 2:
+                        return [Outcome(error=exc) for _ in batch]
+                    continue  # nothing was applied: run the batch again on a new connection
+                await _pg_rollback(conn)
+                break
+        # One bad write must not fail its neighbours: replay each on its own.
         outcomes = []
         for work in batch:
             try:
-                async with conn.transaction():
-                    if isinstance(work, Bulk):
-                        await conn.execute(work.stmt.sql, *work.stmt.args(work.values))
-                        outcomes.append(Outcome())
-                    else:
-                        outcomes.append(Outcome(await self._drive(work())))
+                await conn.execute("BEGIN")
+                if isinstance(work, Bulk):
+                    await conn.execute(work.stmt.sql, *work.stmt.args(work.values))
+                    value = None
+                else:
+                    value = await self._drive(conn, work())
+                await conn.execute("COMMIT")
+                outcomes.append(Outcome(value))
             except Exception as exc:
+                await _pg_rollback(conn)
                 outcomes.append(Outcome(error=exc))
         return outcomes
 
-    async def _drive(self, op: Operation[Any]) -> Any:
-        conn = self.conn
+    @staticmethod
+    async def _drive(conn: Any, op: Operation[Any]) -> Any:
         try:
             step = next(op)
             while True:
@@ -274,4 +328,14 @@ class PostgresBackend:
             return stop.value
 
     async def close(self) -> None:
-        pass
+        if self.conn is not None and not self.conn.is_closed():
+            await self.conn.close()
+        self.conn = None
+
+
+async def _pg_rollback(conn: Any) -> None:
+    if not conn.is_closed():
+        try:
+            await conn.execute("ROLLBACK")
+        except Exception:  # no transaction open, or the connection just went
+            pass

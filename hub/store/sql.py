@@ -32,6 +32,9 @@ T = TypeVar("T")
 
 # A key's last-used time is written at most this often, so auth stays off the write path.
 TOUCH_INTERVAL = 60.0
+# A call still `processing` this long after it began belongs to a hub that stopped (a crash,
+# a kill) before settling it; no stream lasts this long. Marked failed at the next start.
+ABANDONED_AFTER = 6 * 3600.0
 
 
 class SqlStore:
@@ -54,7 +57,6 @@ class SqlStore:
         self.sqlite_synchronous = sqlite_synchronous
         options: dict[str, Any] = {"timeout": 10} if self.is_sqlite else {"min_size": 1}
         self.database = Database(url, **options)
-        self._held: Any = None
         self._backend: Backend | None = None
         self._writer: GroupCommitter | None = None
         self._balances: dict[int, tuple[float, int]] = {}
@@ -84,11 +86,13 @@ class SqlStore:
             await backend.start()
             self._backend = backend
         else:
-            self._held = self.database.connection()
-            await self._held.__aenter__()
-            self._backend = PostgresBackend(self._held.raw_connection)
+            pg = PostgresBackend(self.url)
+            await pg.start()
+            self._backend = pg
         self._writer = GroupCommitter(self._backend)
         self._writer.start()
+        cutoff = time.time() - ABANDONED_AFTER
+        await self.run(lambda: _one(Exec(self.sql.abandon_calls, {"p_cutoff": cutoff})))
 
     async def close(self) -> None:
         """Commit what is queued, release the connection, disconnect."""
@@ -98,9 +102,6 @@ class SqlStore:
         if self._backend is not None:
             await self._backend.close()
             self._backend = None
-        if self._held is not None:
-            await self._held.__aexit__(None, None, None)
-            self._held = None
         await self.database.disconnect()
 
     async def run(self, work: Callable[[], Operation[T]] | Bulk) -> T:

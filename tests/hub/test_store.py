@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
+from pathlib import Path
 
 import anyio
 import httpx
@@ -14,7 +17,7 @@ from hub.store.admin import Admin
 from hub.store.raw import Exec, Operation
 from middleware.call import Call, Identity, Usage
 from middleware.money import to_units
-from tests.conftest import USER, Hub
+from tests.conftest import USER, Hub, empty_pg
 from tests.hub.test_proxy import completion
 
 pytestmark = pytest.mark.anyio
@@ -137,3 +140,56 @@ async def test_balance_equals_ledger_after_200_concurrent_calls(
     ledger = await hub.admin.ledger(USER)
     assert ledger["metered"] == 200 * per_call == sum(c["credits"] for c in calls)
     assert ledger["balance"] == ledger["granted"] - ledger["metered"]
+
+
+async def test_another_process_holding_the_sqlite_lock_does_not_freeze_the_hub(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'locked.db'}"
+    store = SqlStore(url, sqlite_synchronous="NORMAL")
+    await store.open()
+    admin = Admin(store)
+    await admin.ensure_account(USER)
+    other = sqlite3.connect(tmp_path / "locked.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # e.g. an operator's sqlite3 shell mid-transaction
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await anyio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(ticker)
+        grant = asyncio.ensure_future(admin.grant(USER, 5))
+        await anyio.sleep(0.5)
+        assert not grant.done()  # waiting for the lock...
+        other.execute("COMMIT")
+        assert await grant == 5  # ...and done once it is free
+        group.cancel_scope.cancel()
+    other.close()
+    await store.close()
+
+    assert max(gaps) < 0.25  # the event loop kept serving meanwhile
+
+
+async def test_a_dropped_postgresql_connection_is_replaced(pg_database: str) -> None:
+    import asyncpg
+
+    await empty_pg(pg_database)
+    store = SqlStore(pg_database)
+    await store.open()
+    admin = Admin(store)
+    await admin.grant(USER, 5)
+    killer = await asyncpg.connect(pg_database)
+    await killer.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    await killer.close()
+
+    assert await admin.grant(USER, 7) == 12
+    await store.close()
