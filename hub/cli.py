@@ -321,6 +321,7 @@ async def _calls_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, 
         "input_tokens",
         "output_tokens",
         "credits",
+        "usage_estimated",
         "duration_ms",
         "error_code",
     )

@@ -10,11 +10,12 @@ import anyio
 import httpx
 from starlette.types import Message, Receive, Scope, Send
 
+from hub.estimate import answer_tokens, estimate_stream, prompt_tokens
 from hub.providers.base import Adapter, StreamTranslator, usage_chunk
-from hub.providers.openai import error_message, usage_from
+from hub.providers.openai import MissingUsage, error_message, usage_from
 from hub.providers.registry import ProviderRegistry
 from hub.sse import EventSplitter, encode, json_data
-from middleware.call import Call, get_call
+from middleware.call import Call, Usage, get_call
 from middleware.errors import send_error
 
 logger = logging.getLogger("aigne_hub.proxy")
@@ -151,6 +152,9 @@ class Proxy:
             return
         try:
             body, call.usage = provider.translate_response(body, call)
+        except MissingUsage as missing:
+            call.usage = Usage(prompt_tokens(call), answer_tokens(missing.payload))
+            call.usage_estimated = True
         except (ValueError, TypeError, KeyError, AttributeError, IndexError):
             await self._refuse(
                 send,
@@ -209,6 +213,11 @@ class Proxy:
             group.cancel_scope.cancel()
         if not call.client_gone:
             await _send_body(send, call, relay.finish(splitter.flush(), error), more=False)
+        if call.usage is None:
+            # Cut off (by the client or the provider) or never reported: bill what was
+            # delivered, marked as estimated, rather than give the stream away.
+            call.usage = estimate_stream(call)
+            call.usage_estimated = True
 
 
 class _Relay(Protocol):
@@ -256,6 +265,8 @@ class _Translated:
                 message = f"Provider '{self.call.provider}' sent an event the hub cannot read."
                 items = [{"error": {"message": message, "type": "upstream_error"}}]
             for item in items:
+                if item.get("choices"):
+                    self.call.delivered_chunks += 1
                 if "error" in item:
                     message = self.scrub(str(item["error"].get("message")))
                     item["error"]["message"] = message
@@ -315,6 +326,8 @@ def _tap(events: Iterable[bytes], call: Call, wants_usage: bool) -> bytes:
     """Pass events through, noting usage; drop the usage-only chunk if it was not asked for."""
     kept: list[bytes] = []
     for event in events:
+        if b'"delta"' in event:
+            call.delivered_chunks += 1
         if b'"usage"' in event and b'"usage":null' not in event and b'"usage": null' not in event:
             payload = json_data(event)
             usage = usage_from(payload, call.call_type)

@@ -70,6 +70,11 @@ class Call:
     error_code: str | None = None
     error_message: str | None = None
     client_gone: bool = False
+    # Stream chunks that carried content or tool-call deltas to the client: about one token
+    # each, for estimating the output of a stream that ended without reported usage.
+    delivered_chunks: int = 0
+    # True when `usage` was estimated by the hub rather than reported by the provider.
+    usage_estimated: bool = False
     # Credits in integer units of 10**-10 (see middleware.money); None until priced.
     charge: int | None = None
 

@@ -117,7 +117,19 @@ def usage_in_body(body: bytes, call_type: CallType) -> Usage:
             usage = usage_from({"usage": value}, call_type)
             if usage is not None:
                 return usage
-    return usage_from(json.loads(body), call_type) or Usage()
+    payload = json.loads(body)
+    usage = usage_from(payload, call_type)
+    if usage is None:
+        raise MissingUsage(payload)
+    return usage
+
+
+class MissingUsage(Exception):
+    """A valid answer that reports no usage: the proxy estimates it rather than bill 0."""
+
+    def __init__(self, payload: Any) -> None:
+        super().__init__("no usage in the answer")
+        self.payload = payload
 
 
 def error_message(body: bytes) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from databases import Database
+from sqlalchemy import MetaData, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -19,7 +20,7 @@ def _v1_initial(dialect: Dialect) -> list[str]:
     for table in schema.metadata.sorted_tables:
         if table is schema.schema_version:
             continue
-        statements.append(str(CreateTable(table).compile(dialect=dialect)))
+        statements.append(str(CreateTable(_as_in_v1(table)).compile(dialect=dialect)))
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
             statements.append(str(CreateIndex(index).compile(dialect=dialect)))
     return statements + _meter_triggers(dialect)
@@ -65,8 +66,27 @@ def _meter_triggers(dialect: Dialect) -> list[str]:
     return ([_PG_METER_FUNCTION] if dialect.name == "postgresql" else []) + triggers
 
 
+_ADDED_LATER = {"model_calls": ("usage_estimated",)}
+
+
+def _as_in_v1(table: Table) -> Table:
+    """The table without the columns later migrations add: every database takes the same
+    steps, whether it starts empty or at version 1."""
+    later = _ADDED_LATER.get(table.name, ())
+    if not later:
+        return table
+    columns = [column._copy() for column in table.columns if column.name not in later]
+    return Table(table.name, MetaData(), *columns)
+
+
+def _v2_usage_estimated(dialect: Dialect) -> list[str]:
+    false = "0" if dialect.name == "sqlite" else "false"
+    return [f"ALTER TABLE model_calls ADD COLUMN usage_estimated BOOLEAN NOT NULL DEFAULT {false}"]
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
+    (2, "model_calls.usage_estimated", _v2_usage_estimated),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -96,6 +96,8 @@ model_calls = Table(
     Column("http_status", Integer, nullable=True),
     Column("error_code", String(64), nullable=True),
     Column("error_message", String(1000), nullable=True),
+    # Added by migration 2: the usage was estimated by the hub, not reported by the provider.
+    Column("usage_estimated", Boolean, nullable=False, default=False),
 )
 Index("ix_model_calls_user_time", model_calls.c.user_did, model_calls.c.request_at)
 # Partial: only in-flight calls are looked up by status, and a settled call leaves the

@@ -258,4 +258,5 @@ def _call_values(call: Call) -> dict[str, Any]:
         "p_http_status": call.http_status,
         "p_error_code": call.error_code,
         "p_error_message": call.error_message,
+        "p_usage_estimated": call.usage_estimated,
     }

@@ -35,6 +35,7 @@ FINAL_COLUMNS = [
     "error_message",
     "provider",
     "upstream_model",
+    "usage_estimated",
 ]
 
 

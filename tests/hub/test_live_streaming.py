@@ -106,7 +106,10 @@ async def test_client_hang_up_closes_the_upstream_request(live: Live) -> None:
     while live.fake.closed_early == 0 and time.monotonic() < deadline:
         await anyio.sleep(0.02)
     assert live.fake.closed_early == 1
-    await live.wait_for_call(status="failed", error_code="client_disconnected")
+    call = await live.wait_for_call(status="failed", error_code="client_disconnected")
+    # What was delivered before the hang-up is billed, estimated, never given away.
+    assert call["usage_estimated"] is True and call["output_tokens"] >= 1
+    assert call["credits"] > 0
 
 
 async def test_streamed_call_is_recorded_with_usage_and_credits(live: Live) -> None:

@@ -306,7 +306,11 @@ async def test_upstream_breaking_off_mid_stream_ends_with_an_error_event(
     assert events[-1]["error"]["code"] == "upstream_disconnected"
     [call] = await hub.calls()
     assert call["status"] == "failed" and call["error_code"] == "upstream_disconnected"
-    assert call["credits"] == 0
+    # The chunk delivered before the break is billed, estimated: "Say hi" is ~3 prompt
+    # tokens (6 characters and 4 of framing), one content chunk is ~1 output token.
+    assert call["usage_estimated"] is True
+    assert (call["input_tokens"], call["output_tokens"]) == (3, 1)
+    assert call["credits"] == 3 * 10_000 + 1 * 20_000
 
 
 async def test_browser_origins_get_cors_when_configured(
@@ -389,3 +393,36 @@ async def test_an_error_after_half_an_event_arrives_clean(
 
     *_, last = [line for line in response.text.splitlines() if line]
     assert json.loads(last[6:])["error"]["code"] == "upstream_disconnected"
+
+
+async def test_a_stream_without_usage_is_estimated_not_free(
+    hub: Hub, mock_upstream: respx.MockRouter
+) -> None:
+    # A provider that ignores stream_options.include_usage.
+    silent = sse(chunk("Hello"), chunk(" big"), chunk(" world"), "[DONE]")
+    mock_upstream.post("/chat/completions").respond(
+        content=silent, headers={"content-type": "text/event-stream"}
+    )
+
+    response = await hub.chat(stream=True)
+
+    assert response.text.endswith("data: [DONE]\n\n")
+    [call] = await hub.calls()
+    assert call["status"] == "success" and call["usage_estimated"] is True
+    assert (call["input_tokens"], call["output_tokens"]) == (3, 3)
+
+
+async def test_an_answer_without_usage_is_estimated_not_free(
+    hub: Hub, mock_upstream: respx.MockRouter
+) -> None:
+    answer = completion()
+    del answer["usage"]
+    answer["choices"][0]["message"]["content"] = "x" * 40
+    mock_upstream.post("/chat/completions").respond(json=answer)
+
+    await hub.chat()
+
+    [call] = await hub.calls()
+    assert call["usage_estimated"] is True
+    assert (call["input_tokens"], call["output_tokens"]) == (3, 10)
+    assert call["credits"] == 3 * 10_000 + 10 * 20_000
