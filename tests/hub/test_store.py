@@ -193,3 +193,32 @@ async def test_a_dropped_postgresql_connection_is_replaced(pg_database: str) -> 
 
     assert await admin.grant(USER, 7) == 12
     await store.close()
+
+
+async def test_a_version_1_database_is_upgraded_in_place(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hub.store import migrate
+
+    monkeypatch.setattr(migrate, "MIGRATIONS", migrate.MIGRATIONS[:1])
+    monkeypatch.setattr(migrate, "LATEST", 1)
+    old = SqlStore(db_url)
+    await old.open(upgrade=True)  # a hub of schema version 1...
+    account = await Admin(old).ensure_account(USER)
+    await old.database.execute(
+        "INSERT INTO model_calls (id, account_id, user_did, model, type, status, stream, "
+        "request_at, input_tokens, output_tokens, cached_tokens, image_count, credits) "
+        f"VALUES ('old-call', {account}, 'did:x', 'm', 'chatCompletion', 'success', false, "
+        "1, 1, 1, 0, 0, 5)"
+    )
+    await old.close()
+    monkeypatch.undo()
+
+    store = SqlStore(db_url)  # ...and today's hub on the same database
+    await store.open()
+    [call] = await Admin(store).list_calls()
+    version = await migrate.current_version(store.database, store.dialect)
+    await store.close()
+
+    assert version == migrate.LATEST >= 2
+    assert call["id"] == "old-call" and call["usage_estimated"] is False
