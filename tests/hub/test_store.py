@@ -200,6 +200,12 @@ async def test_a_version_1_database_is_upgraded_in_place(
 ) -> None:
     from hub.store import migrate
 
+    if db_url.startswith("postgresql"):  # the session's database is past version 1: empty it
+        import asyncpg
+
+        conn = await asyncpg.connect(db_url)
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        await conn.close()
     monkeypatch.setattr(migrate, "MIGRATIONS", migrate.MIGRATIONS[:1])
     monkeypatch.setattr(migrate, "LATEST", 1)
     old = SqlStore(db_url)
