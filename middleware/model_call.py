@@ -56,8 +56,9 @@ class ModelCallMiddleware:
         finally:
             call.ended_clock = time.perf_counter()
             _finish(call)
-            with anyio.CancelScope(shield=True):
-                await self._settle(call)
+            # Not shielded: a CallLog queues the settle before its first await (see ports),
+            # so even a cancelled request is settled, without a cancel scope per call.
+            await self._settle(call)
 
     async def _settle(self, call: Call) -> None:
         # A settle is idempotent by contract, so retrying through a database hiccup (a

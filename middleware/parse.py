@@ -6,7 +6,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from middleware.call import CALL_KEY, Call, CallType, Identity, get_identity
@@ -52,7 +51,7 @@ class CallMiddleware:
         if identity is None:
             await send_error(send, 401, "missing_api_key", "This route needs an API key.")
             return
-        headers = Headers(scope=scope)
+        headers = _wanted_headers(scope)
         try:
             raw = await self._read_body(headers, receive)
             call = self._make_call(call_type, raw, identity, headers)
@@ -62,8 +61,8 @@ class CallMiddleware:
         scope[CALL_KEY] = call
         await self.app(scope, _replay(raw, receive), send)
 
-    async def _read_body(self, headers: Headers, receive: Receive) -> bytes:
-        declared = headers.get("content-length")
+    async def _read_body(self, headers: dict[bytes, str], receive: Receive) -> bytes:
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise _too_large(self.max_body_bytes)
         chunks: list[bytes] = []
@@ -83,7 +82,7 @@ class CallMiddleware:
                 return b"".join(chunks)
 
     def _make_call(
-        self, call_type: CallType, raw: bytes, identity: Identity, headers: Headers
+        self, call_type: CallType, raw: bytes, identity: Identity, headers: dict[bytes, str]
     ) -> Call:
         try:
             body = json.loads(raw)
@@ -115,9 +114,9 @@ class CallMiddleware:
             body=body,
             raw_body=raw,
             stream=stream,
-            app_did=_header(headers, APP_DID_HEADER) or identity.app_did,
+            app_did=_header(headers, _APP_DID) or identity.app_did,
         )
-        call.request_id = _header(headers, "x-request-id") or call.id
+        call.request_id = _header(headers, _REQUEST_ID) or call.id
         if self.models is not None:
             resolved = self.models.resolve(model)
             if resolved is None:
@@ -128,11 +127,23 @@ class CallMiddleware:
         return call
 
 
-def _header(headers: Headers, name: str) -> str | None:
+_APP_DID = APP_DID_HEADER.encode()
+_REQUEST_ID = b"x-request-id"
+_WANTED = frozenset({b"content-length", _APP_DID, _REQUEST_ID})
+
+
+def _wanted_headers(scope: Scope) -> dict[bytes, str]:
+    """The few headers this layer reads, in one pass (ASGI header names are lower-case)."""
+    return {k: v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED}
+
+
+def _header(headers: dict[bytes, str], name: bytes) -> str | None:
     value = headers.get(name)
     if value is not None and len(value) > MAX_TEXT:
         # Stored in the call record: an over-long value would make the record unwritable.
-        raise HubError(400, "invalid_header", f"The {name} header exceeds {MAX_TEXT} characters.")
+        raise HubError(
+            400, "invalid_header", f"The {name.decode()} header exceeds {MAX_TEXT} characters."
+        )
     return value
 
 

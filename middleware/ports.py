@@ -72,7 +72,9 @@ class CallLog(Protocol):
     async def settle(self, call: Call) -> None:
         """Commit final record, meter event and balance change in one transaction.
 
-        Keyed by call id: a second settle of the same call changes nothing.
+        Keyed by call id: a second settle of the same call changes nothing. The write must
+        be committed even if the caller is cancelled while awaiting it: queue it before the
+        first await (the ModelCall middleware does not pay for a cancel scope per call).
         """
         ...
 

@@ -228,3 +228,26 @@ async def test_a_version_1_database_is_upgraded_in_place(
 
     assert version == migrate.LATEST >= 2
     assert call["id"] == "old-call" and call["usage_estimated"] is False
+
+
+async def test_a_settle_whose_caller_is_cancelled_is_still_committed(store: SqlStore) -> None:
+    admin = Admin(store)
+    account = await admin.ensure_account(USER)
+    call = a_call(account, 77)
+    call.status = "processing"
+    store.open_call(call)
+    call.status = "success"
+
+    task = asyncio.ensure_future(store.settle(call))
+    await asyncio.sleep(0)  # the settle has started and is waiting for its commit
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await store.run(lambda: _nothing())  # everything queued before is committed now
+
+    assert (await admin.ledger(USER))["metered"] == 77
+
+
+def _nothing() -> Operation[None]:
+    return None
+    yield  # a generator that runs no statement
