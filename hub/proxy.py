@@ -13,6 +13,7 @@ from starlette.types import Message, Receive, Scope, Send
 from hub.estimate import answer_tokens, estimate_stream, prompt_tokens
 from hub.providers.base import Adapter, StreamTranslator, usage_chunk
 from hub.providers.openai import MissingUsage, error_message, usage_from
+from hub.providers.pool import Credential
 from hub.providers.registry import ProviderRegistry
 from hub.sse import EventSplitter, encode, json_data
 from middleware.call import Call, Usage, get_call
@@ -70,26 +71,8 @@ class Proxy:
                 f"Provider '{provider.name}' does not offer {call.call_type} calls.",
             )
             return
-        try:
-            request = provider.build_request(call)
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            # A request the OpenAI format allows in shape but not in detail (a tool call
-            # that is not an object, say) cannot be translated for this provider.
-            logger.info("cannot translate call %s for %s: %r", call.id, provider.name, exc)
-            await self._refuse(
-                send,
-                call,
-                400,
-                "invalid_request",
-                f"The request could not be translated for provider '{provider.name}': "
-                "check the shape of messages, tools and content parts.",
-            )
-            return
-        try:
-            response = await self.transport.handle_async_request(request)
-        except httpx.HTTPError as exc:
-            logger.warning("provider %s failed: %s", provider.name, self._scrub(repr(exc)))
-            await self._refuse(send, call, *_failure(exc, "request", provider.name))
+        response = await self._send(send, call, provider)
+        if response is None:
             return
         if call.stream and call.call_type == "chatCompletion" and response.status_code == 200:
             try:
@@ -106,11 +89,85 @@ class Proxy:
             return
         try:
             if response.status_code >= 400 or response.status_code < 200:
-                await self._upstream_error(send, call, response)
+                await self._upstream_error(send, call, response.status_code, await _body(response))
             else:
                 await self._whole(send, call, response, provider)
         finally:
             await response.aclose()
+
+    async def _send(self, send: Send, call: Call, provider: Adapter) -> httpx.Response | None:
+        """The upstream response, trying the provider's credentials in turn.
+
+        A connection failure, a timeout, a 429, a 5xx or a refused key before the first byte
+        moves on to the next credential (at most MAX_ATTEMPTS, each logged and counted on
+        the call); the pool learns from each answer. None when nothing answered, after an
+        error has been sent.
+        """
+        tried: list[Credential] = []
+        failure: tuple[int, str, str] | None = None
+        last: tuple[int, bytes] = (502, b"")
+        while len(tried) < MAX_ATTEMPTS:
+            credential = provider.pool.pick(tried)
+            if credential is None:
+                break
+            tried.append(credential)
+            call.attempts, call.credential = len(tried), credential.masked
+            try:
+                request = provider.build_request(call, credential)
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                # A request the OpenAI format allows in shape but not in detail (a tool call
+                # that is not an object, say) cannot be translated for this provider.
+                logger.info("cannot translate call %s for %s: %r", call.id, provider.name, exc)
+                await self._refuse(
+                    send,
+                    call,
+                    400,
+                    "invalid_request",
+                    f"The request could not be translated for provider '{provider.name}': "
+                    "check the shape of messages, tools and content parts.",
+                )
+                return None
+            try:
+                response = await self.transport.handle_async_request(request)
+            except httpx.HTTPError as exc:
+                failure = _failure(exc, "request", provider.name)
+                self._attempt_failed(call, credential, failure[1])
+                continue
+            status = response.status_code
+            if status < 400:
+                provider.pool.succeeded(credential)
+                return response
+            body = await _body(response)
+            if status in _CREDENTIAL_STATUSES and _about_credential(status, body):
+                provider.pool.refused(credential)
+            elif status == 429 or status >= 500:
+                # Judged on recent health: the key that just failed gets less traffic for a
+                # while, whether it was throttled or its side of the provider is struggling.
+                provider.pool.rate_limited(credential, _retry_after(response))
+            elif status != 408:
+                # The request itself is at fault: another key would get the same answer.
+                await response.aclose()
+                await self._upstream_error(send, call, status, body)
+                return None
+            await response.aclose()
+            self._attempt_failed(call, credential, f"HTTP {status}")
+            failure = None
+            last = (status, body)
+        if failure is not None:
+            await self._refuse(send, call, *failure)
+        else:
+            await self._upstream_error(send, call, *last)
+        return None
+
+    def _attempt_failed(self, call: Call, credential: Credential, what: str) -> None:
+        logger.warning(
+            "call %s: provider %s, key %s, attempt %d failed: %s",
+            call.id,
+            call.provider,
+            credential.masked,
+            call.attempts,
+            what,
+        )
 
     async def _refuse(self, send: Send, call: Call, status: int, code: str, message: str) -> None:
         call.fail(code, message)
@@ -121,13 +178,9 @@ class Proxy:
             text = text.replace(secret, "***")
         return text
 
-    async def _upstream_error(self, send: Send, call: Call, response: httpx.Response) -> None:
+    async def _upstream_error(self, send: Send, call: Call, status: int, body: bytes) -> None:
         name = call.provider
-        try:
-            message = self._scrub(error_message(await response.aread()))
-        except httpx.HTTPError:
-            message = "no message"
-        status = response.status_code
+        message = self._scrub(error_message(body)) if body else "no message"
         if status in _CREDENTIAL_STATUSES:
             logger.warning("provider %s rejected its credential: %s %s", name, status, message)
             await self._refuse(
@@ -284,6 +337,30 @@ class _Translated:
         if self.wants_usage and self.call.usage is not None:
             out += encode(usage_chunk(self.call, self.chunk_id, self.call.usage))
         return out + b"data: [DONE]\n\n"
+
+
+MAX_ATTEMPTS = 3
+
+
+async def _body(response: httpx.Response) -> bytes:
+    """An error response's body, or nothing if even that fails to arrive."""
+    try:
+        return await response.aread()
+    except httpx.HTTPError:
+        return b""
+
+
+def _about_credential(status: int, body: bytes) -> bool:
+    """Whether a 401/402/403 is about the hub's key (not content policy or region)."""
+    if status != 403:
+        return True
+    text = body.decode("utf-8", "replace").lower()
+    return any(word in text for word in ("key", "auth", "credential", "permission_denied"))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    return float(value) if value.replace(".", "", 1).isdigit() else None
 
 
 async def _read_all(response: httpx.Response) -> bytes:

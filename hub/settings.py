@@ -46,6 +46,11 @@ class ProviderSettings:
     base_url: str
     api_keys: tuple[str, ...]
     models: tuple[str, ...] = ()
+    # One per key, for the weighted pool; empty means 100 each.
+    weights: tuple[int, ...] = ()
+
+    def key_weights(self) -> tuple[int, ...]:
+        return self.weights or (DEFAULT_WEIGHT,) * len(self.api_keys)
 
 
 @dataclass(frozen=True)
@@ -203,8 +208,7 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
             keys = entry.get("api_keys") or []
         if not keys and _env_key(name, env):
             keys = [_env_key(name, env)]
-        if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
-            raise ConfigError(key + ".api_keys", "must be a list of non-empty strings")
+        keys, weights = _weighted_keys(keys, key + ".api_keys")
         models = entry.get("models", [])
         if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
             raise ConfigError(key + ".models", "must be a list of model names")
@@ -214,6 +218,7 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
             base_url=str(base_url).rstrip("/"),
             api_keys=tuple(keys),
             models=tuple(models),
+            weights=tuple(weights),
         )
     # Presets switch themselves on when their key is in the environment.
     for name, (kind, base_url) in PRESETS.items():
@@ -221,6 +226,35 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
         if name not in providers and env_key:
             providers[name] = ProviderSettings(name, kind, base_url, (env_key,))
     return providers
+
+
+DEFAULT_WEIGHT = 100
+
+
+def _weighted_keys(entries: Any, where: str) -> tuple[list[str], list[int]]:
+    """`["sk-1", {key = "sk-2", weight = 50}]` as keys and their weights."""
+    problem = 'must be a list of keys, each a string or {key = "...", weight = N}'
+    if not isinstance(entries, list):
+        raise ConfigError(where, problem)
+    keys: list[str] = []
+    weights: list[int] = []
+    for entry in entries:
+        if isinstance(entry, str) and entry:
+            keys.append(entry)
+            weights.append(DEFAULT_WEIGHT)
+        elif isinstance(entry, dict) and isinstance(entry.get("key"), str) and entry["key"]:
+            weight = entry.get("weight", DEFAULT_WEIGHT)
+            if isinstance(weight, bool) or not isinstance(weight, int) or weight <= 0:
+                raise ConfigError(
+                    where, f"a weight must be a positive whole number, not {weight!r}"
+                )
+            if set(entry) - {"key", "weight"}:
+                raise ConfigError(where, problem)
+            keys.append(entry["key"])
+            weights.append(weight)
+        else:
+            raise ConfigError(where, problem)
+    return keys, weights
 
 
 def _env_key(name: str, env: Mapping[str, str]) -> str:

@@ -75,6 +75,9 @@ class Call:
     delivered_chunks: int = 0
     # True when `usage` was estimated by the hub rather than reported by the provider.
     usage_estimated: bool = False
+    # Upstream attempts made (credentials tried), and the credential (masked) that answered.
+    attempts: int = 0
+    credential: str | None = None
     # Credits in integer units of 10**-10 (see middleware.money); None until priced.
     charge: int | None = None
 

@@ -8,7 +8,6 @@ from typing import Any
 import httpx
 
 from hub.providers.base import (
-    KeyRing,
     chunk,
     completion,
     json_request,
@@ -17,6 +16,7 @@ from hub.providers.base import (
     text_of,
     tool_arguments,
 )
+from hub.providers.pool import Credential, CredentialPool
 from hub.settings import ProviderSettings
 from hub.sse import event_data
 from middleware.call import Call, CallType, Usage
@@ -46,7 +46,7 @@ class AnthropicProvider:
         base = settings.base_url.rstrip("/")
         # Accept both "https://api.anthropic.com" and ".../v1" as the base URL.
         self.url = httpx.URL(base + ("/messages" if base.endswith("/v1") else "/v1/messages"))
-        self._keys = KeyRing(settings, self._headers)
+        self.pool = CredentialPool(settings.api_keys, settings.key_weights(), self._headers)
 
     def _headers(self, key: str | None) -> httpx.Headers:
         headers = [
@@ -63,8 +63,8 @@ class AnthropicProvider:
     def supports(self, call_type: CallType) -> bool:
         return call_type == "chatCompletion"
 
-    def build_request(self, call: Call) -> httpx.Request:
-        return json_request(self.url, self._keys.next(), to_anthropic(call), self.timeout)
+    def build_request(self, call: Call, credential: Credential) -> httpx.Request:
+        return json_request(self.url, credential.headers, to_anthropic(call), self.timeout)
 
     def translate_response(self, body: bytes, call: Call) -> tuple[bytes, Usage]:
         answer = json.loads(body)

@@ -7,14 +7,13 @@ translate requests from it and responses and stream events into it.
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from typing import Any, Protocol
 
 import httpx
 
-from hub.settings import ProviderSettings
+from hub.providers.pool import Credential, CredentialPool
 from middleware.call import Call, CallType, Usage
 
 
@@ -36,28 +35,16 @@ class Adapter(Protocol):
 
     def supports(self, call_type: CallType) -> bool: ...
 
-    def build_request(self, call: Call) -> httpx.Request: ...
+    # The provider's keys, each with its prebuilt headers; the proxy picks and reports.
+    pool: CredentialPool
+
+    def build_request(self, call: Call, credential: Credential) -> httpx.Request: ...
 
     def translate_response(self, body: bytes, call: Call) -> tuple[bytes, Usage]:
         """A whole upstream answer as an OpenAI response body, and its usage."""
         ...
 
     def stream_translator(self, call: Call) -> StreamTranslator: ...
-
-
-class KeyRing:
-    """Prebuilt header sets, one per API key, handed out in rotation.
-
-    httpx normalizes every header it is given; a request only copies a ready Headers object.
-    Weighted pools and failover arrive with the credential work of issue 3.
-    """
-
-    def __init__(self, settings: ProviderSettings, build: Any) -> None:
-        keys: list[str | None] = list(settings.api_keys) or [None]
-        self._ring = itertools.cycle([build(key) for key in keys])
-
-    def next(self) -> Any:
-        return next(self._ring)
 
 
 def json_request(

@@ -9,7 +9,6 @@ from urllib.parse import quote
 import httpx
 
 from hub.providers.base import (
-    KeyRing,
     chunk,
     completion,
     json_request,
@@ -18,6 +17,7 @@ from hub.providers.base import (
     text_of,
     tool_arguments,
 )
+from hub.providers.pool import Credential, CredentialPool
 from hub.settings import ProviderSettings
 from hub.sse import event_data
 from middleware.call import Call, CallType, Usage
@@ -40,7 +40,7 @@ class GeminiProvider:
         self.base = base if base.endswith(("/v1beta", "/v1")) else base + "/v1beta"
         self._host = httpx.URL(self.base).netloc
         self._urls: dict[tuple[str, bool], httpx.URL] = {}
-        self._keys = KeyRing(settings, self._headers)
+        self.pool = CredentialPool(settings.api_keys, settings.key_weights(), self._headers)
 
     def _headers(self, key: str | None) -> httpx.Headers:
         headers = [
@@ -67,9 +67,9 @@ class GeminiProvider:
     def supports(self, call_type: CallType) -> bool:
         return call_type == "chatCompletion"
 
-    def build_request(self, call: Call) -> httpx.Request:
+    def build_request(self, call: Call, credential: Credential) -> httpx.Request:
         url = self._url(str(call.upstream_model), call.stream)
-        return json_request(url, self._keys.next(), to_gemini(call), self.timeout)
+        return json_request(url, credential.headers, to_gemini(call), self.timeout)
 
     def translate_response(self, body: bytes, call: Call) -> tuple[bytes, Usage]:
         answer = json.loads(body)

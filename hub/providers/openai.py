@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 
-from hub.providers.base import KeyRing, StreamTranslator, json_request
+from hub.providers.base import StreamTranslator, json_request
+from hub.providers.pool import Credential, CredentialPool
 from hub.settings import ProviderSettings
 from middleware.call import Call, CallType, Usage
 
@@ -33,8 +34,10 @@ class OpenAIProvider:
         self.timeout = timeout
         # Parsed once: URL parsing is a visible share of a proxied request's CPU.
         self._urls = {kind: httpx.URL(self.base_url + path) for kind, path in _PATHS.items()}
-        self._keys = KeyRing(
-            settings, lambda key: {s: self._headers(key, s) for s in (False, True)}
+        self.pool = CredentialPool(
+            settings.api_keys,
+            settings.key_weights(),
+            lambda key: {stream: self._headers(key, stream) for stream in (False, True)},
         )
 
     def _headers(self, key: str | None, stream: bool) -> httpx.Headers:
@@ -54,7 +57,7 @@ class OpenAIProvider:
     def supports(self, call_type: CallType) -> bool:
         return True
 
-    def build_request(self, call: Call) -> httpx.Request:
+    def build_request(self, call: Call, credential: Credential) -> httpx.Request:
         body = dict(call.body)
         body["model"] = call.upstream_model
         if call.call_type == "chatCompletion" and call.stream:
@@ -65,7 +68,7 @@ class OpenAIProvider:
                 **(options if isinstance(options, dict) else {}),
                 "include_usage": True,
             }
-        headers = self._keys.next()[call.stream]
+        headers = credential.headers[call.stream]
         return json_request(self._urls[call.call_type], headers, body, self.timeout)
 
     def translate_response(self, body: bytes, call: Call) -> tuple[bytes, Usage]:

@@ -66,7 +66,7 @@ def _meter_triggers(dialect: Dialect) -> list[str]:
     return ([_PG_METER_FUNCTION] if dialect.name == "postgresql" else []) + triggers
 
 
-_ADDED_LATER = {"model_calls": ("usage_estimated",)}
+_ADDED_LATER = {"model_calls": ("usage_estimated", "attempts", "credential")}
 
 
 def _as_in_v1(table: Table) -> Table:
@@ -84,9 +84,17 @@ def _v2_usage_estimated(dialect: Dialect) -> list[str]:
     return [f"ALTER TABLE model_calls ADD COLUMN usage_estimated BOOLEAN NOT NULL DEFAULT {false}"]
 
 
+def _v3_attempts(dialect: Dialect) -> list[str]:
+    return [
+        "ALTER TABLE model_calls ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE model_calls ADD COLUMN credential VARCHAR(40)",
+    ]
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
     (2, "model_calls.usage_estimated", _v2_usage_estimated),
+    (3, "model_calls.attempts and credential", _v3_attempts),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -98,6 +98,9 @@ model_calls = Table(
     Column("error_message", String(1000), nullable=True),
     # Added by migration 2: the usage was estimated by the hub, not reported by the provider.
     Column("usage_estimated", Boolean, nullable=False, default=False),
+    # Added by migration 3: upstream attempts (credentials tried), and the one that answered.
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("credential", String(40), nullable=True),
 )
 Index("ix_model_calls_user_time", model_calls.c.user_did, model_calls.c.request_at)
 # Partial: only in-flight calls are looked up by status, and a settled call leaves the

@@ -259,4 +259,6 @@ def _call_values(call: Call) -> dict[str, Any]:
         "p_error_code": call.error_code,
         "p_error_message": call.error_message,
         "p_usage_estimated": call.usage_estimated,
+        "p_attempts": call.attempts,
+        "p_credential": call.credential,
     }

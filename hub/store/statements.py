@@ -36,6 +36,8 @@ FINAL_COLUMNS = [
     "provider",
     "upstream_model",
     "usage_estimated",
+    "attempts",
+    "credential",
 ]
 
 

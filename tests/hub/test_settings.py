@@ -266,22 +266,29 @@ BAD = [
         '[providers.openai]\napi_keys = "sk-one"\n',
         {},
         "providers.openai.api_keys",
-        "must be a list of non-empty strings",
+        "must be a list of keys",
         id="api-keys-string",
     ),
     pytest.param(
         '[providers.openai]\napi_keys = ["sk-one", 2]\n',
         {},
         "providers.openai.api_keys",
-        "must be a list of non-empty strings",
+        "must be a list of keys",
         id="api-keys-number",
     ),
     pytest.param(
         '[providers.openai]\napi_keys = ["sk-one", ""]\n',
         {},
         "providers.openai.api_keys",
-        "must be a list of non-empty strings",
+        "must be a list of keys",
         id="api-keys-empty-string",
+    ),
+    pytest.param(
+        '[providers.openai]\napi_keys = [{key = "sk-one", weight = 0}]\n',
+        {},
+        "providers.openai.api_keys",
+        "a weight must be a positive whole number",
+        id="api-keys-zero-weight",
     ),
     pytest.param(
         '[providers.openai]\nmodels = "gpt-4o"\n',
@@ -362,3 +369,11 @@ def test_anthropic_and_google_presets_come_from_the_environment() -> None:
         ("sk-ant",),
     )
     assert (google.kind, google.api_keys) == ("gemini", ("g-key",))
+
+
+def test_keys_can_carry_weights(tmp_path: Path) -> None:
+    text = '[providers.openai]\napi_keys = ["sk-a", {key = "sk-b", weight = 30}]\n'
+    provider = load_settings(write(tmp_path, text), env={}).providers["openai"]
+
+    assert provider.api_keys == ("sk-a", "sk-b")
+    assert provider.key_weights() == (100, 30)

@@ -1,0 +1,179 @@
+"""The credential pool: weighted rotation, cool-downs, refused keys, and failover."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+
+import httpx
+import pytest
+import respx
+
+from hub.providers.pool import COOLDOWN_SECONDS, CredentialPool, mask
+from hub.settings import ProviderSettings
+from tests.conftest import UPSTREAM, Hub, make_settings, start_hub
+from tests.hub.test_proxy import completion
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pool(weights: tuple[int, ...], clock: Clock | None = None) -> CredentialPool:
+    keys = [f"sk-key-number-{i}-secret" for i in range(len(weights))]
+    return CredentialPool(keys, weights, lambda key: key, clock or Clock())
+
+
+def test_keys_are_picked_in_proportion_to_their_weights_and_interleaved() -> None:
+    credentials = pool((300, 100))
+    picks = [credentials.pick().headers for _ in range(400)]  # type: ignore[union-attr]
+
+    assert Counter(picks) == {"sk-key-number-0-secret": 300, "sk-key-number-1-secret": 100}
+    assert "sk-key-number-1-secret" in picks[:4]  # smooth: no run of 300 first
+
+
+def test_a_rate_limited_key_is_cooled_down_for_a_while() -> None:
+    clock = Clock()
+    credentials = pool((100, 100), clock)
+    first = credentials.credentials[0]
+
+    credentials.rate_limited(first)
+    cooled = Counter(credentials.pick().headers for _ in range(110))  # type: ignore[union-attr]
+    clock.now += COOLDOWN_SECONDS + 1
+    recovered = Counter(credentials.pick().headers for _ in range(100))  # type: ignore[union-attr]
+
+    assert cooled[first.headers] == 10  # a tenth of its weight
+    assert recovered[first.headers] == 50
+
+
+def test_a_refused_key_leaves_the_pool_with_a_growing_backoff() -> None:
+    clock = Clock()
+    credentials = pool((100, 100), clock)
+    bad, good = credentials.credentials
+
+    credentials.refused(bad)
+    assert {credentials.pick().headers for _ in range(20)} == {good.headers}  # type: ignore[union-attr]
+    first_backoff = bad.disabled_until - clock.now
+    credentials.refused(bad)
+    assert bad.disabled_until - clock.now > first_backoff
+
+    clock.now = bad.disabled_until + 1  # re-checked once the backoff is over
+    assert bad.headers in {credentials.pick().headers for _ in range(4)}  # type: ignore[union-attr]
+
+
+def test_when_every_key_is_refused_one_is_still_tried() -> None:
+    credentials = pool((100,))
+    credentials.refused(credentials.credentials[0])
+    assert credentials.pick() is credentials.credentials[0]
+    assert credentials.pick(exclude=credentials.credentials) is None
+
+
+def test_keys_are_shown_masked() -> None:
+    assert mask("sk-abcdefghijklmnop") == "sk-a...mnop"
+    assert mask("short") == "****"
+
+
+# -- failover through the hub -------------------------------------------------------
+
+KEYS = ("sk-first-key-0000000001", "sk-second-key-000000002")
+
+
+@pytest.fixture
+def upstream() -> Iterator[respx.MockRouter]:
+    with respx.mock(base_url=UPSTREAM, assert_all_called=False) as router:
+        yield router
+
+
+@pytest.fixture
+async def hub(db_url: str, upstream: respx.MockRouter) -> AsyncIterator[Hub]:
+    two_keys = ProviderSettings("mock", "openai", UPSTREAM, KEYS, ("gpt-4o-mini",))
+    settings = replace(make_settings(db_url), providers={"mock": two_keys})
+    started = await start_hub(settings, httpx.MockTransport(upstream.async_handler))
+    yield started
+    await started.client.aclose()
+    await started.app.shutdown()
+
+
+def by_key(answers: dict[str, httpx.Response]) -> object:
+    def answer(request: httpx.Request) -> httpx.Response:
+        key = request.headers["authorization"].removeprefix("Bearer ")
+        return answers[key]
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.Response(429, json={"error": {"message": "slow down"}}),
+        httpx.Response(503, json={"error": {"message": "overloaded"}}),
+        httpx.Response(401, json={"error": {"message": "invalid api key"}}),
+    ],
+)
+async def test_a_failing_key_fails_over_to_the_next(
+    hub: Hub, upstream: respx.MockRouter, failure: httpx.Response
+) -> None:
+    route = upstream.post("/chat/completions").mock(
+        side_effect=by_key(
+            {
+                KEYS[0]: failure,
+                KEYS[1]: httpx.Response(200, json=completion()),
+            }
+        )
+    )
+
+    responses = [await hub.chat() for _ in range(4)]
+
+    assert [r.status_code for r in responses] == [200] * 4
+    first = (await hub.calls())[-1]  # the oldest
+    assert first["status"] == "success" and first["attempts"] == 2
+    assert first["credential"] == mask(KEYS[1])
+    # The failing key was cooled down or taken out: later calls go straight to the other.
+    used = [r.headers["authorization"][-4:] for r in (c.request for c in route.calls)]
+    assert used[:2] == [KEYS[0][-4:], KEYS[1][-4:]] and set(used[2:]) == {KEYS[1][-4:]}
+
+
+async def test_a_connection_failure_fails_over_too(hub: Hub, upstream: respx.MockRouter) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.headers["authorization"].endswith(KEYS[0]):
+            raise httpx.ConnectError("refused")
+        return httpx.Response(200, json=completion())
+
+    upstream.post("/chat/completions").mock(side_effect=answer)
+
+    response = await hub.chat()
+
+    assert response.status_code == 200
+    [call] = await hub.calls()
+    assert call["attempts"] == 2
+
+
+async def test_when_every_key_fails_the_last_answer_is_passed_on(
+    hub: Hub, upstream: respx.MockRouter
+) -> None:
+    upstream.post("/chat/completions").respond(503, json={"error": {"message": "down"}})
+
+    response = await hub.chat()
+
+    assert response.status_code == 503 and "down" in response.json()["error"]["message"]
+    [call] = await hub.calls()
+    assert call["status"] == "failed" and call["attempts"] == 2 and call["credits"] == 0
+
+
+async def test_a_bad_request_is_not_retried(hub: Hub, upstream: respx.MockRouter) -> None:
+    route = upstream.post("/chat/completions").respond(
+        400, json={"error": {"message": "bad messages"}}
+    )
+
+    response = await hub.chat()
+
+    assert response.status_code == 400 and route.call_count == 1
+    assert json.loads(response.text)["error"]["code"] == "upstream_error"
