@@ -21,6 +21,8 @@ from middleware import (
     CreditCheckMiddleware,
     ModelCallMiddleware,
 )
+from middleware.billing import price
+from middleware.call import Call
 from middleware.parse import APP_DID_HEADER
 
 logger = logging.getLogger("aigne_hub")
@@ -56,8 +58,8 @@ class HubApp:
         self.transport = transport or AiohttpTransport(
             max_connections=limits.upstream_max_connections
         )
-        proxy = Proxy(self.registry, self.transport)
-        router = build_router(self.store, self.registry)
+        proxy = Proxy(self.registry, self.transport, self._price if settings.billing else None)
+        router = build_router(self.store, self.registry, settings.billing)
 
         async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http" and scope["path"] in MODEL_ROUTES:
@@ -97,6 +99,11 @@ class HubApp:
                 expose_headers=["x-request-id"],
             )
         self.started = False
+
+    async def _price(self, call: Call) -> int:
+        """What a finished call costs, for answers that show it (the AIGNE format)."""
+        rate = await self.store.rate(call.model, call.call_type)
+        return price(call.usage, rate) if rate is not None and call.usage is not None else 0
 
     async def startup(self) -> None:
         await self.store.open()

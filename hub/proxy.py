@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
 import anyio
 import httpx
 from starlette.types import Message, Receive, Scope, Send
 
+from hub.dialects import aigne
 from hub.estimate import answer_tokens, estimate_stream, prompt_tokens
 from hub.providers.base import Adapter, StreamTranslator, usage_chunk
 from hub.providers.openai import MissingUsage, error_message, usage_from
@@ -34,8 +36,16 @@ _CREDENTIAL_STATUSES = frozenset({401, 402, 403})
 class Proxy:
     """The ASGI app behind the middlewares for the model routes."""
 
-    def __init__(self, registry: ProviderRegistry, transport: httpx.AsyncBaseTransport) -> None:
+    def __init__(
+        self,
+        registry: ProviderRegistry,
+        transport: httpx.AsyncBaseTransport,
+        pricer: Callable[[Call], Awaitable[int]] | None = None,
+    ) -> None:
         self.registry = registry
+        # What a finished call costs, for client formats that show it in the answer (AIGNE);
+        # the charge itself is still made by the billing layer.
+        self.pricer = pricer or _free
         # The transport, not an AsyncClient: the client's cookie, redirect and auth machinery
         # is all behaviour a proxy must not have, and cost a sixth of the hub's CPU.
         self.transport = transport
@@ -76,11 +86,7 @@ class Proxy:
             return
         if call.stream and call.call_type == "chatCompletion" and response.status_code == 200:
             try:
-                relay: _Relay = (
-                    _PassThrough(call)
-                    if provider.passthrough
-                    else _Translated(call, provider.stream_translator(call), self._scrub)
-                )
+                relay = self._relay(call, provider)
                 await self._stream(receive, send, call, response, relay)
             finally:
                 # Shielded: a cancelled stream must still close (not leak) the upstream socket.
@@ -217,6 +223,8 @@ class Proxy:
                 f"Provider '{call.provider}' answered with something not JSON.",
             )
             return
+        if call.dialect == "aigne":
+            body = await self._aigne_answer(call, body)
         await send(
             {
                 "type": "http.response.start",
@@ -230,6 +238,13 @@ class Proxy:
         )
         await send({"type": "http.response.body", "body": body})
 
+    async def _aigne_answer(self, call: Call, body: bytes) -> bytes:
+        result = json.loads(body)
+        credits = await self.pricer(call)
+        if call.call_type == "imageGeneration":
+            return json.dumps(aigne.image_answer(call, result, credits)).encode()
+        return json.dumps(aigne.answer(call, result, credits)).encode()
+
     async def _stream(
         self,
         receive: Receive,
@@ -239,7 +254,7 @@ class Proxy:
         relay: _Relay,
     ) -> None:
         splitter = EventSplitter()
-        error = b""
+        error: tuple[str, str] | None = None
         await send(
             {
                 "type": "http.response.start",
@@ -259,28 +274,46 @@ class Proxy:
             except httpx.HTTPError as exc:
                 _, code, message = _failure(exc, "stream", call.provider)
                 call.fail(code, message)
-                # The status line is gone; an `error` chunk is what OpenAI SDKs raise on.
-                error = encode(
-                    {"error": {"message": message, "type": "upstream_error", "code": code}}
-                )
+                error = (code, message)
             group.cancel_scope.cancel()
-        if not call.client_gone:
-            await _send_body(send, call, relay.finish(splitter.flush(), error), more=False)
+        tail = b"" if error or call.client_gone else relay.flush(splitter.flush())
         if call.usage is None:
             # Cut off (by the client or the provider) or never reported: bill what was
             # delivered, marked as estimated, rather than give the stream away.
             call.usage = estimate_stream(call)
             call.usage_estimated = True
+        if not call.client_gone:
+            credits = await self.pricer(call) if call.dialect != "openai" else 0
+            await _send_body(send, call, tail + relay.close(error, credits), more=False)
+
+    def _relay(self, call: Call, provider: Adapter) -> _Relay:
+        if call.dialect == "openai" and provider.passthrough:
+            return _PassThrough(call)
+        source = (
+            _OpenAISource(call)
+            if provider.passthrough
+            else _TranslatedSource(call, provider.stream_translator(call))
+        )
+        render = _AigneRender(call) if call.dialect == "aigne" else _OpenAIRender(call)
+        return _Converted(call, source, render, self._scrub)
 
 
 class _Relay(Protocol):
+    """Turns upstream stream events into what the client's format expects."""
+
     def relay(self, events: list[bytes]) -> bytes: ...
 
-    def finish(self, tail: bytes, error: bytes) -> bytes: ...
+    def flush(self, tail: bytes) -> bytes:
+        """Whatever the upstream left unterminated, at a normal end."""
+        ...
+
+    def close(self, error: tuple[str, str] | None, credits: int) -> bytes:
+        """The stream's last bytes: an error in the client's format, or its proper end."""
+        ...
 
 
 class _PassThrough:
-    """Same protocol on both sides: events go through as they are, tapped for usage."""
+    """OpenAI on both sides: events go through as they are, tapped for usage."""
 
     def __init__(self, call: Call) -> None:
         self.call = call
@@ -289,57 +322,135 @@ class _PassThrough:
     def relay(self, events: list[bytes]) -> bytes:
         return _tap(events, self.call, self.wants_usage)
 
-    def finish(self, tail: bytes, error: bytes) -> bytes:
-        if error:
-            return error  # an unfinished event before it would garble both
-        # The provider sent its own `data: [DONE]`; an event it left unterminated is
-        # still read for usage and closed properly.
+    def flush(self, tail: bytes) -> bytes:
+        # An event the provider left unterminated is still read for usage, and closed.
         return self.relay([tail + b"\n\n"]) if tail.strip() else b""
 
+    def close(self, error: tuple[str, str] | None, credits: int) -> bytes:
+        return _openai_error(*error) if error else b""  # the provider sent its own [DONE]
 
-class _Translated:
-    """Another protocol upstream: its events become OpenAI chunks, then usage and [DONE]."""
 
-    def __init__(
-        self, call: Call, translator: StreamTranslator, scrub: Callable[[str], str]
-    ) -> None:
+class _OpenAISource:
+    """OpenAI stream events as chunk objects (for a client that speaks another format)."""
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+
+    def feed(self, event: bytes) -> list[dict[str, Any]]:
+        payload = json_data(event)
+        if not isinstance(payload, dict):
+            return []
+        usage = usage_from(payload, self.call.call_type)
+        if usage is not None:
+            self.call.usage = usage
+        return [payload]
+
+
+class _TranslatedSource:
+    """Another protocol's events as OpenAI chunk objects, by the provider's translator."""
+
+    def __init__(self, call: Call, translator: StreamTranslator) -> None:
         self.call = call
         self.translator = translator
+
+    def feed(self, event: bytes) -> list[dict[str, Any]]:
+        items = self.translator.feed(event)
+        if self.translator.usage is not None:
+            self.call.usage = self.translator.usage
+        return items
+
+
+class _Converted:
+    """Events read into OpenAI chunk objects, then written in the client's format."""
+
+    def __init__(
+        self,
+        call: Call,
+        source: _OpenAISource | _TranslatedSource,
+        render: _OpenAIRender | _AigneRender,
+        scrub: Callable[[str], str],
+    ) -> None:
+        self.call = call
+        self.source = source
+        self.render = render
         self.scrub = scrub
-        self.wants_usage = _wants_usage(call)
-        self.chunk_id = f"chatcmpl-{call.id}"
 
     def relay(self, events: list[bytes]) -> bytes:
         out = []
         for event in events:
             try:
-                items = self.translator.feed(event)
+                items = self.source.feed(event)
             except (TypeError, ValueError, KeyError, AttributeError, IndexError):
                 message = f"Provider '{self.call.provider}' sent an event the hub cannot read."
-                items = [{"error": {"message": message, "type": "upstream_error"}}]
+                items = [{"error": {"message": message}}]
+            chunks: list[dict[str, Any]] = []
             for item in items:
+                if isinstance(item.get("error"), dict):
+                    message = self.scrub(str(item["error"].get("message")))
+                    self.call.fail("upstream_error", message)
+                    out.append(self.render.chunks(chunks))
+                    out.append(self.render.error("upstream_error", message))
+                    chunks = []
+                    continue
                 if item.get("choices"):
                     self.call.delivered_chunks += 1
-                if "error" in item:
-                    message = self.scrub(str(item["error"].get("message")))
-                    item["error"]["message"] = message
-                    item["error"]["code"] = "upstream_error"
-                    self.call.fail("upstream_error", message)
-                out.append(encode(item))
-        if self.translator.usage is not None:
-            self.call.usage = self.translator.usage
+                chunks.append(item)
+            out.append(self.render.chunks(chunks))
         return b"".join(out)
 
-    def finish(self, tail: bytes, error: bytes) -> bytes:
-        out = self.relay([tail]) if tail.strip() and not error else b""
-        if error or self.call.error_code is not None:
-            return out + error
+    def flush(self, tail: bytes) -> bytes:
+        return self.relay([tail]) if tail.strip() else b""
+
+    def close(self, error: tuple[str, str] | None, credits: int) -> bytes:
+        if error:
+            return self.render.error(*error)
+        if self.call.error_code is not None:
+            return b""  # the error went out already, as it arrived
+        return self.render.close(credits)
+
+
+class _OpenAIRender:
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.wants_usage = _wants_usage(call)
+
+    def chunks(self, chunks: list[dict[str, Any]]) -> bytes:
+        return b"".join(encode(c) for c in chunks if c.get("choices") or self.wants_usage)
+
+    def error(self, code: str, message: str) -> bytes:
+        return _openai_error(code, message)
+
+    def close(self, credits: int) -> bytes:
+        out = b""
         if self.wants_usage and self.call.usage is not None:
-            out += encode(usage_chunk(self.call, self.chunk_id, self.call.usage))
+            out = encode(usage_chunk(self.call, f"chatcmpl-{self.call.id}", self.call.usage))
         return out + b"data: [DONE]\n\n"
 
 
+class _AigneRender:
+    def __init__(self, call: Call) -> None:
+        self.stream = aigne.AigneStream(call)
+
+    def chunks(self, chunks: list[dict[str, Any]]) -> bytes:
+        return self.stream.render(chunks)
+
+    def error(self, code: str, message: str) -> bytes:
+        return self.stream.error(message)
+
+    def close(self, credits: int) -> bytes:
+        return self.stream.close(credits)
+
+
+def _openai_error(code: str, message: str) -> bytes:
+    # The status line is gone; an `error` chunk is what OpenAI SDKs raise on.
+    return encode({"error": {"message": message, "type": "upstream_error", "code": code}})
+
+
 MAX_ATTEMPTS = 3
+
+
+async def _free(call: Call) -> int:
+    return 0
 
 
 async def _body(response: httpx.Response) -> bytes:

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
+from hub.dialects import aigne
 from hub.providers.registry import ProviderRegistry
 from hub.store import SqlStore
 from hub.store.admin import Admin
-from middleware.call import CallType
+from middleware.call import CallType, get_identity
 from middleware.errors import send_error
+from middleware.parse import Route as CallRoute
 
 # Both the AIGNE Hub paths and the OpenAI SDK's paths; `/v1/image/...` as the issue names it.
-MODEL_ROUTES: dict[str, CallType] = {
+MODEL_ROUTES: dict[str, CallType | CallRoute] = {
+    # The AIGNE SDK's own format.
+    "/api/v2/chat": CallRoute("chatCompletion", "aigne", aigne.normalize_chat),
+    "/api/v2/image": CallRoute("imageGeneration", "aigne", aigne.normalize_image),
     "/v1/chat/completions": "chatCompletion",
     "/api/v2/chat/completions": "chatCompletion",
     "/v1/embeddings": "embedding",
@@ -26,10 +32,11 @@ MODEL_ROUTES: dict[str, CallType] = {
     "/api/v2/image/generations": "imageGeneration",
     "/api/v2/images/generations": "imageGeneration",
 }
-PUBLIC_PATHS = frozenset({"/health", "/api/health"})
+# No key needed: health, and what the AIGNE SDK reads before it calls (discovery, models).
+PUBLIC_PATHS = frozenset({"/health", "/api/health", "/__blocklet__.js", "/api/ai/models"})
 
 
-def build_router(store: SqlStore, registry: ProviderRegistry) -> Router:
+def build_router(store: SqlStore, registry: ProviderRegistry, billing: bool = True) -> Router:
     admin = Admin(store)
 
     async def health(request: Request) -> JSONResponse:
@@ -51,6 +58,49 @@ def build_router(store: SqlStore, registry: ProviderRegistry) -> Router:
                 )
         return JSONResponse({"object": "list", "data": sorted(seen.values(), key=_by_id)})
 
+    async def blocklet(request: Request) -> Response:
+        """What the AIGNE SDK reads to find the hub: the hub's component at the root."""
+        info = {
+            "appName": "AIGNE Hub",
+            "appUrl": str(request.base_url).rstrip("/"),
+            "prefix": "/",
+            "componentMountPoints": [
+                {
+                    "did": aigne.AIGNE_HUB_DID,
+                    "name": "ai-kit",
+                    "title": "AIGNE Hub",
+                    "mountPoint": "/",
+                    "status": "running",
+                },
+            ],
+        }
+        if request.query_params.get("type") == "json":
+            return JSONResponse(info)
+        return Response(
+            f"window.blocklet = {json.dumps(info)};", media_type="application/javascript"
+        )
+
+    async def ai_models(request: Request) -> JSONResponse:
+        served = {r["model"] for r in await admin.list_rates() if registry.resolve(r["model"])}
+        listing = aigne.models_listing(
+            await admin.list_rates(), served, request.query_params.get("type")
+        )
+        return JSONResponse(listing)
+
+    async def status(request: Request) -> JSONResponse:
+        """Whether the caller can use a model now: served, priced, and paid for."""
+        model = request.query_params.get("model", "")
+        identity = get_identity(request.scope)
+        if registry.resolve(model) is None:
+            return JSONResponse({"available": False, "error": f"Model '{model}' is not served."})
+        if billing:
+            priced = {r["model"] for r in await admin.list_rates()}
+            if model not in priced:
+                return JSONResponse({"available": False, "error": f"Model '{model}' has no rate."})
+            if identity is not None and await store.balance(identity.account_id, fresh=True) <= 0:
+                return JSONResponse({"available": False, "error": "Insufficient credits."})
+        return JSONResponse({"available": True})
+
     async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
         await send_error(send, 404, "not_found", f"No route for {scope['path']}.")
 
@@ -60,6 +110,9 @@ def build_router(store: SqlStore, registry: ProviderRegistry) -> Router:
             Route("/api/health", health),
             Route("/v1/models", models),
             Route("/api/v2/models", models),
+            Route("/__blocklet__.js", blocklet),
+            Route("/api/ai/models", ai_models),
+            Route("/api/v2/status", status),
         ],
         default=not_found,
     )

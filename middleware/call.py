@@ -55,6 +55,8 @@ class Call:
     body: dict[str, Any]
     raw_body: bytes
     stream: bool = False
+    # The wire format the client speaks ("openai", "aigne"); answers are rendered in it.
+    dialect: str = "openai"
     app_did: str | None = None
     request_id: str = ""
     id: str = field(default_factory=lambda: new_call_id())

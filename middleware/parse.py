@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,6 +20,20 @@ _REQUIRED: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "imageGeneration": ("prompt", str),
 }
 
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A model route: its call type, the wire format its clients speak, and how to read it.
+
+    `normalize` turns the client's body into the OpenAI shape the rest of the stack reads
+    (raising ValueError with a message for a body it cannot read); None for OpenAI clients.
+    """
+
+    call_type: CallType
+    dialect: str = "openai"
+    normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+
 APP_DID_HEADER = "x-aigne-hub-client-did"
 # The longest model name or header value a call record keeps (its columns are this wide).
 MAX_TEXT = 200
@@ -31,20 +46,22 @@ class CallMiddleware:
         self,
         app: ASGIApp,
         *,
-        routes: Mapping[str, CallType],
+        routes: Mapping[str, CallType | Route],
         max_body_bytes: int = 4 * 1024 * 1024,
         models: ModelCatalog | None = None,
         anonymous: Identity | None = None,
     ) -> None:
         self.app = app
-        self.routes = dict(routes)
+        self.routes = {
+            path: spec if isinstance(spec, Route) else Route(spec) for path, spec in routes.items()
+        }
         self.max_body_bytes = max_body_bytes
         self.models = models
         self.anonymous = anonymous
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        call_type = self.routes.get(scope["path"]) if scope["type"] == "http" else None
-        if call_type is None or scope["method"] != "POST":
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         identity = get_identity(scope) or self.anonymous
@@ -54,7 +71,7 @@ class CallMiddleware:
         headers = _wanted_headers(scope)
         try:
             raw = await self._read_body(headers, receive)
-            call = self._make_call(call_type, raw, identity, headers)
+            call = self._make_call(route, raw, identity, headers)
         except HubError as exc:
             await send_error(send, exc.status, exc.code, exc.message, exc.param)
             return
@@ -82,8 +99,9 @@ class CallMiddleware:
                 return b"".join(chunks)
 
     def _make_call(
-        self, call_type: CallType, raw: bytes, identity: Identity, headers: dict[bytes, str]
+        self, route: Route, raw: bytes, identity: Identity, headers: dict[bytes, str]
     ) -> Call:
+        call_type = route.call_type
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -94,6 +112,13 @@ class CallMiddleware:
             raise HubError(400, "invalid_json", "The request body is nested too deeply.") from exc
         if not isinstance(body, dict):
             raise HubError(400, "invalid_json", "The request body must be a JSON object.")
+        if route.normalize is not None:
+            try:
+                body = route.normalize(body)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise HubError(
+                    400, "invalid_request", f"The request cannot be read: {exc}"
+                ) from exc
         model = _field(body, "model", str)
         if not model.strip() or len(model) > MAX_TEXT:
             raise HubError(
@@ -114,6 +139,7 @@ class CallMiddleware:
             body=body,
             raw_body=raw,
             stream=stream,
+            dialect=route.dialect,
             app_did=_header(headers, _APP_DID) or identity.app_did,
         )
         call.request_id = _header(headers, _REQUEST_ID) or call.id
