@@ -1,0 +1,181 @@
+"""End to end with the official AIGNE SDK client: `@aigne/aigne-hub`'s AIGNEHubChatModel, run by
+Node against the hub under real uvicorn, in front of the example fake provider.
+
+tests/aigne_client/chat.mjs finds the hub as the SDK does in production (GET
+/__blocklet__.js?type=json, then POST <mountPoint>/api/v2/chat) and makes one non-streaming and one
+streaming call. Skipped only where `node` or `npm` is missing, and never when CI is set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from examples.fake_provider import REPLY, FakeProvider
+from hub.app import create_app
+from hub.store import SqlStore
+from hub.store.admin import Admin
+from middleware.money import to_credits, to_units
+from tests.conftest import USER, LiveServer, make_settings
+
+pytestmark = pytest.mark.anyio
+
+CLIENT_DIR = Path(__file__).parent / "aigne_client"
+MODEL = "fake/gpt-4o-mini"
+INPUT_RATE = 10_000  # units per token: 10**-6 credit
+OUTPUT_RATE = 20_000
+NPM_INSTALL_TIMEOUT = 600
+NODE_TIMEOUT = 120
+# Proxy settings of the machine must not send the client's loopback calls elsewhere.
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+@pytest.fixture(scope="session")
+def aigne_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/aigne_client/ copied to a temporary folder and `npm install`ed, once a session."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        missing = "node" if node is None else "npm"
+        if os.environ.get("CI"):
+            pytest.fail(f"`{missing}` is not on PATH and CI is set: the AIGNE client test must run")
+        pytest.skip(f"`{missing}` is not on PATH")
+    folder = tmp_path_factory.mktemp("aigne_client")
+    for name in ("package.json", "chat.mjs"):
+        shutil.copy(CLIENT_DIR / name, folder / name)
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=NPM_INSTALL_TIMEOUT,
+            env=_env(),
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"npm install took more than {NPM_INSTALL_TIMEOUT} s")
+    if done.returncode != 0:
+        pytest.fail(f"npm install failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    print(f"npm install of the AIGNE client took {time.monotonic() - started:.1f} s")
+    return folder
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env.update(extra)
+    return env
+
+
+class Live:
+    def __init__(self, hub_url: str, key: str, admin: Admin) -> None:
+        self.hub_url = hub_url
+        self.key = key
+        self.admin = admin
+
+    async def wait_for_calls(self, count: int) -> list[dict[str, Any]]:
+        """Poll the database (the hub writes from its own thread) until `count` calls settled."""
+        deadline = time.monotonic() + 10
+        while True:
+            calls = await self.admin.list_calls(limit=100)
+            settled = [c for c in calls if c["status"] != "processing"]
+            if len(settled) >= count:
+                return settled
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {count} settled calls; calls: {calls}")
+            await anyio.sleep(0.05)
+
+
+@pytest.fixture
+async def live(db_url: str) -> AsyncIterator[Live]:
+    store = SqlStore(db_url)
+    await store.open()
+    admin = Admin(store)
+    _, key = await admin.create_key(USER, name="aigne-sdk")
+    await admin.grant(USER, to_units(5))
+    await admin.set_rate(MODEL, "chatCompletion", input_rate=INPUT_RATE, output_rate=OUTPUT_RATE)
+    with LiveServer(FakeProvider()) as upstream:
+        settings = make_settings(db_url, provider="fake", base_url=upstream.url + "/v1")
+        with LiveServer(create_app(settings)) as hub:
+            yield Live(hub.url, key, admin)
+    await store.close()
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _lines(stdout: str) -> dict[str, dict[str, Any]]:
+    """chat.mjs's output, one JSON object a line, by its `mode`."""
+    by_mode: dict[str, dict[str, Any]] = {}
+    for raw in stdout.splitlines():
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError:
+            raise AssertionError(f"chat.mjs printed a line that is not JSON: {raw!r}") from None
+        assert isinstance(line, dict) and "mode" in line, raw
+        by_mode[line["mode"]] = line
+    assert set(by_mode) == {"invoke", "stream"}, stdout
+    return by_mode
+
+
+async def test_the_official_aigne_client_chats_through_the_hub(
+    aigne_client: Path, live: Live
+) -> None:
+    env = _env(HUB_URL=live.hub_url, HUB_KEY=live.key, MODEL=MODEL)
+    try:
+        done = await anyio.to_thread.run_sync(
+            lambda: subprocess.run(
+                ["node", "chat.mjs"],
+                cwd=aigne_client,
+                capture_output=True,
+                text=True,
+                timeout=NODE_TIMEOUT,
+                env=env,
+            )
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"node chat.mjs ran over {NODE_TIMEOUT} s: {exc.stderr!r}") from None
+    assert done.returncode == 0, f"node chat.mjs exited {done.returncode}: {done.stderr}"
+    answers = _lines(done.stdout)
+
+    for answer in answers.values():
+        assert answer["text"] == REPLY, answer
+        usage = answer["usage"]
+        assert isinstance(usage, dict), answer
+        assert _number(usage.get("inputTokens")) and _number(usage.get("outputTokens")), answer
+        assert _number(usage.get("aigneHubCredits")) and usage["aigneHubCredits"] > 0, answer
+        assert isinstance(answer["model"], str) and "gpt-4o-mini" in answer["model"], answer
+    # The stream came as deltas, not as one block at the end.
+    assert answers["stream"]["chunks"] > 1, answers["stream"]
+
+    calls = await live.wait_for_calls(2)
+    assert len(calls) == 2, calls
+    by_stream = {call["stream"]: call for call in calls}
+    assert set(by_stream) == {False, True}, calls
+    for mode, stream in (("invoke", False), ("stream", True)):
+        call, usage = by_stream[stream], answers[mode]["usage"]
+        assert call["status"] == "success", call
+        assert call["model"] == MODEL, call
+        assert call["input_tokens"] > 0 and call["output_tokens"] > 0, call
+        assert (usage["inputTokens"], usage["outputTokens"]) == (
+            call["input_tokens"],
+            call["output_tokens"],
+        ), (mode, usage, call)
+        assert call["credits"] == (
+            call["input_tokens"] * INPUT_RATE + call["output_tokens"] * OUTPUT_RATE
+        ), call
+        # The client is told, in credits, exactly what the hub charged (units are 10**-10).
+        charged = float(to_credits(call["credits"]))
+        assert math.isclose(usage["aigneHubCredits"], charged, rel_tol=1e-9), (mode, usage, call)
