@@ -13,6 +13,9 @@ steers it, for trying failure paths:
     slow-...         waits 0.2 s between stream chunks
     stall-...        sends one chunk, then stalls for a minute
     long-<n>         streams n chunks
+    big-<megabytes>  streams that many MiB of content, in 16 KiB chunks, as fast as the
+                     reader takes them (each send awaits the server's flow control)
+    hang-...         never answers: holds the request open until the client goes away
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ except ImportError:  # run as a script: examples/ itself is on the path
     import fake_protocols  # type: ignore[no-redef]
 
 REPLY = "Hello! I am a fake model, answering from 127.0.0.1 with predictable usage."
+# The content of one `big-` chunk: large enough that 50 MiB is a few thousand events.
+BIG_CHUNK = "x" * 16384
+# How long `stall-` and `hang-` hold on before giving up on the client going away.
+STALL_SECONDS = 60.0
 
 
 def count_words(messages: Any) -> int:
@@ -47,12 +54,20 @@ def count_words(messages: Any) -> int:
 
 
 class FakeProvider:
-    """An ASGI app; `requests` and `closed_early` let tests see what the hub sent and did."""
+    """An ASGI app; `requests` and `closed_early` let tests see what the hub sent and did.
+
+    `disconnected_at` holds the time.monotonic() at which each request still being answered
+    saw its client (the hub) go away, as soon as the server reported it; `stream_bytes` counts
+    the bytes of the content chunks handed to the server, so a test can see how far ahead of
+    a reader the provider got.
+    """
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.closed_early = 0
         self.closed_at: list[float] = []
+        self.disconnected_at: list[float] = []
+        self.stream_bytes = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -70,7 +85,9 @@ class FakeProvider:
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.requests.append({"path": scope["path"], "body": payload, "headers": headers})
         model = str(payload.get("model", ""))
-        if model.startswith("error-"):
+        if model.startswith("hang-"):
+            await self._hang(receive, send)
+        elif model.startswith("error-"):
             status = int(model.split("-")[1])
             await _json(
                 send,
@@ -114,16 +131,36 @@ class FakeProvider:
         else:
             await _json(send, 404, {"error": {"message": "no such route", "type": "fake"}})
 
+    async def _hang(self, receive: Receive, send: Send) -> None:
+        """A provider that accepted the request and then never answered."""
+        try:
+            await asyncio.wait_for(self._disconnect(receive), STALL_SECONDS)
+        except TimeoutError:
+            await _json(send, 504, {"error": {"message": "fake hang ended", "type": "fake"}})
+            return
+        self.closed_early += 1
+        self.closed_at.append(time.monotonic())
+
+    async def _disconnect(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.disconnected_at.append(time.monotonic())
+
     async def _chat(self, payload: dict[str, Any], receive: Receive, send: Send) -> None:
         model = str(payload.get("model", ""))
         prompt = count_words(payload.get("messages"))
         words = REPLY.split()
         if model.startswith("long-"):
             words = ["w"] * int(model.split("-")[1].split("/")[0])
+        # Each stream chunk's content: the words, spaced, or a big model's 16 KiB blocks.
+        pieces = [word if i == 0 else " " + word for i, word in enumerate(words)]
+        if model.startswith("big-"):
+            megabytes = int(model.split("-")[1].split("/")[0])
+            pieces = [BIG_CHUNK] * (megabytes * 1024 * 1024 // len(BIG_CHUNK))
         usage = {
             "prompt_tokens": prompt,
-            "completion_tokens": len(words),
-            "total_tokens": prompt + len(words),
+            "completion_tokens": len(pieces),
+            "total_tokens": prompt + len(pieces),
             "prompt_tokens_details": {"cached_tokens": 0},
         }
         if not payload.get("stream"):
@@ -139,7 +176,7 @@ class FakeProvider:
                         {
                             "index": 0,
                             "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": " ".join(words)},
+                            "message": {"role": "assistant", "content": "".join(pieces)},
                         }
                     ],
                     "usage": usage,
@@ -156,23 +193,22 @@ class FakeProvider:
         gone = asyncio.Event()
 
         async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            await self._disconnect(receive)
             gone.set()
 
         watcher = asyncio.create_task(watch())
         include_usage = (payload.get("stream_options") or {}).get("include_usage") is True
         delay = 0.2 if model.startswith("slow-") else 0.0
         try:
-            for i, word in enumerate(words):
+            for text in pieces:
                 if gone.is_set():
                     self.closed_early += 1
                     self.closed_at.append(time.monotonic())
                     return
-                text = word if i == 0 else " " + word
-                await _event(send, _chunk(model, {"content": text}, None, include_usage))
+                sent = await _event(send, _chunk(model, {"content": text}, None, include_usage))
+                self.stream_bytes += sent
                 if model.startswith("stall-"):
-                    await asyncio.wait_for(gone.wait(), 60)
+                    await asyncio.wait_for(gone.wait(), STALL_SECONDS)
                     continue
                 if delay:
                     try:
@@ -210,9 +246,10 @@ def _chunk(model: str, delta: dict[str, Any], finish: str | None, usage: bool) -
     return chunk
 
 
-async def _event(send: Send, payload: dict[str, Any]) -> None:
+async def _event(send: Send, payload: dict[str, Any]) -> int:
     data = b"data: " + json.dumps(payload).encode() + b"\n\n"
     await send({"type": "http.response.body", "body": data, "more_body": True})
+    return len(data)
 
 
 async def _json(send: Send, status: int, payload: dict[str, Any]) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
-import anyio
 import httpx
 from starlette.types import Message, Receive, Scope, Send
 
@@ -81,24 +81,35 @@ class Proxy:
                 f"Provider '{provider.name}' does not offer {call.call_type} calls.",
             )
             return
+        # A hung-up client is only visible through receive(): a watcher task waits on it and,
+        # if the client leaves mid-exchange, cancels the exchange, which closes the upstream
+        # request at once so the provider stops generating.
+        task = asyncio.current_task()
+        assert task is not None
+        watch = _Watch(call, task, receive)
+        try:
+            await self._exchange(watch.send(send), call, provider)
+        except asyncio.CancelledError:
+            if not watch.cancelled or task.uncancel() > 0:
+                raise  # cancelled by someone else too
+        finally:
+            watch.stop()
+        if call.client_gone and call.stream:
+            _ensure_usage(call)  # bill what the stream delivered before the hang-up
+
+    async def _exchange(self, send: Send, call: Call, provider: Adapter) -> None:
         response = await self._send(send, call, provider)
         if response is None:
             return
-        if call.stream and call.call_type == "chatCompletion" and response.status_code == 200:
-            try:
-                relay = self._relay(call, provider)
-                await self._stream(receive, send, call, response, relay)
-            finally:
-                # Shielded: a cancelled stream must still close (not leak) the upstream socket.
-                with anyio.CancelScope(shield=True):
-                    await response.aclose()
-            return
         try:
-            if response.status_code >= 400 or response.status_code < 200:
+            if call.stream and call.call_type == "chatCompletion" and response.status_code == 200:
+                await self._stream(send, call, response, self._relay(call, provider))
+            elif response.status_code >= 400 or response.status_code < 200:
                 await self._upstream_error(send, call, response.status_code, await _body(response))
             else:
                 await self._whole(send, call, response, provider)
         finally:
+            # Also when the client left: closing the socket is what stops the provider.
             await response.aclose()
 
     async def _send(self, send: Send, call: Call, provider: Adapter) -> httpx.Response | None:
@@ -246,12 +257,7 @@ class Proxy:
         return json.dumps(aigne.answer(call, result, credits)).encode()
 
     async def _stream(
-        self,
-        receive: Receive,
-        send: Send,
-        call: Call,
-        response: httpx.Response,
-        relay: _Relay,
+        self, send: Send, call: Call, response: httpx.Response, relay: _Relay
     ) -> None:
         splitter = EventSplitter()
         error: tuple[str, str] | None = None
@@ -262,29 +268,19 @@ class Proxy:
                 "headers": [*_STREAM_HEADERS, (b"x-request-id", call.request_id.encode())],
             }
         )
-        async with anyio.create_task_group() as group:
-            # A hung-up client is only visible through receive(); when it comes, cancel the
-            # upstream read so the provider connection is closed at once.
-            group.start_soon(_watch_disconnect, receive, call, group.cancel_scope)
-            try:
-                async for data in response.aiter_bytes():
-                    out = relay.relay(splitter.feed(data))
-                    if out and not await _send_body(send, call, out):
-                        break
-            except httpx.HTTPError as exc:
-                _, code, message = _failure(exc, "stream", call.provider)
-                call.fail(code, message)
-                error = (code, message)
-            group.cancel_scope.cancel()
-        tail = b"" if error or call.client_gone else relay.flush(splitter.flush())
-        if call.usage is None:
-            # Cut off (by the client or the provider) or never reported: bill what was
-            # delivered, marked as estimated, rather than give the stream away.
-            call.usage = estimate_stream(call)
-            call.usage_estimated = True
-        if not call.client_gone:
-            credits = await self.pricer(call) if call.dialect != "openai" else 0
-            await _send_body(send, call, tail + relay.close(error, credits), more=False)
+        try:
+            async for data in response.aiter_bytes():
+                out = relay.relay(splitter.feed(data))
+                if out and not await _send_body(send, call, out):
+                    return
+        except httpx.HTTPError as exc:
+            _, code, message = _failure(exc, "stream", call.provider)
+            call.fail(code, message)
+            error = (code, message)
+        tail = b"" if error else relay.flush(splitter.flush())
+        _ensure_usage(call)
+        credits = await self.pricer(call) if call.dialect != "openai" else 0
+        await _send_body(send, call, tail + relay.close(error, credits), more=False)
 
     def _relay(self, call: Call, provider: Adapter) -> _Relay:
         if call.dialect == "openai" and provider.passthrough:
@@ -449,6 +445,14 @@ def _openai_error(code: str, message: str) -> bytes:
 MAX_ATTEMPTS = 3
 
 
+def _ensure_usage(call: Call) -> None:
+    if call.usage is None:
+        # Cut off (by the client or the provider) or never reported: bill what was
+        # delivered, marked as estimated, rather than give the stream away.
+        call.usage = estimate_stream(call)
+        call.usage_estimated = True
+
+
 async def _free(call: Call) -> int:
     return 0
 
@@ -536,10 +540,52 @@ async def _send_body(send: Send, call: Call, body: bytes, more: bool = True) -> 
     return True
 
 
-async def _watch_disconnect(receive: Receive, call: Call, scope: anyio.CancelScope) -> None:
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            call.client_gone = True
-            scope.cancel()
-            return
+# The watcher starts this long after the exchange does. A task per request (even plain
+# asyncio; an anyio task group cost more than the rest of the request path together) was
+# a tenth of the hub's throughput on fast answers, which are done before a hang-up could
+# matter; model calls last far longer, and a hang-up is still seen well within 100 ms.
+WATCH_AFTER = 0.02
+
+
+class _Watch:
+    """Watches receive() for a client that hangs up while the exchange is under way."""
+
+    def __init__(self, call: Call, task: asyncio.Task[Any], receive: Receive) -> None:
+        self.call = call
+        self.task = task
+        self.active = True  # the exchange is under way (reset with no await in between)
+        self.answered = False
+        self.cancelled = False
+        self.watcher: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(WATCH_AFTER, self._start, loop, receive)
+
+    def _start(self, loop: asyncio.AbstractEventLoop, receive: Receive) -> None:
+        if self.active:
+            self.watcher = loop.create_task(self.run(receive))
+
+    def stop(self) -> None:
+        self.active = False
+        self.timer.cancel()
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+    def send(self, send: Send) -> Send:
+        async def noting(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                self.answered = True
+            await send(message)
+
+        return noting
+
+    async def run(self, receive: Receive) -> None:
+        while True:
+            message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                # Servers also report a disconnect once the whole answer is sent: only one
+                # before that is a client hanging up.
+                if self.active and not self.answered:
+                    self.call.client_gone = True
+                    self.cancelled = True
+                    self.task.cancel()
+                return

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-_SEPARATORS = (b"\n\n", b"\r\n\r\n")
-
 
 class EventSplitter:
     """Feed raw chunks; get back the complete events (each with its blank-line terminator)."""
@@ -19,12 +17,21 @@ class EventSplitter:
         data = self._tail + chunk if self._tail else chunk
         events: list[bytes] = []
         start = 0
-        while True:
-            end, width = _next_separator(data, start)
-            if end < 0:
-                break
-            events.append(data[start : end + width])
-            start = end + width
+        # Each separator's next position is searched for once and reused until passed: a
+        # fresh search per event for a separator that is not there made big reads quadratic.
+        lf = data.find(b"\n\n")
+        crlf = data.find(b"\r\n\r\n") if b"\r" in data else -1
+        while lf >= 0 or crlf >= 0:
+            if crlf >= 0 and (lf < 0 or crlf < lf):
+                end = crlf + 4
+            else:
+                end = lf + 2
+            events.append(data[start:end])
+            start = end
+            if 0 <= lf < start:
+                lf = data.find(b"\n\n", start)
+            if 0 <= crlf < start:
+                crlf = data.find(b"\r\n\r\n", start)
         self._tail = data[start:]
         return events
 
@@ -32,15 +39,6 @@ class EventSplitter:
         """Whatever arrived after the last complete event."""
         tail, self._tail = self._tail, b""
         return tail
-
-
-def _next_separator(data: bytes, start: int) -> tuple[int, int]:
-    best, width = -1, 0
-    for sep in _SEPARATORS:
-        at = data.find(sep, start)
-        if at >= 0 and (best < 0 or at < best):
-            best, width = at, len(sep)
-    return best, width
 
 
 def event_data(event: bytes) -> bytes:
