@@ -43,5 +43,12 @@ def answer_tokens(payload: Any) -> int:
 
 
 def estimate_stream(call: Call) -> Usage:
-    """A stream's usage from what it delivered: each content chunk is about one token."""
-    return Usage(input_tokens=prompt_tokens(call), output_tokens=call.delivered_chunks)
+    """A stream's usage from what it delivered: its text at four characters a token, and
+    at least a token per chunk (most providers send one token a chunk)."""
+    chars = call.delivered_chars
+    if call.delivered_bytes:
+        # Passed through unread: every chunk is the same JSON frame around its text, so the
+        # text is about what each chunk has beyond the smallest one.
+        chars += call.delivered_bytes - call.delivered_chunks * call.smallest_chunk
+    output = max(call.delivered_chunks, -(-chars // CHARS_PER_TOKEN))
+    return Usage(input_tokens=prompt_tokens(call), output_tokens=output)

@@ -390,6 +390,7 @@ class _Converted:
                     continue
                 if item.get("choices"):
                     self.call.delivered_chunks += 1
+                    self.call.delivered_chars += _delta_chars(item)
                 chunks.append(item)
             out.append(self.render.chunks(chunks))
         return b"".join(out)
@@ -443,6 +444,14 @@ def _openai_error(code: str, message: str) -> bytes:
 
 
 MAX_ATTEMPTS = 3
+
+
+def _delta_chars(chunk: dict[str, Any]) -> int:
+    delta = (chunk["choices"][0] or {}).get("delta") or {}
+    chars = len(delta.get("content") or "")
+    for tool in delta.get("tool_calls") or []:
+        chars += len((tool.get("function") or {}).get("arguments") or "")
+    return chars
 
 
 def _ensure_usage(call: Call) -> None:
@@ -520,6 +529,9 @@ def _tap(events: Iterable[bytes], call: Call, wants_usage: bool) -> bytes:
     for event in events:
         if b'"delta"' in event:
             call.delivered_chunks += 1
+            call.delivered_bytes += len(event)
+            if not call.smallest_chunk or len(event) < call.smallest_chunk:
+                call.smallest_chunk = len(event)
         if b'"usage"' in event and b'"usage":null' not in event and b'"usage": null' not in event:
             payload = json_data(event)
             usage = usage_from(payload, call.call_type)

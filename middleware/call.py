@@ -75,6 +75,11 @@ class Call:
     # Stream chunks that carried content or tool-call deltas to the client: about one token
     # each, for estimating the output of a stream that ended without reported usage.
     delivered_chunks: int = 0
+    # Text delivered in those chunks, in characters: counted exactly where the hub reads
+    # the chunks, estimated from their sizes where it passes them through untouched.
+    delivered_chars: int = 0
+    delivered_bytes: int = 0
+    smallest_chunk: int = 0
     # True when `usage` was estimated by the hub rather than reported by the provider.
     usage_estimated: bool = False
     # Upstream attempts made (credentials tried), and the credential (masked) that answered.

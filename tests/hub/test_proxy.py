@@ -426,3 +426,19 @@ async def test_an_answer_without_usage_is_estimated_not_free(
     assert call["usage_estimated"] is True
     assert (call["input_tokens"], call["output_tokens"]) == (3, 10)
     assert call["credits"] == 3 * 10_000 + 10 * 20_000
+
+
+async def test_a_cut_off_stream_of_big_chunks_is_estimated_by_its_text(
+    hub: Hub, mock_upstream: respx.MockRouter
+) -> None:
+    # Two chunks of 400 characters each: a provider that sends many tokens a chunk.
+    silent = sse(chunk("a"), chunk("x" * 400), chunk("y" * 400))
+    mock_upstream.post("/chat/completions").respond(
+        content=silent, headers={"content-type": "text/event-stream"}
+    )
+
+    await hub.chat(stream=True)
+
+    [call] = await hub.calls()
+    assert call["usage_estimated"] is True
+    assert 195 <= call["output_tokens"] <= 205  # ~800 characters at 4 a token, not 3 chunks
