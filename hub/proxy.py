@@ -88,7 +88,7 @@ class Proxy:
         assert task is not None
         watch = _Watch(call, task, receive)
         try:
-            await self._exchange(watch.send(send), call, provider)
+            await self._exchange(send, call, provider)
         except asyncio.CancelledError:
             if not watch.cancelled or task.uncancel() > 0:
                 raise  # cancelled by someone else too
@@ -566,7 +566,6 @@ class _Watch:
         self.call = call
         self.task = task
         self.active = True  # the exchange is under way (reset with no await in between)
-        self.answered = False
         self.cancelled = False
         self.watcher: asyncio.Task[None] | None = None
         loop = asyncio.get_running_loop()
@@ -582,21 +581,13 @@ class _Watch:
         if self.watcher is not None:
             self.watcher.cancel()
 
-    def send(self, send: Send) -> Send:
-        async def noting(message: Message) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body"):
-                self.answered = True
-            await send(message)
-
-        return noting
-
     async def run(self, receive: Receive) -> None:
         while True:
             message: Message = await receive()
             if message["type"] == "http.disconnect":
                 # Servers also report a disconnect once the whole answer is sent: only one
                 # before that is a client hanging up.
-                if self.active and not self.answered:
+                if self.active and not self.call.answered:
                     self.call.client_gone = True
                     self.cancelled = True
                     self.task.cancel()

@@ -72,6 +72,8 @@ class Call:
     error_code: str | None = None
     error_message: str | None = None
     client_gone: bool = False
+    # The whole answer has been handed to the server (its last body message).
+    answered: bool = False
     # Stream chunks that carried content or tool-call deltas to the client: about one token
     # each, for estimating the output of a stream that ended without reported usage.
     delivered_chunks: int = 0

@@ -41,8 +41,11 @@ class ModelCallMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 call.http_status = message["status"]
-            elif call.first_byte_clock is None and message.get("body"):
-                call.first_byte_clock = time.perf_counter()
+            else:
+                if call.first_byte_clock is None and message.get("body"):
+                    call.first_byte_clock = time.perf_counter()
+                if not message.get("more_body"):
+                    call.answered = True
             await send(message)
 
         try:

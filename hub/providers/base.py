@@ -52,6 +52,13 @@ def json_request(
 ) -> httpx.Request:
     """A POST of a JSON body, built without httpx's body encoding layers."""
     content = json.dumps(body, separators=(",", ":")).encode()
+    return bytes_request(url, headers, content, timeout)
+
+
+def bytes_request(
+    url: httpx.URL, headers: httpx.Headers, content: bytes, timeout: dict[str, float]
+) -> httpx.Request:
+    """A POST of ready JSON bytes."""
     request = httpx.Request(
         "POST",
         url,

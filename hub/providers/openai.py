@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from hub.providers.base import StreamTranslator, json_request
+from hub.providers.base import StreamTranslator, bytes_request, json_request
 from hub.providers.pool import Credential, CredentialPool
 from hub.settings import ProviderSettings
 from middleware.call import Call, CallType, Usage
@@ -58,6 +58,14 @@ class OpenAIProvider:
         return True
 
     def build_request(self, call: Call, credential: Credential) -> httpx.Request:
+        headers = credential.headers[call.stream]
+        url = self._urls[call.call_type]
+        if call.dialect == "openai":
+            # Same protocol both ways: send the client's own bytes with only the model
+            # renamed, rather than encode the parsed body again.
+            content = _patched(call)
+            if content is not None:
+                return bytes_request(url, headers, content, self.timeout)
         body = dict(call.body)
         body["model"] = call.upstream_model
         if call.call_type == "chatCompletion" and call.stream:
@@ -68,14 +76,43 @@ class OpenAIProvider:
                 **(options if isinstance(options, dict) else {}),
                 "include_usage": True,
             }
-        headers = credential.headers[call.stream]
-        return json_request(self._urls[call.call_type], headers, body, self.timeout)
+        return json_request(url, headers, body, self.timeout)
 
     def translate_response(self, body: bytes, call: Call) -> tuple[bytes, Usage]:
         return body, usage_in_body(body, call.call_type)
 
     def stream_translator(self, call: Call) -> StreamTranslator:
         raise NotImplementedError("OpenAI streams pass through; the proxy taps them for usage")
+
+
+_STREAM_USAGE = b'{"stream_options":{"include_usage":true},'
+
+
+def _patched(call: Call) -> bytes | None:
+    """The client's body with the upstream model name (and, for a stream, the usage option),
+    or None when the bytes are not plainly laid out enough to patch safely."""
+    raw = call.raw_body
+    key = raw.find(b'"model"')
+    if key < 0 or raw.find(b'"model"', key + 7) >= 0:
+        return None  # a second "model" key (in a tool schema, say) makes it ambiguous
+    at = key + 7
+    while raw[at : at + 1] in (b" ", b"\t", b"\n", b"\r"):
+        at += 1
+    if raw[at : at + 1] != b":":
+        return None
+    at += 1
+    while raw[at : at + 1] in (b" ", b"\t", b"\n", b"\r"):
+        at += 1
+    asked = json.dumps(call.model).encode()
+    if raw[at : at + len(asked)] != asked:
+        return None
+    patched = raw[:at] + json.dumps(call.upstream_model).encode() + raw[at + len(asked) :]
+    if call.call_type == "chatCompletion" and call.stream:
+        opening = patched.find(b"{")
+        if b'"stream_options"' in patched or opening < 0:
+            return None
+        patched = patched[:opening] + _STREAM_USAGE + patched[opening + 1 :]
+    return patched
 
 
 def usage_from(payload: Any, call_type: CallType) -> Usage | None:

@@ -68,6 +68,10 @@ class CredentialPool:
 
     def pick(self, exclude: Sequence[Credential] = ()) -> Credential | None:
         """The next credential to use, skipping `exclude`; None if none is usable."""
+        if len(self.credentials) == 1 and not exclude:
+            only = self.credentials[0]  # the common case needs no weighing
+            only.uses += 1
+            return only
         now = self.clock()
         chosen: Credential | None = None
         total = 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -56,3 +57,60 @@ def test_image_usage_counts_images() -> None:
 )
 def test_error_messages_are_found_in_any_shape(body: bytes, message: str) -> None:
     assert error_message(body) == message
+
+
+def _call(raw: bytes, stream: bool = False) -> Any:
+    from middleware.call import Call, Identity
+
+    body = json.loads(raw)
+    call = Call(
+        identity=Identity(1, "did:x"),
+        call_type="chatCompletion",
+        model=body["model"],
+        body=body,
+        raw_body=raw,
+        stream=stream,
+    )
+    call.upstream_model = body["model"].split("/", 1)[1]
+    return call
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model":"mock/gpt-4o","messages":[{"role":"user","content":"the \\"model\\" is"}]}',
+        b'{\n  "model" :  "mock/gpt-4o",\n  "messages": []\n}',
+        b'{"messages": [], "temperature": 0.2, "model": "mock/gpt-4o"}',
+    ],
+)
+def test_the_clients_bytes_are_sent_with_only_the_model_renamed(raw: bytes) -> None:
+    from hub.providers.openai import _patched
+
+    patched = _patched(_call(raw))
+
+    assert patched is not None
+    assert json.loads(patched) == {**json.loads(raw), "model": "gpt-4o"}
+
+
+def test_a_stream_gets_the_usage_option_added() -> None:
+    from hub.providers.openai import _patched
+
+    patched = _patched(_call(b'{"model": "mock/gpt-4o", "messages": []}', stream=True))
+
+    assert patched is not None
+    assert json.loads(patched)["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # A tool schema with its own "model" property: which one to rename is not obvious.
+        b'{"model": "mock/gpt-4o", "tools": [{"parameters": {"model": {"type": "string"}}}]}',
+        # The name written with an escape: not the bytes json.dumps would give.
+        b'{"model": "mock\\/gpt-4o", "messages": []}',
+    ],
+)
+def test_bytes_that_cannot_be_patched_safely_are_left_for_reencoding(raw: bytes) -> None:
+    from hub.providers.openai import _patched
+
+    assert _patched(_call(raw)) is None
