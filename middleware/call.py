@@ -17,12 +17,14 @@ IDENTITY_KEY = "hub.identity"
 
 
 def new_call_id() -> str:
-    """128 random bits as 32 hex digits (the shape of uuid4().hex).
+    """32 hex digits: the time in milliseconds, then 80 random bits (UUIDv7's layout).
 
-    Ids need to be unique, not secret: the seeded PRNG (re-seeded in forked workers) costs
-    far less per request than a system call for fresh entropy.
+    Time first, so new calls land at the end of the primary-key index instead of on a
+    random page of it, which kept inserts slowing as the table grew. Ids must be unique,
+    not secret: the seeded PRNG (re-seeded in forked workers) is cheaper than a system
+    call for fresh entropy.
     """
-    return f"{random.getrandbits(128):032x}"
+    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
 
 @dataclass(slots=True)

@@ -155,6 +155,8 @@ class SqliteBackend:
     async def start(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=0")
+        # 64 MiB of page cache (the default is 2 MiB): the indexes a call touches stay hot.
+        conn.execute("PRAGMA cache_size=-65536")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         self._conn = conn
 
