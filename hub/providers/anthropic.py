@@ -8,8 +8,12 @@ from typing import Any
 import httpx
 
 from hub.providers.base import (
+    Turns,
+    assistant_message,
     chunk,
     completion,
+    count,
+    error_item,
     json_request,
     max_output_tokens,
     stop_list,
@@ -78,9 +82,7 @@ class AnthropicProvider:
                 text.append(str(block.get("text", "")))
             elif block.get("type") == "tool_use":
                 tool_calls.append(_tool_call(block, len(tool_calls))["function_call"])
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
-        if tool_calls:
-            message["tool_calls"] = tool_calls
+        message = assistant_message("".join(text), tool_calls)
         finish = FINISH.get(str(answer.get("stop_reason")), "stop")
         result = completion(call, message, finish, usage, str(answer.get("id", "msg")))
         return json.dumps(result).encode(), usage
@@ -93,14 +95,8 @@ def to_anthropic(call: Call) -> dict[str, Any]:
     """The Messages request for an OpenAI chat request."""
     body = call.body
     system: list[str] = []
-    messages: list[dict[str, Any]] = []
-
-    def add(role: str, blocks: list[dict[str, Any]]) -> None:
-        # Anthropic wants user and assistant turns to alternate: merge neighbours.
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].extend(blocks)
-        else:
-            messages.append({"role": role, "content": blocks})
+    turns = Turns("content")  # Anthropic wants user and assistant turns to alternate
+    add = turns.add
 
     for message in body.get("messages", []):
         if not isinstance(message, dict):
@@ -125,8 +121,7 @@ def to_anthropic(call: Call) -> dict[str, Any]:
                         "input": tool_arguments(function.get("arguments")),
                     }
                 )
-            if blocks:
-                add("assistant", blocks)
+            add("assistant", blocks)
         elif role == "tool":
             add(
                 "user",
@@ -140,7 +135,7 @@ def to_anthropic(call: Call) -> dict[str, Any]:
             )
     request: dict[str, Any] = {
         "model": call.upstream_model,
-        "messages": messages,
+        "messages": turns.turns,
         "max_tokens": max_output_tokens(body, DEFAULT_MAX_TOKENS),
     }
     if system:
@@ -216,16 +211,9 @@ def _tool_call(block: dict[str, Any], index: int) -> dict[str, Any]:
 
 def usage_of(raw: Any) -> Usage:
     """OpenAI-style usage from Anthropic's: the prompt counts cache reads and writes too."""
-    if not isinstance(raw, dict):
-        return Usage()
-
-    def n(key: str) -> int:
-        value = raw.get(key)
-        return value if isinstance(value, int) and value >= 0 else 0
-
-    cached = n("cache_read_input_tokens")
-    prompt = n("input_tokens") + cached + n("cache_creation_input_tokens")
-    return Usage(input_tokens=prompt, output_tokens=n("output_tokens"), cached_tokens=cached)
+    cached = count(raw, "cache_read_input_tokens")
+    prompt = count(raw, "input_tokens") + cached + count(raw, "cache_creation_input_tokens")
+    return Usage(prompt, count(raw, "output_tokens"), cached)
 
 
 class AnthropicStream:
@@ -285,14 +273,5 @@ class AnthropicStream:
             reason = FINISH.get(str((payload.get("delta") or {}).get("stop_reason")), "stop")
             return [chunk(call, self.id, {}, reason)]
         if kind == "error":
-            error = payload.get("error") or {}
-            return [
-                {
-                    "error": {
-                        "message": str(error.get("message", "upstream error")),
-                        "type": str(error.get("type", "upstream_error")),
-                        "code": "upstream_error",
-                    }
-                }
-            ]
+            return [error_item(payload.get("error"), "type")]
         return []  # ping, content_block_stop, message_stop

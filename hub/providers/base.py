@@ -154,3 +154,46 @@ def tool_arguments(raw: Any) -> Any:
     except ValueError:
         return {"_raw": raw}
     return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+
+def count(table: Any, key: str) -> int:
+    """A token count from a provider's usage object: a non-negative int, else 0."""
+    value = table.get(key) if isinstance(table, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+class Turns:
+    """A conversation for providers that want user and model turns to alternate: items for
+    the same role as the last turn join it rather than start another."""
+
+    def __init__(self, items_key: str) -> None:
+        self.items_key = items_key
+        self.turns: list[dict[str, Any]] = []
+
+    def add(self, role: str, items: list[dict[str, Any]]) -> None:
+        if not items:
+            return
+        if self.turns and self.turns[-1]["role"] == role:
+            self.turns[-1][self.items_key].extend(items)
+        else:
+            self.turns.append({"role": role, self.items_key: list(items)})
+
+
+def assistant_message(text: str, tool_calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """The OpenAI assistant message for an answer's text and tool calls."""
+    message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return message
+
+
+def error_item(error: Any, type_key: str) -> dict[str, Any]:
+    """An upstream error event as the `{"error": ...}` item a stream translator yields."""
+    error = error if isinstance(error, dict) else {}
+    return {
+        "error": {
+            "message": str(error.get("message", "upstream error")),
+            "type": str(error.get(type_key, "upstream_error")),
+            "code": "upstream_error",
+        }
+    }

@@ -9,8 +9,12 @@ from urllib.parse import quote
 import httpx
 
 from hub.providers.base import (
+    Turns,
+    assistant_message,
     chunk,
     completion,
+    count,
+    error_item,
     json_request,
     max_output_tokens,
     stop_list,
@@ -78,9 +82,7 @@ class GeminiProvider:
         usage = usage_of(answer.get("usageMetadata"))
         candidate = (answer.get("candidates") or [{}])[0]
         text, calls = _parts(candidate, 0)
-        message: dict[str, Any] = {"role": "assistant", "content": text or None}
-        if calls:
-            message["tool_calls"] = [c for _, c in calls]
+        message = assistant_message(text, [c for _, c in calls])
         finish = _finish(candidate.get("finishReason"), bool(calls)) or "stop"
         result = completion(call, message, finish, usage, str(answer.get("responseId", "gemini")))
         return json.dumps(result).encode(), usage
@@ -93,14 +95,9 @@ def to_gemini(call: Call) -> dict[str, Any]:
     """The generateContent request for an OpenAI chat request."""
     body = call.body
     system: list[str] = []
-    contents: list[dict[str, Any]] = []
+    turns = Turns("parts")
+    add = turns.add
     names: dict[str, str] = {}  # tool call id -> function name, for functionResponse
-
-    def add(role: str, parts: list[dict[str, Any]]) -> None:
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        elif parts:
-            contents.append({"role": role, "parts": parts})
 
     for message in body.get("messages", []):
         if not isinstance(message, dict):
@@ -141,7 +138,7 @@ def to_gemini(call: Call) -> dict[str, Any]:
                     }
                 ],
             )
-    request: dict[str, Any] = {"contents": contents}
+    request: dict[str, Any] = {"contents": turns.turns}
     if system:
         request["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
     config: dict[str, Any] = {}
@@ -258,17 +255,10 @@ def _finish(reason: Any, has_calls: bool) -> str | None:
 
 def usage_of(raw: Any) -> Usage:
     """OpenAI-style usage from usageMetadata; thinking tokens are billed as output."""
-    if not isinstance(raw, dict):
-        return Usage()
-
-    def n(key: str) -> int:
-        value = raw.get(key)
-        return value if isinstance(value, int) and value >= 0 else 0
-
     return Usage(
-        input_tokens=n("promptTokenCount"),
-        output_tokens=n("candidatesTokenCount") + n("thoughtsTokenCount"),
-        cached_tokens=n("cachedContentTokenCount"),
+        input_tokens=count(raw, "promptTokenCount"),
+        output_tokens=count(raw, "candidatesTokenCount") + count(raw, "thoughtsTokenCount"),
+        cached_tokens=count(raw, "cachedContentTokenCount"),
     )
 
 
@@ -291,16 +281,7 @@ class GeminiStream:
         except ValueError:
             return []
         if isinstance(payload.get("error"), dict):
-            error = payload["error"]
-            return [
-                {
-                    "error": {
-                        "message": str(error.get("message", "upstream error")),
-                        "type": str(error.get("status", "upstream_error")),
-                        "code": "upstream_error",
-                    }
-                }
-            ]
+            return [error_item(payload["error"], "status")]
         out: list[dict[str, Any]] = []
         if payload.get("usageMetadata"):
             self.usage = usage_of(payload["usageMetadata"])

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from hub.providers.base import StreamTranslator, bytes_request, json_request
+from hub.providers.base import StreamTranslator, bytes_request, count, json_request
 from hub.providers.pool import Credential, CredentialPool
 from hub.settings import ProviderSettings
 from middleware.call import Call, CallType, Usage
@@ -122,16 +122,17 @@ def usage_from(payload: Any, call_type: CallType) -> Usage | None:
     usage = payload.get("usage")
     if call_type == "imageGeneration":
         images = payload.get("data")
-        count = len(images) if isinstance(images, list) else 0
-        tokens = _int(usage, "input_tokens") if isinstance(usage, dict) else 0
-        return Usage(input_tokens=tokens, images=count)
+        return Usage(
+            input_tokens=count(usage, "input_tokens"),
+            images=len(images) if isinstance(images, list) else 0,
+        )
     if not isinstance(usage, dict):
         return None
     details = usage.get("prompt_tokens_details")
     return Usage(
-        input_tokens=_int(usage, "prompt_tokens"),
-        output_tokens=_int(usage, "completion_tokens"),
-        cached_tokens=_int(details, "cached_tokens") if isinstance(details, dict) else 0,
+        input_tokens=count(usage, "prompt_tokens"),
+        output_tokens=count(usage, "completion_tokens"),
+        cached_tokens=count(details, "cached_tokens"),
     )
 
 
@@ -186,8 +187,3 @@ def error_message(body: bytes) -> str:
         if isinstance(error, str):
             return error
     return json.dumps(payload)[:500]
-
-
-def _int(table: Any, key: str) -> int:
-    value = table.get(key) if isinstance(table, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
