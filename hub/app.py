@@ -21,7 +21,7 @@ from middleware import (
     CreditCheckMiddleware,
     ModelCallMiddleware,
 )
-from middleware.billing import price
+from middleware.billing import price, rate_of
 from middleware.call import Call
 from middleware.parse import APP_DID_HEADER
 
@@ -102,7 +102,7 @@ class HubApp:
 
     async def _price(self, call: Call) -> int:
         """What a finished call costs, for answers that show it (the AIGNE format)."""
-        rate = await self.store.rate(call.model, call.call_type)
+        rate = await rate_of(self.store, call)
         return price(call.usage, rate) if rate is not None and call.usage is not None else 0
 
     async def startup(self) -> None:

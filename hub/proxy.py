@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
@@ -71,16 +72,7 @@ class Proxy:
                 )
                 return
             call.provider, call.upstream_model = resolved
-        provider = self.registry.get(call.provider)
-        if not provider.supports(call.call_type):
-            await self._refuse(
-                send,
-                call,
-                400,
-                "unsupported_call_type",
-                f"Provider '{provider.name}' does not offer {call.call_type} calls.",
-            )
-            return
+        providers = self.registry.route(call.model, call.provider)
         # A hung-up client is only visible through receive(): a watcher task waits on it and,
         # if the client leaves mid-exchange, cancels the exchange, which closes the upstream
         # request at once so the provider stops generating.
@@ -88,7 +80,7 @@ class Proxy:
         assert task is not None
         watch = _Watch(call, task, receive)
         try:
-            await self._exchange(send, call, provider)
+            await self._exchange(send, call, providers)
         except asyncio.CancelledError:
             if not watch.cancelled or task.uncancel() > 0:
                 raise  # cancelled by someone else too
@@ -97,64 +89,88 @@ class Proxy:
         if call.client_gone and call.stream:
             _ensure_usage(call)  # bill what the stream delivered before the hang-up
 
-    async def _exchange(self, send: Send, call: Call, provider: Adapter) -> None:
-        response = await self._send(send, call, provider)
-        if response is None:
+    async def _exchange(self, send: Send, call: Call, providers: list[Adapter]) -> None:
+        connected = await self._connect(call, providers)
+        if isinstance(connected, _Failure):
+            if connected.upstream_body is not None:
+                await self._upstream_error(send, call, connected.status, connected.upstream_body)
+            else:
+                await self._refuse(send, call, connected.status, connected.code, connected.message)
             return
+        response, provider = connected
         try:
-            if call.stream and call.call_type == "chatCompletion" and response.status_code == 200:
+            if call.stream and call.call_type == "chatCompletion":
                 await self._stream(send, call, response, self._relay(call, provider))
-            elif response.status_code >= 400 or response.status_code < 200:
-                await self._upstream_error(send, call, response.status_code, await _body(response))
             else:
                 await self._whole(send, call, response, provider)
         finally:
             # Also when the client left: closing the socket is what stops the provider.
             await response.aclose()
 
-    async def _send(self, send: Send, call: Call, provider: Adapter) -> httpx.Response | None:
-        """The upstream response, trying the provider's credentials in turn.
+    async def _connect(
+        self, call: Call, providers: list[Adapter]
+    ) -> tuple[httpx.Response, Adapter] | _Failure:
+        """An upstream that answered, and which one; or why none did.
+
+        A model named without a provider may be served by several: when one fails before
+        answering in a way another might not (it is down, throttled, or lacks the call
+        type), the next one is tried.
+        """
+        failure = _Failure(404, "unknown_model", f"The model '{call.model}' is not served.")
+        for provider in providers:
+            call.provider = provider.name
+            if not provider.supports(call.call_type):
+                message = f"Provider '{provider.name}' does not offer {call.call_type} calls."
+                failure = _Failure(400, "unsupported_call_type", message, retry=True)
+                continue
+            result = await self._send(call, provider)
+            if isinstance(result, httpx.Response):
+                return result, provider
+            failure = result
+            if not result.retry:
+                break
+        return failure
+
+    async def _send(self, call: Call, provider: Adapter) -> httpx.Response | _Failure:
+        """The provider's answer, trying its credentials in turn.
 
         A connection failure, a timeout, a 429, a 5xx or a refused key before the first byte
         moves on to the next credential (at most MAX_ATTEMPTS, each logged and counted on
-        the call); the pool learns from each answer. None when nothing answered, after an
-        error has been sent.
+        the call); the pool learns from each answer.
         """
         tried: list[Credential] = []
-        failure: tuple[int, str, str] | None = None
-        last: tuple[int, bytes] = (502, b"")
+        failure = _Failure(502, "upstream_unavailable", "No credential could be tried.", True)
         while len(tried) < MAX_ATTEMPTS:
             credential = provider.pool.pick(tried)
             if credential is None:
                 break
             tried.append(credential)
-            call.attempts, call.credential = len(tried), credential.masked
+            call.attempts += 1
+            call.credential = credential.masked
             try:
                 request = provider.build_request(call, credential)
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
                 # A request the OpenAI format allows in shape but not in detail (a tool call
                 # that is not an object, say) cannot be translated for this provider.
                 logger.info("cannot translate call %s for %s: %r", call.id, provider.name, exc)
-                await self._refuse(
-                    send,
-                    call,
+                return _Failure(
                     400,
                     "invalid_request",
                     f"The request could not be translated for provider '{provider.name}': "
                     "check the shape of messages, tools and content parts.",
                 )
-                return None
             try:
                 response = await self.transport.handle_async_request(request)
             except httpx.HTTPError as exc:
-                failure = _failure(exc, "request", provider.name)
-                self._attempt_failed(call, credential, failure[1])
+                failure = _Failure(*_failure(exc, "request", provider.name), retry=True)
+                self._attempt_failed(call, credential, failure.code)
                 continue
             status = response.status_code
-            if status < 400:
+            if 200 <= status < 300:
                 provider.pool.succeeded(credential)
                 return response
             body = await _body(response)
+            await response.aclose()
             if status in _CREDENTIAL_STATUSES and _about_credential(status, body):
                 provider.pool.refused(credential)
             elif status == 429 or status >= 500:
@@ -163,18 +179,10 @@ class Proxy:
                 provider.pool.rate_limited(credential, _retry_after(response))
             elif status != 408:
                 # The request itself is at fault: another key would get the same answer.
-                await response.aclose()
-                await self._upstream_error(send, call, status, body)
-                return None
-            await response.aclose()
+                return _Failure(status, "upstream_error", "", upstream_body=body)
             self._attempt_failed(call, credential, f"HTTP {status}")
-            failure = None
-            last = (status, body)
-        if failure is not None:
-            await self._refuse(send, call, *failure)
-        else:
-            await self._upstream_error(send, call, *last)
-        return None
+            failure = _Failure(status, "upstream_error", "", retry=True, upstream_body=body)
+        return failure
 
     def _attempt_failed(self, call: Call, credential: Credential, what: str) -> None:
         logger.warning(
@@ -444,6 +452,17 @@ def _openai_error(code: str, message: str) -> bytes:
 
 
 MAX_ATTEMPTS = 3
+
+
+@dataclass(slots=True)
+class _Failure:
+    """Why no upstream answered: the hub's own error, or a provider's error answer."""
+
+    status: int
+    code: str
+    message: str
+    retry: bool = False  # another provider might do better
+    upstream_body: bytes | None = None  # a provider's error body, mapped by _upstream_error
 
 
 def _delta_chars(chunk: dict[str, Any]) -> int:

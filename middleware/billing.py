@@ -12,6 +12,20 @@ from middleware.ports import Rate, RateBook
 logger = logging.getLogger("aigne_hub.billing")
 
 
+async def rate_of(rates: RateBook, call: Call) -> Rate | None:
+    """The call's rate: for the model as asked, else for the provider's model serving it.
+
+    A name given without a provider (`gpt-4o-mini`) may be priced as such, or take the rate
+    of whichever provider served it (`openai/gpt-4o-mini`).
+    """
+    rate = await rates.rate(call.model, call.call_type)
+    if rate is None and call.provider and call.upstream_model:
+        served = f"{call.provider}/{call.upstream_model}"
+        if served != call.model:
+            rate = await rates.rate(served, call.call_type)
+    return rate
+
+
 def price(usage: Usage, rate: Rate) -> int:
     """The charge in integer units for this usage at this rate.
 
@@ -52,7 +66,7 @@ class BillingMiddleware:
         if not self.enabled or call.usage is None:
             call.charge = 0
             return
-        rate = await self.rates.rate(call.model, call.call_type)
+        rate = await rate_of(self.rates, call)
         if rate is None:
             # The credit check refused unpriced models, so the rate was removed mid-call:
             # the answer was delivered, so the record stays a success, at no charge.

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from middleware.billing import price
+from middleware.billing import price, rate_of
 from middleware.call import Call, Usage, get_call
 from middleware.errors import send_error
 from middleware.money import to_credits
@@ -89,7 +89,7 @@ class CreditCheckMiddleware:
         if call is None:
             await self.app(scope, receive, send)
             return
-        rate = await self.rates.rate(call.model, call.call_type)
+        rate = await rate_of(self.rates, call)
         if rate is None:
             # An unpriced model would be a free call: refuse it rather than give it away.
             await send_error(

@@ -26,13 +26,37 @@ class ProviderRegistry:
         self.providers: dict[str, Adapter] = {
             name: ADAPTERS[p.kind](p, timeout) for name, p in providers.items()
         }
+        # Model name -> the providers that list it, for names given without a prefix.
+        self._serving: dict[str, list[str]] = {}
+        for name, settings in providers.items():
+            for model in settings.models:
+                self._serving.setdefault(model, []).append(name)
+        self._turns: dict[str, int] = {}
 
     def resolve(self, model: str) -> tuple[str, str] | None:
-        # Split at the first '/': `openrouter/openai/gpt-4o` goes to openrouter as `openai/gpt-4o`.
+        """(provider, upstream model) for a model name, or None if no provider serves it.
+
+        `provider/model` names its provider (split at the first '/': `openrouter/openai/
+        gpt-4o` goes to openrouter as `openai/gpt-4o`). A name without a known provider
+        prefix goes to the providers that list it in their `models`, in rotation.
+        """
         provider, sep, upstream = model.partition("/")
-        if not sep or not upstream or provider not in self.providers:
+        if sep and upstream and provider in self.providers:
+            return provider, upstream
+        serving = self._serving.get(model)
+        if not serving:
             return None
-        return provider, upstream
+        turn = self._turns.get(model, 0)
+        self._turns[model] = turn + 1
+        return serving[turn % len(serving)], model
+
+    def route(self, model: str, first: str | None) -> list[Adapter]:
+        """The providers to try for a call, in order: `first` (as resolved), then, for a
+        name without a provider prefix, every other provider that serves it."""
+        chosen = [self.providers[first]] if first in self.providers else []
+        if self._serving.get(model) and model.partition("/")[0] not in self.providers:
+            chosen += [self.providers[p] for p in self._serving[model] if p != first]
+        return chosen
 
     def get(self, name: str) -> Adapter:
         return self.providers[name]
