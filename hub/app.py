@@ -11,8 +11,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from hub.providers.registry import ProviderRegistry
 from hub.proxy import Proxy
 from hub.routes import MODEL_ROUTES, PUBLIC_PATHS, build_router
+from hub.secrets import load_box
 from hub.settings import Settings
 from hub.store import SqlStore
+from hub.store.admin import Admin
 from hub.transport import AiohttpTransport
 from middleware import (
     AuthMiddleware,
@@ -100,6 +102,26 @@ class HubApp:
             )
         self.started = False
 
+    async def _load_stored_keys(self) -> None:
+        """Provider keys kept in the database join their providers' pools."""
+        stored = await Admin(self.store).sealed_credentials()
+        if not stored:
+            return
+        settings = self.settings
+        box = load_box(settings.encryption_key, settings.encryption_key_file)
+        if box is None:
+            raise RuntimeError(
+                "the database holds provider keys but no encryption key is configured: set "
+                "AIGNE_HUB_ENCRYPTION_KEY or security.encryption_key_file "
+                f"(looked for {settings.encryption_key_file})"
+            )
+        for row in stored:
+            provider = self.registry.providers.get(row["provider"])
+            if provider is None:
+                logger.warning("a stored key is for provider '%s', not configured", row["provider"])
+                continue
+            provider.pool.add(box.open(row["sealed"]), int(row["weight"]))
+
     async def _price(self, call: Call) -> int:
         """What a finished call costs, for answers that show it (the AIGNE format)."""
         rate = await rate_of(self.store, call)
@@ -107,6 +129,7 @@ class HubApp:
 
     async def startup(self) -> None:
         await self.store.open()
+        await self._load_stored_keys()
         self.started = True
         logger.info(
             "AIGNE Hub ready: mode=%s, providers=%s",

@@ -13,6 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from hub.secrets import load_box
 from hub.settings import ConfigError, Settings, load_settings
 from hub.store import SqlStore
 from hub.store.admin import CALL_TYPES, Admin
@@ -149,6 +150,20 @@ def _parser() -> argparse.ArgumentParser:
     set_rate.set_defaults(handler=_run(_rates_set))
     list_rates = rates.add_parser("list", parents=[common], help="list rates")
     list_rates.set_defaults(handler=_run(_rates_list))
+
+    creds = commands.add_parser(
+        "credentials", parents=[common], help="provider keys kept in the database (encrypted)"
+    ).add_subparsers(title="credentials")
+    add_cred = creds.add_parser("add", parents=[common], help="store a provider key, encrypted")
+    add_cred.add_argument("provider", help="a provider name from the configuration")
+    add_cred.add_argument("--key", default="-", help="the key, or - to read it from stdin")
+    add_cred.add_argument("--weight", type=int, default=100, help="its share of the traffic")
+    add_cred.set_defaults(handler=_run(_credentials_add))
+    list_creds = creds.add_parser("list", parents=[common], help="stored keys, masked")
+    list_creds.set_defaults(handler=_run(_credentials_list))
+    remove_cred = creds.add_parser("remove", parents=[common], help="remove a stored key")
+    remove_cred.add_argument("credential_id")
+    remove_cred.set_defaults(handler=_run(_credentials_remove))
 
     calls = commands.add_parser("calls", parents=[common], help="model calls").add_subparsers(
         title="calls"
@@ -302,6 +317,32 @@ async def _rates_set(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
 
 async def _rates_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k != "id"} for r in await admin.list_rates()]
+
+
+async def _credentials_add(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    settings: Settings = args.settings
+    if args.provider not in settings.providers:
+        known = ", ".join(settings.providers) or "none"
+        raise ValueError(f"no provider '{args.provider}' in the configuration (known: {known})")
+    # From stdin by default, so the key stays out of the shell history and process list.
+    secret = sys.stdin.readline().strip() if args.key == "-" else args.key
+    if not secret:
+        raise ValueError("no key given")
+    box = load_box(settings.encryption_key, settings.encryption_key_file, create=True)
+    assert box is not None
+    added = await admin.add_credential(args.provider, secret, box, args.weight)
+    print("Stored encrypted; restart the hub to use it.", file=sys.stderr)
+    return added
+
+
+async def _credentials_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, Any]]:
+    return await admin.list_credentials()
+
+
+async def _credentials_remove(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    if not await admin.remove_credential(args.credential_id):
+        raise LookupError(f"no stored key with id {args.credential_id}")
+    return {"id": args.credential_id, "removed": True}
 
 
 async def _calls_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -50,7 +50,6 @@ class Proxy:
         # The transport, not an AsyncClient: the client's cookie, redirect and auth machinery
         # is all behaviour a proxy must not have, and cost a sixth of the hub's CPU.
         self.transport = transport
-        self._secrets = [s for s in registry.secrets() if len(s) >= 8]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         call = get_call(scope)
@@ -199,8 +198,10 @@ class Proxy:
         await send_error(send, status, code, message)
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
+        # Read afresh (error paths only): keys stored in the database join after start-up.
+        for secret in self.registry.secrets():
+            if len(secret) >= 8:
+                text = text.replace(secret, "***")
         return text
 
     async def _upstream_error(self, send: Send, call: Call, status: int, body: bytes) -> None:

@@ -78,13 +78,16 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     # Browser origins allowed to call the API directly (chat UIs); empty: no CORS headers.
     cors_origins: tuple[str, ...] = ()
+    # Encrypts provider keys stored in the database; the key file is made on first use.
+    encryption_key: str | None = None
+    encryption_key_file: str = "aigne-hub.key"
 
     @property
     def billing(self) -> bool:
         return self.mode == "service-provider"
 
 
-_TOP = {"mode", "server", "database", "limits", "providers", "session"}
+_TOP = {"mode", "server", "database", "limits", "providers", "session", "security"}
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +113,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         raise ConfigError("server.cors_origins", 'must be a list of origins, e.g. ["*"]')
     database = _table(data, "database", {"url", "sqlite_synchronous"})
     session = _table(data, "session", {"secret"})
+    security = _table(data, "security", {"encryption_key", "encryption_key_file"})
 
     mode = env.get("AIGNE_HUB_MODE") or data.get("mode", "service-provider")
     if mode not in ("service-provider", "self-hosted"):
@@ -145,6 +149,8 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         session_secret=str(secret) if secret else secrets.token_urlsafe(32),
         sqlite_synchronous=synchronous,
         cors_origins=tuple(cors),
+        encryption_key=env.get("AIGNE_HUB_ENCRYPTION_KEY") or security.get("encryption_key"),
+        encryption_key_file=str(security.get("encryption_key_file", "aigne-hub.key")),
     )
 
 

@@ -45,7 +45,6 @@ class AnthropicProvider:
     def __init__(self, settings: ProviderSettings, timeout: dict[str, float]) -> None:
         self.name = settings.name
         self.models = settings.models
-        self.secrets = settings.api_keys
         self.timeout = timeout
         base = settings.base_url.rstrip("/")
         # Accept both "https://api.anthropic.com" and ".../v1" as the base URL.

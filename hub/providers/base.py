@@ -29,7 +29,6 @@ class Adapter(Protocol):
     name: str
     kind: str
     models: tuple[str, ...]
-    secrets: tuple[str, ...]
     # True when the provider speaks the client's (OpenAI) protocol: bytes pass untouched.
     passthrough: bool
 

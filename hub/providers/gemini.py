@@ -38,7 +38,6 @@ class GeminiProvider:
     def __init__(self, settings: ProviderSettings, timeout: dict[str, float]) -> None:
         self.name = settings.name
         self.models = settings.models
-        self.secrets = settings.api_keys
         self.timeout = timeout
         base = settings.base_url.rstrip("/")
         self.base = base if base.endswith(("/v1beta", "/v1")) else base + "/v1beta"

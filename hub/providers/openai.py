@@ -30,7 +30,6 @@ class OpenAIProvider:
         self.name = settings.name
         self.base_url = settings.base_url
         self.models = settings.models
-        self.secrets = settings.api_keys
         self.timeout = timeout
         # Parsed once: URL parsing is a visible share of a proxied request's CPU.
         self._urls = {kind: httpx.URL(self.base_url + path) for kind, path in _PATHS.items()}

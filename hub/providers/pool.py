@@ -14,14 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hub.secrets import mask
+
 COOLDOWN_SECONDS = 180.0
 COOLDOWN_FACTOR = 0.1
 MAX_BACKOFF_SECONDS = 3 * 3600.0
-
-
-def mask(secret: str) -> str:
-    """A key as it may be shown: its first and last four characters."""
-    return f"{secret[:4]}...{secret[-4:]}" if len(secret) > 12 else "****"
 
 
 @dataclass(eq=False)
@@ -57,11 +54,20 @@ class CredentialPool:
         keys: list[tuple[str | None, int]] = list(zip(secrets, weights, strict=True))
         if not keys:
             keys = [(None, 100)]  # a provider without keys (a local Ollama, say)
+        self.build = build
         self.credentials = [
             Credential(secret, weight, build(secret), mask(secret) if secret else "none")
             for secret, weight in keys
         ]
         self.clock = clock
+
+    def add(self, secret: str, weight: int) -> None:
+        """One more key (stored in the database rather than the config file)."""
+        if len(self.credentials) == 1 and self.credentials[0].secret is None:
+            self.credentials = []  # the keyless placeholder gives way to a real key
+        if any(c.secret == secret for c in self.credentials):
+            return
+        self.credentials.append(Credential(secret, weight, self.build(secret), mask(secret)))
 
     def __len__(self) -> int:
         return len(self.credentials)

@@ -63,4 +63,4 @@ class ProviderRegistry:
 
     def secrets(self) -> list[str]:
         """Every provider key, so error messages can be scrubbed of them."""
-        return [key for p in self.providers.values() for key in p.secrets]
+        return [c.secret for p in self.providers.values() for c in p.pool.credentials if c.secret]

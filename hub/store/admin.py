@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy import select
 
+from hub.secrets import SecretBox, mask
 from hub.store.raw import Exec, Fetch, Operation
-from hub.store.schema import accounts, ai_model_rates, api_keys, model_calls
+from hub.store.schema import accounts, ai_credentials, ai_model_rates, api_keys, model_calls
 from hub.store.sql import SqlStore
 from middleware.auth import hash_key, new_api_key
 from middleware.call import CallType
@@ -191,3 +192,46 @@ class Admin:
         if status is not None:
             query = query.where(model_calls.c.status == status)
         return await self.store.query(query)
+
+    # -- provider keys kept in the database -------------------------------------------
+
+    async def add_credential(
+        self, provider: str, secret: str, box: SecretBox, weight: int = 100
+    ) -> dict[str, Any]:
+        """Store a provider key, sealed; returns its id and masked form (never the key)."""
+        if weight <= 0:
+            raise ValueError("a weight must be a positive whole number")
+        row = {
+            "id": "cred_" + secrets.token_hex(8),
+            "provider": provider,
+            "sealed": box.seal(secret),
+            "masked": mask(secret),
+            "weight": weight,
+            "created_at": time.time(),
+        }
+        await self.store.execute(ai_credentials.insert().values(**row))
+        return {k: row[k] for k in ("id", "provider", "masked", "weight", "created_at")}
+
+    async def list_credentials(self) -> list[dict[str, Any]]:
+        c = ai_credentials.c
+        return await self.store.query(
+            select(c.id, c.provider, c.masked, c.weight, c.created_at)
+            .where(c.removed_at.is_(None))
+            .order_by(c.provider, c.created_at)
+        )
+
+    async def remove_credential(self, credential_id: str) -> bool:
+        c = ai_credentials.c
+        removed = await self.store.execute(
+            ai_credentials.update()
+            .where(c.id == credential_id, c.removed_at.is_(None))
+            .values(removed_at=time.time())
+        )
+        return removed > 0
+
+    async def sealed_credentials(self) -> list[dict[str, Any]]:
+        """Every live stored key, still sealed: for the hub to open at start."""
+        c = ai_credentials.c
+        return await self.store.query(
+            select(c.provider, c.sealed, c.weight).where(c.removed_at.is_(None))
+        )

@@ -18,7 +18,7 @@ Migration = Callable[[Dialect], list[str]]
 def _v1_initial(dialect: Dialect) -> list[str]:
     statements: list[str] = []
     for table in schema.metadata.sorted_tables:
-        if table is schema.schema_version:
+        if table is schema.schema_version or table.name in _TABLES_ADDED_LATER:
             continue
         statements.append(str(CreateTable(_as_in_v1(table)).compile(dialect=dialect)))
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
@@ -67,6 +67,7 @@ def _meter_triggers(dialect: Dialect) -> list[str]:
 
 
 _ADDED_LATER = {"model_calls": ("usage_estimated", "attempts", "credential")}
+_TABLES_ADDED_LATER = {"ai_credentials"}
 
 
 def _as_in_v1(table: Table) -> Table:
@@ -91,10 +92,16 @@ def _v3_attempts(dialect: Dialect) -> list[str]:
     ]
 
 
+def _v4_credentials(dialect: Dialect) -> list[str]:
+    table = schema.ai_credentials
+    return [str(CreateTable(table).compile(dialect=dialect))]
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
     (2, "model_calls.usage_estimated", _v2_usage_estimated),
     (3, "model_calls.attempts and credential", _v3_attempts),
+    (4, "ai_credentials", _v4_credentials),
 ]
 LATEST = MIGRATIONS[-1][0]
 

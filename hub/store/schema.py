@@ -134,3 +134,17 @@ meter_events = Table(
 )
 Index("ix_meter_events_account", meter_events.c.account_id)
 Index("ix_credit_grants_account", credit_grants.c.account_id)
+
+# Added by migration 4: provider keys kept in the database (besides the config file), sealed
+# with the hub's encryption key; `masked` is all that is ever shown.
+ai_credentials = Table(
+    "ai_credentials",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("provider", String(100), nullable=False),
+    Column("sealed", String(2000), nullable=False),
+    Column("masked", String(20), nullable=False),
+    Column("weight", Integer, nullable=False, default=100),
+    Column("created_at", Float, nullable=False),
+    Column("removed_at", Float, nullable=True),
+)

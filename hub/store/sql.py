@@ -134,6 +134,12 @@ class SqlStore:
                     row[key] = bool(row[key])
         return found
 
+    async def execute(self, statement: Any) -> int:
+        """Run an ad-hoc Core insert/update/delete; the rows it changed."""
+        prepared = Prepared(statement, self.dialect)
+        params = dict(statement.compile(dialect=self.dialect).params)
+        return await self.run(lambda: _count(Exec(prepared, params)))
+
     # -- ports used by the middlewares ----------------------------------------------
 
     async def find_key(self, key_hash: str) -> KeyRecord | None:
@@ -223,6 +229,11 @@ class SqlStore:
         cached = self._balances.get(account_id)
         if cached is not None and charge:
             self._balances[account_id] = (cached[0], cached[1] - charge)
+
+
+def _count(step: Exec) -> Operation[int]:
+    changed: int = yield step
+    return changed
 
 
 def _one(step: Exec | Fetch) -> Operation[Any]:

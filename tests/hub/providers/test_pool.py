@@ -11,7 +11,8 @@ import httpx
 import pytest
 import respx
 
-from hub.providers.pool import COOLDOWN_SECONDS, CredentialPool, mask
+from hub.providers.pool import COOLDOWN_SECONDS, CredentialPool
+from hub.secrets import mask
 from hub.settings import ProviderSettings
 from tests.conftest import UPSTREAM, Hub, make_settings, start_hub
 from tests.hub.test_proxy import completion

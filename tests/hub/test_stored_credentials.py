@@ -1,0 +1,104 @@
+"""Provider keys kept in the database: sealed at rest, shown masked, used by the hub."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+from cryptography.fernet import Fernet
+
+from hub.app import create_app
+from hub.cli import main
+from hub.secrets import SecretBox
+from hub.settings import ProviderSettings
+from hub.store import SqlStore
+from hub.store.admin import Admin
+from tests.conftest import UPSTREAM, make_settings, start_hub
+
+pytestmark = pytest.mark.anyio
+
+STORED_KEY = "sk-stored-in-the-database-123456"
+
+
+async def test_a_stored_key_is_sealed_listed_masked_and_used(db_url: str, tmp_path: Path) -> None:
+    key = Fernet.generate_key().decode()
+    keyless = ProviderSettings("mock", "openai", UPSTREAM, (), ("gpt-4o-mini",))
+    settings = replace(make_settings(db_url), providers={"mock": keyless}, encryption_key=key)
+    store = SqlStore(db_url)
+    await store.open()
+    admin = Admin(store)
+    added = await admin.add_credential("mock", STORED_KEY, SecretBox(key.encode()))
+    [raw] = await store.database.fetch_all("SELECT sealed, masked FROM ai_credentials")
+    listed = await admin.list_credentials()
+    await store.close()
+
+    assert STORED_KEY not in raw["sealed"] and raw["masked"] == "sk-s...3456"
+    assert listed == [
+        {
+            **{k: added[k] for k in ("id", "provider", "masked", "weight")},
+            "created_at": listed[0]["created_at"],
+        }
+    ]
+    assert STORED_KEY not in json.dumps(listed)
+
+    with respx.mock(base_url=UPSTREAM, assert_all_called=False) as upstream:
+        route = upstream.post("/chat/completions").respond(
+            401, json={"error": {"message": f"bad key {STORED_KEY}"}}
+        )
+        hub = await start_hub(settings, httpx.MockTransport(upstream.async_handler))
+        try:
+            response = await hub.chat()
+        finally:
+            await hub.client.aclose()
+            await hub.app.shutdown()
+
+    assert route.calls.last.request.headers["authorization"] == f"Bearer {STORED_KEY}"
+    assert STORED_KEY not in response.text
+
+
+async def test_a_hub_without_the_right_encryption_key_refuses_to_start(db_url: str) -> None:
+    store = SqlStore(db_url)
+    await store.open()
+    await Admin(store).add_credential("mock", STORED_KEY, SecretBox(Fernet.generate_key()))
+    await store.close()
+    wrong = replace(make_settings(db_url), encryption_key=Fernet.generate_key().decode())
+
+    app = create_app(wrong)
+    with pytest.raises(ValueError, match="AIGNE_HUB_ENCRYPTION_KEY"):
+        await app.startup()
+    await app.store.close()
+
+
+def test_the_cli_stores_a_key_from_stdin_and_never_prints_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIGNE_HUB_ENCRYPTION_KEY", raising=False)
+    config = tmp_path / "hub.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n'
+        f'[security]\nencryption_key_file = "{tmp_path}/hub.key"\n'
+        '[providers.openai]\napi_keys = ["sk-from-config-0000"]\n'
+    )
+    monkeypatch.setattr("sys.stdin", io.StringIO(STORED_KEY + "\n"))
+
+    assert (
+        main(["credentials", "add", "openai", "--weight", "40", "--config", str(config), "--json"])
+        == 0
+    )
+    added = json.loads(capsys.readouterr().out)
+    assert main(["credentials", "list", "--config", str(config), "--json"]) == 0
+    listed = capsys.readouterr().out
+    assert main(["credentials", "remove", added["id"], "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["credentials", "list", "--config", str(config), "--json"]) == 0
+
+    assert added["masked"] == "sk-s...3456" and added["weight"] == 40
+    assert STORED_KEY not in listed and json.loads(listed)[0]["id"] == added["id"]
+    assert json.loads(capsys.readouterr().out) == []
+    assert oct((tmp_path / "hub.key").stat().st_mode)[-3:] == "600"
+    assert main(["credentials", "add", "nobody", "--key", "x", "--config", str(config)]) == 1
