@@ -15,7 +15,7 @@ from starlette.types import Message, Receive, Scope, Send
 from hub.dialects import aigne
 from hub.estimate import answer_tokens, estimate_stream, prompt_tokens
 from hub.providers.base import Adapter, StreamTranslator, usage_chunk
-from hub.providers.openai import MissingUsage, error_message, usage_from
+from hub.providers.openai import error_message, usage_from
 from hub.providers.pool import Credential
 from hub.providers.registry import ProviderRegistry
 from hub.sse import EventSplitter, encode, json_data
@@ -230,10 +230,12 @@ class Proxy:
             await self._refuse(send, call, *_failure(exc, "body", call.provider))
             return
         try:
-            body, call.usage = provider.translate_response(body, call)
-        except MissingUsage as missing:
-            call.usage = Usage(prompt_tokens(call), answer_tokens(missing.payload))
-            call.usage_estimated = True
+            body, usage = provider.translate_response(body, call)
+            if usage is None:
+                # A valid answer without usage: estimated, rather than billed as nothing.
+                usage = Usage(prompt_tokens(call), answer_tokens(json.loads(body)))
+                call.usage_estimated = True
+            call.usage = usage
         except (ValueError, TypeError, KeyError, AttributeError, IndexError):
             await self._refuse(
                 send,

@@ -39,8 +39,9 @@ class Adapter(Protocol):
 
     def build_request(self, call: Call, credential: Credential) -> httpx.Request: ...
 
-    def translate_response(self, body: bytes, call: Call) -> tuple[bytes, Usage]:
-        """A whole upstream answer as an OpenAI response body, and its usage."""
+    def translate_response(self, body: bytes, call: Call) -> tuple[bytes, Usage | None]:
+        """A whole upstream answer as an OpenAI response body, and its usage (None when
+        the provider reports none: the proxy then estimates it)."""
         ...
 
     def stream_translator(self, call: Call) -> StreamTranslator: ...

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 import httpx
 
+from hub.estimate import prompt_tokens
 from hub.providers.base import (
     Turns,
     assistant_message,
@@ -42,7 +43,7 @@ class GeminiProvider:
         base = settings.base_url.rstrip("/")
         self.base = base if base.endswith(("/v1beta", "/v1")) else base + "/v1beta"
         self._host = httpx.URL(self.base).netloc
-        self._urls: dict[tuple[str, bool], httpx.URL] = {}
+        self._urls: dict[tuple[str, str], httpx.URL] = {}
         self.pool = CredentialPool(settings.api_keys, settings.key_weights(), self._headers)
 
     def _headers(self, key: str | None) -> httpx.Headers:
@@ -56,28 +57,47 @@ class GeminiProvider:
             headers.append((b"x-goog-api-key", key.encode()))
         return httpx.Headers(headers)
 
-    def _url(self, model: str, stream: bool) -> httpx.URL:
-        url = self._urls.get((model, stream))
+    def _url(self, model: str, method: str) -> httpx.URL:
+        url = self._urls.get((model, method))
         if url is None:
-            method = "streamGenerateContent?alt=sse" if stream else "generateContent"
             # The model name comes from the client: it must stay one path segment.
             url = httpx.URL(f"{self.base}/models/{quote(model, safe='-._~')}:{method}")
             if len(self._urls) >= 1024:  # unpriced names (self-hosted) must not grow it forever
                 self._urls.clear()
-            self._urls[(model, stream)] = url
+            self._urls[(model, method)] = url
         return url
 
     def supports(self, call_type: CallType) -> bool:
-        return call_type == "chatCompletion"
+        return call_type in ("chatCompletion", "embedding")
 
     def build_request(self, call: Call, credential: Credential) -> httpx.Request:
-        url = self._url(str(call.upstream_model), call.stream)
-        return json_request(url, credential.headers, to_gemini(call), self.timeout)
+        model = str(call.upstream_model)
+        if call.call_type == "embedding":
+            url = self._url(model, "batchEmbedContents")
+            return json_request(url, credential.headers, to_gemini_embeddings(call), self.timeout)
+        method = "streamGenerateContent?alt=sse" if call.stream else "generateContent"
+        return json_request(
+            self._url(model, method), credential.headers, to_gemini(call), self.timeout
+        )
 
-    def translate_response(self, body: bytes, call: Call) -> tuple[bytes, Usage]:
+    def translate_response(self, body: bytes, call: Call) -> tuple[bytes, Usage | None]:
         answer = json.loads(body)
         if not isinstance(answer, dict):
             raise ValueError("not a Gemini response")
+        if call.call_type == "embedding":
+            # Gemini reports no usage for embeddings: the proxy estimates it (and says so).
+            vectors = [e["values"] for e in answer["embeddings"]]
+            estimate = prompt_tokens(call)
+            result = {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": v}
+                    for i, v in enumerate(vectors)
+                ],
+                "model": call.model,
+                "usage": {"prompt_tokens": estimate, "total_tokens": estimate},
+            }
+            return json.dumps(result).encode(), None
         usage = usage_of(answer.get("usageMetadata"))
         candidate = (answer.get("candidates") or [{}])[0]
         text, calls = _parts(candidate, 0)
@@ -185,6 +205,17 @@ def to_gemini(call: Call) -> dict[str, Any]:
         elif mode:
             request["toolConfig"] = {"functionCallingConfig": {"mode": mode}}
     return request
+
+
+def to_gemini_embeddings(call: Call) -> dict[str, Any]:
+    """The batchEmbedContents request for an OpenAI embeddings request."""
+    given = call.body["input"]
+    texts = [given] if isinstance(given, str) else [str(t) for t in given]
+    model = f"models/{call.upstream_model}"
+    request = {"model": model}
+    if isinstance(call.body.get("dimensions"), int):
+        request["outputDimensionality"] = call.body["dimensions"]
+    return {"requests": [{**request, "content": {"parts": [{"text": t}]}} for t in texts]}
 
 
 def _user_parts(content: Any) -> list[dict[str, Any]]:

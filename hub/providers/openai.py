@@ -77,7 +77,7 @@ class OpenAIProvider:
             }
         return json_request(url, headers, body, self.timeout)
 
-    def translate_response(self, body: bytes, call: Call) -> tuple[bytes, Usage]:
+    def translate_response(self, body: bytes, call: Call) -> tuple[bytes, Usage | None]:
         return body, usage_in_body(body, call.call_type)
 
     def stream_translator(self, call: Call) -> StreamTranslator:
@@ -139,8 +139,8 @@ _DECODER = json.JSONDecoder()
 _USAGE_KEY = re.compile(rb'"usage"\s*:\s*')
 
 
-def usage_in_body(body: bytes, call_type: CallType) -> Usage:
-    """Usage from a whole response body; raises ValueError if the body is not JSON.
+def usage_in_body(body: bytes, call_type: CallType) -> Usage | None:
+    """Usage from a whole response body (None if it reports none); ValueError if not JSON.
 
     Chat and embedding bodies end with their `usage` object, so only that object is
     decoded: a long completion is not parsed whole just to read three numbers. A quoted
@@ -157,19 +157,7 @@ def usage_in_body(body: bytes, call_type: CallType) -> Usage:
             usage = usage_from({"usage": value}, call_type)
             if usage is not None:
                 return usage
-    payload = json.loads(body)
-    usage = usage_from(payload, call_type)
-    if usage is None:
-        raise MissingUsage(payload)
-    return usage
-
-
-class MissingUsage(Exception):
-    """A valid answer that reports no usage: the proxy estimates it rather than bill 0."""
-
-    def __init__(self, payload: Any) -> None:
-        super().__init__("no usage in the answer")
-        self.payload = payload
+    return usage_from(json.loads(body), call_type)
 
 
 def error_message(body: bytes) -> str:

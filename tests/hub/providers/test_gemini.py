@@ -197,3 +197,30 @@ async def test_upstream_errors_are_mapped(
         assert f"gemini says {status}" in response.json()["error"]["message"]
     [call] = await hub.calls()
     assert call["status"] == "failed" and call["credits"] == 0
+
+
+async def test_embeddings_go_to_batch_embed_and_their_usage_is_estimated(
+    hub: Hub, upstream: respx.MockRouter
+) -> None:
+    await hub.admin.set_rate("gem/text-embedding-004", "embedding", input_rate=100, output_rate=0)
+    route = upstream.post(
+        "http://gemini.test/v1beta/models/text-embedding-004:batchEmbedContents"
+    ).respond(json={"embeddings": [{"values": [0.1, 0.2]}, {"values": [0.3, 0.4]}]})
+
+    response = await hub.client.post(
+        "/v1/embeddings",
+        json={"model": "gem/text-embedding-004", "input": ["hello world", "good morning"]},
+    )
+
+    sent = json.loads(route.calls.last.request.content)
+    assert [r["content"]["parts"][0]["text"] for r in sent["requests"]] == [
+        "hello world",
+        "good morning",
+    ]
+    assert sent["requests"][0]["model"] == "models/text-embedding-004"
+    answer = response.json()
+    assert [d["embedding"] for d in answer["data"]] == [[0.1, 0.2], [0.3, 0.4]]
+    [call] = await hub.calls()
+    assert call["usage_estimated"] is True and call["input_tokens"] > 0
+    assert call["credits"] == call["input_tokens"] * 100
+    assert answer["usage"]["prompt_tokens"] == call["input_tokens"]
