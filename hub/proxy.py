@@ -148,7 +148,7 @@ class Proxy:
             call.credential = credential.masked
             try:
                 request = provider.build_request(call, credential)
-            except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
                 # A request the OpenAI format allows in shape but not in detail (a tool call
                 # that is not an object, say) cannot be translated for this provider.
                 logger.info("cannot translate call %s for %s: %r", call.id, provider.name, exc)
@@ -161,8 +161,15 @@ class Proxy:
             try:
                 response = await self.transport.handle_async_request(request)
             except httpx.HTTPError as exc:
-                failure = _Failure(*_failure(exc, "request", provider.name), retry=True)
+                # Only a request that never reached the provider is safe to send again: one
+                # that timed out or broke after going out may be running (and billed) there.
+                unsent = isinstance(
+                    exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
+                )
+                failure = _Failure(*_failure(exc, "request", provider.name), retry=unsent)
                 self._attempt_failed(call, credential, failure.code)
+                if not unsent:
+                    return failure
                 continue
             status = response.status_code
             if 200 <= status < 300:

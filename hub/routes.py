@@ -48,7 +48,7 @@ def build_router(store: SqlStore, registry: ProviderRegistry, billing: bool = Tr
         for rate in await admin.list_rates():
             name = rate["model"]
             provider = name.split("/", 1)[0]
-            if registry.resolve(name) is not None and name not in seen:
+            if registry.serves(name) and name not in seen:
                 seen[name] = {"id": name, "object": "model", "created": 0, "owned_by": provider}
         for provider in registry.providers.values():
             for model in provider.models:
@@ -81,7 +81,7 @@ def build_router(store: SqlStore, registry: ProviderRegistry, billing: bool = Tr
         )
 
     async def ai_models(request: Request) -> JSONResponse:
-        served = {r["model"] for r in await admin.list_rates() if registry.resolve(r["model"])}
+        served = {r["model"] for r in await admin.list_rates() if registry.serves(r["model"])}
         listing = aigne.models_listing(
             await admin.list_rates(), served, request.query_params.get("type")
         )
@@ -91,7 +91,7 @@ def build_router(store: SqlStore, registry: ProviderRegistry, billing: bool = Tr
         """Whether the caller can use a model now: served, priced, and paid for."""
         model = request.query_params.get("model", "")
         identity = get_identity(request.scope)
-        if registry.resolve(model) is None:
+        if not registry.serves(model):
             return JSONResponse({"available": False, "error": f"Model '{model}' is not served."})
         if billing:
             priced = {r["model"] for r in await admin.list_rates()}

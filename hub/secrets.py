@@ -48,6 +48,13 @@ def load_box(key: str | None, key_file: str, *, create: bool = False) -> SecretB
     if not path.exists():
         if not create:
             return None
-        path.write_bytes(Fernet.generate_key())
-        os.chmod(path, 0o600)
+        try:
+            # Created owner-only from the start, and never over a key another process just
+            # made (keys sealed with a lost key could not be opened again).
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "wb") as out:
+                out.write(Fernet.generate_key())
     return SecretBox(path.read_bytes().strip())

@@ -13,17 +13,12 @@ logger = logging.getLogger("aigne_hub.billing")
 
 
 async def rate_of(rates: RateBook, call: Call) -> Rate | None:
-    """The call's rate: for the model as asked, else for the provider's model serving it.
+    """The call's rate: that of the model as the client named it.
 
-    A name given without a provider (`gpt-4o-mini`) may be priced as such, or take the rate
-    of whichever provider served it (`openai/gpt-4o-mini`).
+    A name given without a provider (`gpt-4o-mini`) is priced as such, whichever provider
+    serves it: a per-provider rate would let failover land on an unpriced provider.
     """
-    rate = await rates.rate(call.model, call.call_type)
-    if rate is None and call.provider and call.upstream_model:
-        served = f"{call.provider}/{call.upstream_model}"
-        if served != call.model:
-            rate = await rates.rate(served, call.call_type)
-    return rate
+    return await rates.rate(call.model, call.call_type)
 
 
 def price(usage: Usage, rate: Rate) -> int:

@@ -91,6 +91,10 @@ def _patched(call: Call) -> bytes | None:
     """The client's body with the upstream model name (and, for a stream, the usage option),
     or None when the bytes are not plainly laid out enough to patch safely."""
     raw = call.raw_body
+    if b"\\u" in raw or (call.stream and "stream_options" in call.body):
+        # An escaped key ("mod\\u0065l") is invisible to a byte search but not to the
+        # provider's parser; and a client's own stream_options must be merged, not shadowed.
+        return None
     key = raw.find(b'"model"')
     if key < 0 or raw.find(b'"model"', key + 7) >= 0:
         return None  # a second "model" key (in a tool schema, say) makes it ambiguous
@@ -108,7 +112,7 @@ def _patched(call: Call) -> bytes | None:
     patched = raw[:at] + json.dumps(call.upstream_model).encode() + raw[at + len(asked) :]
     if call.call_type == "chatCompletion" and call.stream:
         opening = patched.find(b"{")
-        if b'"stream_options"' in patched or opening < 0:
+        if opening < 0:
             return None
         patched = patched[:opening] + _STREAM_USAGE + patched[opening + 1 :]
     return patched

@@ -50,6 +50,11 @@ class ProviderRegistry:
         self._turns[model] = turn + 1
         return serving[turn % len(serving)], model
 
+    def serves(self, model: str) -> bool:
+        """Whether some provider serves this name (without advancing any rotation)."""
+        provider, sep, upstream = model.partition("/")
+        return bool(sep and upstream and provider in self.providers) or model in self._serving
+
     def route(self, model: str, first: str | None) -> list[Adapter]:
         """The providers to try for a call, in order: `first` (as resolved), then, for a
         name without a provider prefix, every other provider that serves it."""

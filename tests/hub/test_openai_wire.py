@@ -114,3 +114,17 @@ def test_bytes_that_cannot_be_patched_safely_are_left_for_reencoding(raw: bytes)
     from hub.providers.openai import _patched
 
     assert _patched(_call(raw)) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "stream"),
+    [
+        # An escaped key the provider's parser reads but a byte search would miss.
+        (b'{"model": "mock/gpt-4o", "stream_opti\\u006fns": {"include_usage": false}}', True),
+        (b'{"model": "mock/gpt-4o", "stream_options": {"include_usage": false}}', True),
+    ],
+)
+def test_a_clients_own_stream_options_are_never_shadowed(raw: bytes, stream: bool) -> None:
+    from hub.providers.openai import _patched
+
+    assert _patched(_call(raw, stream=stream)) is None  # re-encoded, merged with ours

@@ -178,3 +178,16 @@ async def test_a_bad_request_is_not_retried(hub: Hub, upstream: respx.MockRouter
 
     assert response.status_code == 400 and route.call_count == 1
     assert json.loads(response.text)["error"]["code"] == "upstream_error"
+
+
+async def test_a_request_that_timed_out_after_going_out_is_not_sent_again(
+    hub: Hub, upstream: respx.MockRouter
+) -> None:
+    # It may be running (and billed) at the provider: another key would double it.
+    route = upstream.post("/chat/completions").mock(side_effect=httpx.ReadTimeout("slow"))
+
+    response = await hub.chat()
+
+    assert response.status_code == 504 and route.call_count == 1
+    [call] = await hub.calls()
+    assert call["attempts"] == 1

@@ -97,14 +97,14 @@ async def test_a_named_provider_is_the_only_one_tried(hub: Hub, upstream: respx.
     assert response.status_code == 503 and not beta.called
 
 
-async def test_a_routed_call_takes_the_serving_providers_rate_if_the_name_has_none(
+async def test_a_name_without_a_provider_needs_a_rate_of_its_own(
     hub: Hub, upstream: respx.MockRouter
 ) -> None:
+    # A provider's rate does not price the bare name: failover could land elsewhere.
     await hub.admin.set_rate("alpha/alpha-only", "chatCompletion", input_rate=7, output_rate=11)
-    upstream.post(f"{ALPHA}/chat/completions").respond(json=completion(10, 5))
+    route = upstream.post(f"{ALPHA}/chat/completions").respond(json=completion(10, 5))
 
     response = await hub.chat(model="alpha-only")
 
-    assert response.status_code == 200
-    [call] = await hub.calls()
-    assert call["provider"] == "alpha" and call["credits"] == 10 * 7 + 5 * 11
+    assert response.status_code == 400 and not route.called
+    assert response.json()["error"]["code"] == "model_not_priced"
