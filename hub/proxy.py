@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import httpx
@@ -86,7 +86,7 @@ class Proxy:
         finally:
             watch.stop()
         if call.client_gone and call.stream:
-            _ensure_usage(call)  # bill what the stream delivered before the hang-up
+            _ensure_usage(call, complete=False)  # bill what was delivered before the hang-up
 
     async def _exchange(self, send: Send, call: Call, providers: list[Adapter]) -> None:
         connected = await self._connect(call, providers)
@@ -242,18 +242,20 @@ class Proxy:
                 # A valid answer without usage: estimated, rather than billed as nothing.
                 usage = Usage(prompt_tokens(call), answer_tokens(json.loads(body)))
                 call.usage_estimated = True
+            if call.dialect == "aigne":
+                body = await self._aigne_answer(call, body, usage)
             call.usage = usage
         except (ValueError, TypeError, KeyError, AttributeError, IndexError):
+            call.usage = None  # the client gets no answer, so it pays for none
+            call.usage_estimated = False
             await self._refuse(
                 send,
                 call,
                 502,
                 "upstream_invalid_response",
-                f"Provider '{call.provider}' answered with something not JSON.",
+                f"Provider '{call.provider}' answered with something the hub cannot read.",
             )
             return
-        if call.dialect == "aigne":
-            body = await self._aigne_answer(call, body)
         await send(
             {
                 "type": "http.response.start",
@@ -267,8 +269,9 @@ class Proxy:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def _aigne_answer(self, call: Call, body: bytes) -> bytes:
+    async def _aigne_answer(self, call: Call, body: bytes, usage: Usage) -> bytes:
         result = json.loads(body)
+        call.usage = usage  # priced before the answer goes out, as it shows the credits
         credits = await self.pricer(call)
         if call.call_type == "imageGeneration":
             return json.dumps(aigne.image_answer(call, result, credits)).encode()
@@ -287,22 +290,26 @@ class Proxy:
             }
         )
         try:
-            async for data in response.aiter_bytes():
-                out = relay.relay(splitter.feed(data))
-                if out and not await _send_body(send, call, out):
-                    return
-        except httpx.HTTPError as exc:
-            _, code, message = _failure(exc, "stream", call.provider)
-            call.fail(code, message)
-            error = (code, message)
-        tail = b"" if error else relay.flush(splitter.flush())
-        _ensure_usage(call)
+            try:
+                async for data in response.aiter_bytes():
+                    out = relay.relay(splitter.feed(data))
+                    if out and not await _send_body(send, call, out):
+                        return
+            except httpx.HTTPError as exc:
+                _, code, message = _failure(exc, "stream", call.provider)
+                call.fail(code, message)
+                error = (code, message)
+            tail = b"" if error else relay.flush(splitter.flush())
+        finally:
+            # However the stream ended (cut off, failed, hung up on, or whole), what it
+            # delivered is what it is billed for.
+            _ensure_usage(call, complete=error is None and relay.complete)
         credits = await self.pricer(call) if call.dialect != "openai" else 0
         await _send_body(send, call, tail + relay.close(error, credits), more=False)
 
     def _relay(self, call: Call, provider: Adapter) -> _Relay:
         if call.dialect == "openai" and provider.passthrough:
-            return _PassThrough(call)
+            return _PassThrough(call, self._scrub)
         source = (
             _OpenAISource(call)
             if provider.passthrough
@@ -314,6 +321,12 @@ class Proxy:
 
 class _Relay(Protocol):
     """Turns upstream stream events into what the client's format expects."""
+
+    @property
+    def complete(self) -> bool:
+        """The upstream said its answer was over ([DONE], a stop reason): usage it reported
+        is final. Usage reported before that (Anthropic's message_start) may be partial."""
+        ...
 
     def relay(self, events: list[bytes]) -> bytes: ...
 
@@ -329,12 +342,20 @@ class _Relay(Protocol):
 class _PassThrough:
     """OpenAI on both sides: events go through as they are, tapped for usage."""
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call, scrub: Callable[[str], str]) -> None:
         self.call = call
+        self.scrub = scrub
         self.wants_usage = _wants_usage(call)
+        self.done = False
+
+    @property
+    def complete(self) -> bool:
+        return self.done
 
     def relay(self, events: list[bytes]) -> bytes:
-        return _tap(events, self.call, self.wants_usage)
+        if events and b"[DONE]" in events[-1]:
+            self.done = True
+        return _tap(events, self.call, self.wants_usage, self.scrub)
 
     def flush(self, tail: bytes) -> bytes:
         # An event the provider left unterminated is still read for usage, and closed.
@@ -349,10 +370,12 @@ class _OpenAISource:
 
     def __init__(self, call: Call) -> None:
         self.call = call
+        self.finished = False
 
     def feed(self, event: bytes) -> list[dict[str, Any]]:
         payload = json_data(event)
         if not isinstance(payload, dict):
+            self.finished = self.finished or b"[DONE]" in event
             return []
         usage = usage_from(payload, self.call.call_type)
         if usage is not None:
@@ -366,6 +389,10 @@ class _TranslatedSource:
     def __init__(self, call: Call, translator: StreamTranslator) -> None:
         self.call = call
         self.translator = translator
+
+    @property
+    def finished(self) -> bool:
+        return self.translator.finished
 
     def feed(self, event: bytes) -> list[dict[str, Any]]:
         items = self.translator.feed(event)
@@ -389,28 +416,39 @@ class _Converted:
         self.render = render
         self.scrub = scrub
 
+    @property
+    def complete(self) -> bool:
+        return self.source.finished
+
     def relay(self, events: list[bytes]) -> bytes:
         out = []
         for event in events:
             try:
-                items = self.source.feed(event)
+                out.append(self._one(event))
             except (TypeError, ValueError, KeyError, AttributeError, IndexError):
+                # An event the hub cannot read (or render) ends the answer with an error the
+                # client's format understands, rather than cutting the connection.
                 message = f"Provider '{self.call.provider}' sent an event the hub cannot read."
-                items = [{"error": {"message": message}}]
-            chunks: list[dict[str, Any]] = []
-            for item in items:
-                if isinstance(item.get("error"), dict):
-                    message = self.scrub(str(item["error"].get("message")))
-                    self.call.fail("upstream_error", message)
-                    out.append(self.render.chunks(chunks))
-                    out.append(self.render.error("upstream_error", message))
-                    chunks = []
-                    continue
-                if item.get("choices"):
-                    self.call.delivered_chunks += 1
-                    self.call.delivered_chars += _delta_chars(item)
-                chunks.append(item)
-            out.append(self.render.chunks(chunks))
+                self.call.fail("upstream_error", message)
+                out.append(self.render.error("upstream_error", message))
+        return b"".join(out)
+
+    def _one(self, event: bytes) -> bytes:
+        out = []
+        chunks: list[dict[str, Any]] = []
+        for item in self.source.feed(event):
+            if isinstance(item.get("error"), dict):
+                message = self.scrub(str(item["error"].get("message")))
+                self.call.fail("upstream_error", message)
+                out.append(self.render.chunks(chunks))
+                out.append(self.render.error("upstream_error", message))
+                chunks = []
+                continue
+            if item.get("choices"):
+                self.call.delivered_chunks += 1
+                self.call.delivered_chars += _delta_chars(item)
+            chunks.append(item)
+        out.append(self.render.chunks(chunks))
         return b"".join(out)
 
     def flush(self, tail: bytes) -> bytes:
@@ -483,12 +521,20 @@ def _delta_chars(chunk: dict[str, Any]) -> int:
     return chars
 
 
-def _ensure_usage(call: Call) -> None:
+def _ensure_usage(call: Call, complete: bool) -> None:
+    """Bill a stream for what it delivered, estimated and marked so, rather than give it
+    away: when no usage was reported (cut off, or a provider that reports none), or when
+    the stream ended early and its reported output (which may be partial) is below it."""
+    if call.usage is not None and complete:
+        return
+    estimate = estimate_stream(call)
     if call.usage is None:
-        # Cut off (by the client or the provider) or never reported: bill what was
-        # delivered, marked as estimated, rather than give the stream away.
-        call.usage = estimate_stream(call)
-        call.usage_estimated = True
+        call.usage = estimate
+    elif estimate.output_tokens > call.usage.output_tokens:
+        call.usage = replace(call.usage, output_tokens=estimate.output_tokens)
+    else:
+        return
+    call.usage_estimated = True
 
 
 async def _free(call: Call) -> int:
@@ -552,10 +598,20 @@ def _wants_usage(call: Call) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
-def _tap(events: Iterable[bytes], call: Call, wants_usage: bool) -> bytes:
-    """Pass events through, noting usage; drop the usage-only chunk if it was not asked for."""
+def _tap(
+    events: Iterable[bytes], call: Call, wants_usage: bool, scrub: Callable[[str], str]
+) -> bytes:
+    """Pass events through, noting usage; drop the usage-only chunk if it was not asked for;
+    an error event fails the call, its message scrubbed of provider keys."""
     kept: list[bytes] = []
     for event in events:
+        if b'"error"' in event:
+            payload = json_data(event)
+            if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+                message = scrub(str(payload["error"].get("message", "upstream error")))
+                call.fail("upstream_error", message)
+                kept.append(_openai_error("upstream_error", message))
+                continue
         if b'"delta"' in event:
             call.delivered_chunks += 1
             call.delivered_bytes += len(event)

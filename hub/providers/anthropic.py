@@ -225,6 +225,7 @@ class AnthropicStream:
     def __init__(self, call: Call) -> None:
         self.call = call
         self.usage: Usage | None = None
+        self.finished = False
         self.id = "msg"
         self._tool_index: dict[int, int] = {}
 
@@ -266,6 +267,7 @@ class AnthropicStream:
                 ]
             return []
         if kind == "message_delta":
+            self.finished = True
             out = usage_of(payload.get("usage")).output_tokens
             base = self.usage or Usage()
             self.usage = Usage(base.input_tokens, out, base.cached_tokens)

@@ -19,6 +19,8 @@ from middleware.call import Call, CallType, Usage
 
 class StreamTranslator(Protocol):
     usage: Usage | None
+    # Set once the provider has said the answer is over: usage reported before may be partial.
+    finished: bool
 
     def feed(self, event: bytes) -> list[dict[str, Any]]:
         """OpenAI chunks (or an `{"error": ...}` object) for one upstream SSE event."""

@@ -298,6 +298,7 @@ class GeminiStream:
     def __init__(self, call: Call) -> None:
         self.call = call
         self.usage: Usage | None = None
+        self.finished = False
         self.id = "gemini"
         self._started = False
         self._calls = 0
@@ -329,5 +330,6 @@ class GeminiStream:
             out.append(chunk(self.call, self.id, {"tool_calls": deltas}))
         finish = _finish(candidate.get("finishReason"), self._calls > 0)
         if finish:
+            self.finished = True
             out.append(chunk(self.call, self.id, {}, finish))
         return out

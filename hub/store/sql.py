@@ -182,36 +182,27 @@ class SqlStore:
 
     async def rate(self, model: str, call_type: CallType) -> Rate | None:
         if time.monotonic() >= self._rates_expire:
-            await self._load_rates()
+            # One reload at a time, in a task of its own: a caller that is cancelled (its
+            # client hung up) stops waiting, but the reload, shared with others, goes on.
+            if self._rates_loading is None or self._rates_loading.done():
+                self._rates_loading = asyncio.ensure_future(self._load_rates())
+            await asyncio.shield(self._rates_loading)
         return self._rates.get((model, call_type))
 
     async def _load_rates(self) -> None:
-        # One reload at a time: concurrent callers wait for the same read.
-        if self._rates_loading is not None:
-            await asyncio.shield(self._rates_loading)
-            return
-        self._rates_loading = asyncio.get_running_loop().create_future()
-        try:
-            rows = await self.run(lambda: _one(Fetch(self.sql.all_rates, {}, all=True)))
-            self._rates = {
-                (r[0], r[1]): Rate(
-                    model=r[0],
-                    call_type=r[1],
-                    input_rate=int(r[2]),
-                    output_rate=int(r[3]),
-                    cached_rate=None if r[4] is None else int(r[4]),
-                    image_rate=None if r[5] is None else int(r[5]),
-                )
-                for r in rows
-            }
-            self._rates_expire = time.monotonic() + self.rate_cache_seconds
-            self._rates_loading.set_result(None)
-        except BaseException as exc:
-            self._rates_loading.set_exception(exc)
-            self._rates_loading.exception()  # retrieved here; waiters re-raise it
-            raise
-        finally:
-            self._rates_loading = None
+        rows = await self.run(lambda: _one(Fetch(self.sql.all_rates, {}, all=True)))
+        self._rates = {
+            (r[0], r[1]): Rate(
+                model=r[0],
+                call_type=r[1],
+                input_rate=int(r[2]),
+                output_rate=int(r[3]),
+                cached_rate=None if r[4] is None else int(r[4]),
+                image_rate=None if r[5] is None else int(r[5]),
+            )
+            for r in rows
+        }
+        self._rates_expire = time.monotonic() + self.rate_cache_seconds
 
     def forget_caches(self) -> None:
         """Drop cached balances and rates (after changes made by another process)."""

@@ -262,3 +262,17 @@ async def test_status_says_whether_the_caller_can_use_a_model(hub: Hub) -> None:
     assert ok == {"available": True}
     assert unpriced["available"] is False and "rate" in unpriced["error"]
     assert broke["available"] is False and "credits" in broke["error"]
+
+
+async def test_an_answer_the_hub_cannot_render_is_a_502_and_not_charged(
+    hub: Hub, mock_upstream: respx.MockRouter
+) -> None:
+    odd = completion()
+    odd["choices"] = [None]
+    mock_upstream.post("/chat/completions").respond(json=odd)
+
+    response = await hub.client.post("/api/v2/chat", json=chat_body())
+
+    assert response.status_code == 502
+    [call] = await hub.calls()
+    assert call["status"] == "failed" and call["credits"] == 0

@@ -442,3 +442,18 @@ async def test_a_cut_off_stream_of_big_chunks_is_estimated_by_its_text(
     [call] = await hub.calls()
     assert call["usage_estimated"] is True
     assert 195 <= call["output_tokens"] <= 205  # ~800 characters at 4 a token, not 3 chunks
+
+
+async def test_an_error_event_in_a_passed_through_stream_fails_the_call_and_is_scrubbed(
+    hub: Hub, mock_upstream: respx.MockRouter
+) -> None:
+    stream = sse(chunk("Hi"), {"error": {"message": f"overloaded, key {PROVIDER_KEY}"}})
+    mock_upstream.post("/chat/completions").respond(
+        content=stream, headers={"content-type": "text/event-stream"}
+    )
+
+    response = await hub.chat(stream=True)
+
+    assert PROVIDER_KEY not in response.text and "overloaded" in response.text
+    [call] = await hub.calls()
+    assert call["status"] == "failed" and call["error_code"] == "upstream_error"

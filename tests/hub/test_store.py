@@ -251,3 +251,19 @@ async def test_a_settle_whose_caller_is_cancelled_is_still_committed(store: SqlS
 def _nothing() -> Operation[None]:
     return None
     yield  # a generator that runs no statement
+
+
+async def test_a_cancelled_reader_does_not_cancel_others_waiting_for_the_same_rates(
+    store: SqlStore,
+) -> None:
+    await Admin(store).set_rate("m", "chatCompletion", input_rate=1, output_rate=2)
+    store.forget_caches()
+
+    first = asyncio.ensure_future(store.rate("m", "chatCompletion"))
+    second = asyncio.ensure_future(store.rate("m", "chatCompletion"))
+    await asyncio.sleep(0)  # both are waiting on the one reload
+    first.cancel()  # as when its client hangs up
+
+    rate = await second
+    assert rate is not None and rate.output_rate == 2
+    assert first.cancelled()

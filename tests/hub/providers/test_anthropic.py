@@ -371,3 +371,34 @@ async def test_provider_keys_are_scrubbed_from_stream_errors(
     assert PROVIDER_KEY not in response.text
     [call] = await hub.calls()
     assert PROVIDER_KEY not in str(call["error_message"])
+
+
+async def test_a_stream_cut_off_after_its_partial_usage_is_billed_for_what_it_delivered(
+    hub: Hub, upstream: respx.MockRouter
+) -> None:
+    # message_start reports output_tokens=1; the stream breaks before message_delta.
+    text = "word " * 400  # ~2000 characters, ~500 tokens
+    cut = events(
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {"id": "m", "usage": {"input_tokens": 12, "output_tokens": 1}},
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": text},
+            },
+        ),
+    )
+    upstream.post(MESSAGES_URL).respond(content=cut, headers={"content-type": "text/event-stream"})
+
+    await hub.chat(model=MODEL, stream=True)
+
+    [call] = await hub.calls()
+    assert call["usage_estimated"] is True and call["input_tokens"] == 12
+    assert call["output_tokens"] >= 400  # not the 1 of the partial report
