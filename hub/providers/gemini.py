@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from typing import Any
 from urllib.parse import quote
 
@@ -86,7 +88,13 @@ class GeminiProvider:
             raise ValueError("not a Gemini response")
         if call.call_type == "embedding":
             # Gemini reports no usage for embeddings: the proxy estimates it (and says so).
-            vectors = [e["values"] for e in answer["embeddings"]]
+            vectors: list[Any] = [e["values"] for e in answer["embeddings"]]
+            if call.body.get("encoding_format") == "base64":
+                # What OpenAI sends when asked (the Node SDK asks by default): little-endian
+                # float32s, base64-encoded.
+                vectors = [
+                    base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors
+                ]
             estimate = prompt_tokens(call)
             result = {
                 "object": "list",
@@ -210,7 +218,9 @@ def to_gemini(call: Call) -> dict[str, Any]:
 def to_gemini_embeddings(call: Call) -> dict[str, Any]:
     """The batchEmbedContents request for an OpenAI embeddings request."""
     given = call.body["input"]
-    texts = [given] if isinstance(given, str) else [str(t) for t in given]
+    if not isinstance(given, str) and not all(isinstance(t, str) for t in given):
+        raise ValueError("Gemini embeds text only: token arrays cannot be sent to it")
+    texts = [given] if isinstance(given, str) else list(given)
     model = f"models/{call.upstream_model}"
     request = {"model": model}
     if isinstance(call.body.get("dimensions"), int):

@@ -224,3 +224,34 @@ async def test_embeddings_go_to_batch_embed_and_their_usage_is_estimated(
     assert call["usage_estimated"] is True and call["input_tokens"] > 0
     assert call["credits"] == call["input_tokens"] * 100
     assert answer["usage"]["prompt_tokens"] == call["input_tokens"]
+
+
+async def test_embeddings_come_base64_encoded_when_asked(
+    hub: Hub, upstream: respx.MockRouter
+) -> None:
+    import base64
+    import struct
+
+    await hub.admin.set_rate("gem/text-embedding-004", "embedding", input_rate=1, output_rate=0)
+    upstream.post("http://gemini.test/v1beta/models/text-embedding-004:batchEmbedContents").respond(
+        json={"embeddings": [{"values": [0.5, -1.25]}]}
+    )
+
+    response = await hub.client.post(
+        "/v1/embeddings",
+        json={"model": "gem/text-embedding-004", "input": "hi", "encoding_format": "base64"},
+    )
+
+    encoded = response.json()["data"][0]["embedding"]
+    assert struct.unpack("<2f", base64.b64decode(encoded)) == (0.5, -1.25)
+
+
+async def test_token_arrays_cannot_be_embedded_by_gemini(hub: Hub) -> None:
+    await hub.admin.set_rate("gem/text-embedding-004", "embedding", input_rate=1, output_rate=0)
+
+    response = await hub.client.post(
+        "/v1/embeddings", json={"model": "gem/text-embedding-004", "input": [1, 2, 3]}
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
