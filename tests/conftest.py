@@ -8,18 +8,22 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import respx
 import uvicorn
 
+from examples.fake_provider import FakeProvider
 from hub.app import HubApp, create_app
 from hub.settings import Limits, ProviderSettings, Settings
+from hub.store import SqlStore
 from hub.store.admin import Admin
 from middleware.money import to_units
 
@@ -194,3 +198,77 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+
+
+class Live:
+    """A hub and the example fake provider, each under real uvicorn, and a store on the
+    same database to set up and inspect what the hub (in its own thread) writes."""
+
+    def __init__(self, hub_url: str, key: str, fake: FakeProvider, admin: Admin) -> None:
+        self.hub_url = hub_url
+        self.key = key
+        self.fake = fake
+        self.admin = admin
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.hub_url, timeout=30, headers={"authorization": f"Bearer {self.key}"}
+        )
+
+    async def calls(self) -> list[dict[str, Any]]:
+        return await self.admin.list_calls(limit=100)
+
+    async def wait_for_call(self, **expected: Any) -> dict[str, Any]:
+        """Poll the database until a call matches (the hub writes from another thread)."""
+        deadline = time.monotonic() + 10
+        while True:
+            calls = await self.calls()
+            for call in calls:
+                if all(call[k] == v for k, v in expected.items()):
+                    return call
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no call matching {expected}; calls: {calls}")
+            await anyio.sleep(0.05)
+
+    async def wait_for_calls(self, count: int) -> list[dict[str, Any]]:
+        """Poll the database until `count` calls are settled."""
+        deadline = time.monotonic() + 10
+        while True:
+            calls = await self.calls()
+            settled = [c for c in calls if c["status"] != "processing"]
+            if len(settled) >= count:
+                return settled
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {count} settled calls; calls: {calls}")
+            await anyio.sleep(0.05)
+
+
+@asynccontextmanager
+async def live_hub(
+    db_url: str,
+    models: tuple[str, ...],
+    *,
+    rates: tuple[int, int] = (10_000, 20_000),
+    settings_for: Callable[[str], Settings] | None = None,
+) -> AsyncIterator[Live]:
+    """A user with a key and 5 credits, the models priced, the fake provider and the hub
+    in front of it (by default as provider `fake`; `settings_for(upstream_url)` to vary)."""
+    store = SqlStore(db_url)
+    await store.open()
+    admin = Admin(store)
+    _, key = await admin.create_key(USER)
+    await admin.grant(USER, to_units(5))
+    for model in models:
+        await admin.set_rate(model, "chatCompletion", input_rate=rates[0], output_rate=rates[1])
+    fake = FakeProvider()
+    try:
+        with LiveServer(fake) as upstream:
+            settings = (
+                settings_for(upstream.url)
+                if settings_for is not None
+                else make_settings(db_url, provider="fake", base_url=upstream.url + "/v1")
+            )
+            with LiveServer(create_app(settings)) as hub:
+                yield Live(hub.url, key, fake, admin)
+    finally:
+        await store.close()

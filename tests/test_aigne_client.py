@@ -22,12 +22,9 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from examples.fake_provider import REPLY, FakeProvider
-from hub.app import create_app
-from hub.store import SqlStore
-from hub.store.admin import Admin
-from middleware.money import to_credits, to_units
-from tests.conftest import USER, LiveServer, make_settings
+from examples.fake_provider import REPLY
+from middleware.money import to_credits
+from tests.conftest import Live, live_hub
 
 pytestmark = pytest.mark.anyio
 
@@ -78,38 +75,10 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-class Live:
-    def __init__(self, hub_url: str, key: str, admin: Admin) -> None:
-        self.hub_url = hub_url
-        self.key = key
-        self.admin = admin
-
-    async def wait_for_calls(self, count: int) -> list[dict[str, Any]]:
-        """Poll the database (the hub writes from its own thread) until `count` calls settled."""
-        deadline = time.monotonic() + 10
-        while True:
-            calls = await self.admin.list_calls(limit=100)
-            settled = [c for c in calls if c["status"] != "processing"]
-            if len(settled) >= count:
-                return settled
-            if time.monotonic() > deadline:
-                raise AssertionError(f"expected {count} settled calls; calls: {calls}")
-            await anyio.sleep(0.05)
-
-
 @pytest.fixture
 async def live(db_url: str) -> AsyncIterator[Live]:
-    store = SqlStore(db_url)
-    await store.open()
-    admin = Admin(store)
-    _, key = await admin.create_key(USER, name="aigne-sdk")
-    await admin.grant(USER, to_units(5))
-    await admin.set_rate(MODEL, "chatCompletion", input_rate=INPUT_RATE, output_rate=OUTPUT_RATE)
-    with LiveServer(FakeProvider()) as upstream:
-        settings = make_settings(db_url, provider="fake", base_url=upstream.url + "/v1")
-        with LiveServer(create_app(settings)) as hub:
-            yield Live(hub.url, key, admin)
-    await store.close()
+    async with live_hub(db_url, (MODEL,), rates=(INPUT_RATE, OUTPUT_RATE)) as started:
+        yield started
 
 
 def _number(value: Any) -> bool:

@@ -8,64 +8,19 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 
-from examples.fake_provider import FakeProvider
-from hub.app import create_app
-from hub.store import SqlStore
-from hub.store.admin import Admin
-from middleware.money import to_units
-from tests.conftest import USER, LiveServer, make_settings
+from tests.conftest import Live, live_hub
 
 pytestmark = pytest.mark.anyio
 
 MODELS = ("fake/gpt-4o-mini", "fake/stall-model", "fake/slow-model")
 
 
-class Live:
-    def __init__(self, hub_url: str, key: str, fake: FakeProvider, admin: Admin) -> None:
-        self.hub_url = hub_url
-        self.key = key
-        self.fake = fake
-        self.admin = admin
-
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=self.hub_url, timeout=30, headers={"authorization": f"Bearer {self.key}"}
-        )
-
-    async def calls(self) -> list[dict[str, Any]]:
-        return await self.admin.list_calls(limit=100)
-
-    async def wait_for_call(self, **expected: Any) -> dict[str, Any]:
-        """Poll the database (the hub writes from its own thread) until a call matches."""
-        deadline = time.monotonic() + 10
-        while True:
-            calls = await self.calls()
-            for call in calls:
-                if all(call[k] == v for k, v in expected.items()):
-                    return call
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no call matching {expected}; calls: {calls}")
-            await anyio.sleep(0.05)
-
-
 @pytest.fixture
 async def live(db_url: str) -> AsyncIterator[Live]:
-    store = SqlStore(db_url)
-    await store.open()
-    admin = Admin(store)
-    _, key = await admin.create_key(USER)
-    await admin.grant(USER, to_units(5))
-    for model in MODELS:
-        await admin.set_rate(model, "chatCompletion", input_rate=10_000, output_rate=20_000)
-    fake = FakeProvider()
-    with LiveServer(fake) as upstream:
-        settings = make_settings(db_url, provider="fake", base_url=upstream.url + "/v1")
-        with LiveServer(create_app(settings)) as hub:
-            yield Live(hub.url, key, fake, admin)
-    await store.close()
+    async with live_hub(db_url, MODELS) as started:
+        yield started
 
 
 def chat(model: str, **extra: Any) -> dict[str, Any]:

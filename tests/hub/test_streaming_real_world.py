@@ -11,7 +11,6 @@ import functools
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,11 @@ import anyio
 import pytest
 from openai import APIError, AsyncOpenAI
 
-from examples.fake_provider import BIG_CHUNK, FakeProvider
-from hub.app import create_app
+from examples.fake_provider import BIG_CHUNK
 from hub.settings import Limits
-from hub.store import SqlStore
-from hub.store.admin import Admin
-from middleware.money import to_units
-from tests.conftest import USER, LiveServer, make_settings
-from tests.hub.test_live_streaming import Live, chat
+from tests.conftest import Live, make_settings
+from tests.conftest import live_hub as shared_live_hub
+from tests.hub.test_live_streaming import chat
 
 pytestmark = pytest.mark.anyio
 
@@ -43,29 +39,14 @@ MODELS = (
 READ_TIMEOUT = 0.5
 
 
-@asynccontextmanager
-async def live_hub(db_url: str, limits: Limits | None = None) -> AsyncIterator[Live]:
-    """The fake provider and a hub in front of it, each under uvicorn, sharing one store."""
-    store = SqlStore(db_url)
-    await store.open()
-    admin = Admin(store)
-    _, key = await admin.create_key(USER)
-    await admin.grant(USER, to_units(5))
-    for model in MODELS:
-        await admin.set_rate(
-            model, "chatCompletion", input_rate=INPUT_RATE, output_rate=OUTPUT_RATE
-        )
-    fake = FakeProvider()
-    changes: dict[str, Any] = {} if limits is None else {"limits": limits}
-    try:
-        with LiveServer(fake) as upstream:
-            settings = make_settings(
-                db_url, provider="fake", base_url=upstream.url + "/v1", **changes
-            )
-            with LiveServer(create_app(settings)) as hub:
-                yield Live(hub.url, key, fake, admin)
-    finally:
-        await store.close()
+def live_hub(db_url: str, limits: Limits | None = None) -> Any:
+    """The fake provider and a hub in front of it (with these limits), sharing one store."""
+
+    def settings(upstream_url: str) -> Any:
+        changes: dict[str, Any] = {} if limits is None else {"limits": limits}
+        return make_settings(db_url, provider="fake", base_url=upstream_url + "/v1", **changes)
+
+    return shared_live_hub(db_url, MODELS, rates=(INPUT_RATE, OUTPUT_RATE), settings_for=settings)
 
 
 @pytest.fixture

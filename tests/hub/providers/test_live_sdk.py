@@ -12,15 +12,9 @@ from collections.abc import AsyncIterator
 import pytest
 from openai import AsyncOpenAI
 
-from examples.fake_provider import FakeProvider
-from hub.app import create_app
-from hub.settings import ProviderSettings
-from hub.store import SqlStore
-from hub.store.admin import Admin
-from middleware.money import to_units
-from tests.conftest import USER, LiveServer, make_settings
+from hub.settings import ProviderSettings, Settings
+from tests.conftest import Live, live_hub, make_settings
 from tests.hub.providers.test_anthropic import WEATHER_TOOL
-from tests.hub.test_live_streaming import Live
 
 pytestmark = pytest.mark.anyio
 
@@ -29,26 +23,18 @@ MODELS = ("claude/claude-sonnet-4", "gemini/gemini-2.5-flash")
 
 @pytest.fixture
 async def live(db_url: str) -> AsyncIterator[Live]:
-    store = SqlStore(db_url)
-    await store.open()
-    admin = Admin(store)
-    _, key = await admin.create_key(USER)
-    await admin.grant(USER, to_units(5))
-    for model in MODELS:
-        await admin.set_rate(model, "chatCompletion", input_rate=10_000, output_rate=20_000)
-    fake = FakeProvider()
-    with LiveServer(fake) as upstream:
-        gemini = ProviderSettings("gemini", "gemini", upstream.url, ("g-key",))
-        settings = make_settings(
+    def settings(upstream_url: str) -> Settings:
+        gemini = ProviderSettings("gemini", "gemini", upstream_url, ("g-key",))
+        return make_settings(
             db_url,
             provider="claude",
             kind="anthropic",
-            base_url=upstream.url,
+            base_url=upstream_url,
             more_providers=(gemini,),
         )
-        with LiveServer(create_app(settings)) as hub:
-            yield Live(hub.url, key, fake, admin)
-    await store.close()
+
+    async with live_hub(db_url, MODELS, settings_for=settings) as started:
+        yield started
 
 
 @pytest.mark.parametrize("model", MODELS)
