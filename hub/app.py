@@ -8,6 +8,7 @@ import httpx
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hub.metrics import Metrics
 from hub.providers.registry import ProviderRegistry
 from hub.proxy import Proxy
 from hub.routes import MODEL_ROUTES, PUBLIC_PATHS, build_router
@@ -60,8 +61,9 @@ class HubApp:
         self.transport = transport or AiohttpTransport(
             max_connections=limits.upstream_max_connections
         )
+        self.metrics = Metrics()
         proxy = Proxy(self.registry, self.transport, self._price if settings.billing else None)
-        router = build_router(self.store, self.registry, settings.billing)
+        router = build_router(self.store, self.registry, settings.billing, self.metrics)
 
         async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http" and scope["path"] in MODEL_ROUTES:
@@ -71,7 +73,7 @@ class HubApp:
 
         billing = settings.billing
         stack: ASGIApp = BillingMiddleware(dispatch, rates=self.store, enabled=billing)
-        stack = ModelCallMiddleware(stack, log=self.store)
+        stack = ModelCallMiddleware(stack, log=self.store, observers=(self.metrics,))
         stack = CreditCheckMiddleware(
             stack,
             balances=self.store,

@@ -11,6 +11,7 @@ from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
 from hub.dialects import aigne
+from hub.metrics import Metrics
 from hub.providers.registry import ProviderRegistry
 from hub.store import SqlStore
 from hub.store.admin import Admin
@@ -33,10 +34,14 @@ MODEL_ROUTES: dict[str, CallType | CallRoute] = {
     "/api/v2/images/generations": "imageGeneration",
 }
 # No key needed: health, and what the AIGNE SDK reads before it calls (discovery, models).
-PUBLIC_PATHS = frozenset({"/health", "/api/health", "/__blocklet__.js", "/api/ai/models"})
+PUBLIC_PATHS = frozenset(
+    {"/health", "/api/health", "/__blocklet__.js", "/api/ai/models", "/metrics"}
+)
 
 
-def build_router(store: SqlStore, registry: ProviderRegistry, billing: bool = True) -> Router:
+def build_router(
+    store: SqlStore, registry: ProviderRegistry, billing: bool, metrics: Metrics
+) -> Router:
     admin = Admin(store)
 
     async def health(request: Request) -> JSONResponse:
@@ -101,6 +106,9 @@ def build_router(store: SqlStore, registry: ProviderRegistry, billing: bool = Tr
                 return JSONResponse({"available": False, "error": "Insufficient credits."})
         return JSONResponse({"available": True})
 
+    async def prometheus(request: Request) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
     async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
         await send_error(send, 404, "not_found", f"No route for {scope['path']}.")
 
@@ -113,6 +121,7 @@ def build_router(store: SqlStore, registry: ProviderRegistry, billing: bool = Tr
             Route("/__blocklet__.js", blocklet),
             Route("/api/ai/models", ai_models),
             Route("/api/v2/status", status),
+            Route("/metrics", prometheus),
         ],
         default=not_found,
     )

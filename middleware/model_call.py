@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from middleware.call import Call, get_call
 from middleware.errors import send_error
-from middleware.ports import CallLog
+from middleware.ports import CallLog, CallObserver
 
 logger = logging.getLogger("aigne_hub.model_call")
 
@@ -24,9 +25,12 @@ class ModelCallMiddleware:
     returns, so it never sits between the last chunk and the client.
     """
 
-    def __init__(self, app: ASGIApp, *, log: CallLog) -> None:
+    def __init__(
+        self, app: ASGIApp, *, log: CallLog, observers: Sequence[CallObserver] = ()
+    ) -> None:
         self.app = app
         self.log = log
+        self.observers = tuple(observers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         call = get_call(scope)
@@ -34,6 +38,8 @@ class ModelCallMiddleware:
             await self.app(scope, receive, send)
             return
         self.log.open_call(call)
+        for observer in self.observers:
+            observer.opened(call)
         started = False
 
         async def watch(message: Message) -> None:
@@ -62,6 +68,8 @@ class ModelCallMiddleware:
             # Not shielded: a CallLog queues the settle before its first await (see ports),
             # so even a cancelled request is settled, without a cancel scope per call.
             await self._settle(call)
+            for observer in self.observers:
+                observer.settled(call)
 
     async def _settle(self, call: Call) -> None:
         # A settle is idempotent by contract, so retrying through a database hiccup (a

@@ -83,3 +83,11 @@ class ModelCatalog(Protocol):
     def resolve(self, model: str) -> tuple[str, str] | None:
         """(provider, upstream model) for a model name as asked, or None if unknown."""
         ...
+
+
+class CallObserver(Protocol):
+    """Sees every call begin and end (metrics, logs); must not block or raise."""
+
+    def opened(self, call: Call) -> None: ...
+
+    def settled(self, call: Call) -> None: ...

@@ -1,0 +1,142 @@
+"""Prometheus metrics (`GET /metrics`) and one structured log line per call.
+
+A few counters and histograms written in the text exposition format; the hub is one
+process per worker, so in-memory figures per process are what Prometheus expects to scrape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from bisect import bisect_left
+from collections import defaultdict
+
+from middleware.call import Call
+from middleware.money import to_credits
+
+call_log = logging.getLogger("aigne_hub.calls")
+
+# Seconds; model calls run from milliseconds (embeddings) to minutes (long streams).
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+Labels = tuple[tuple[str, str], ...]
+CREDITS = "aigne_hub_credits_total"
+
+
+class _Histogram:
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(BUCKETS, value)] += 1
+        self.total += value
+
+
+class Metrics:
+    """Implements middleware.ports.CallObserver."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.counters: dict[str, defaultdict[Labels, float]] = defaultdict(
+            lambda: defaultdict(float)
+        )
+        self.histograms: dict[str, dict[Labels, _Histogram]] = defaultdict(dict)
+
+    def opened(self, call: Call) -> None:
+        self.in_flight += 1
+
+    def settled(self, call: Call) -> None:
+        self.in_flight -= 1
+        provider = call.provider or "none"
+        base = (("provider", provider), ("model", call.model), ("type", call.call_type))
+        self._count("aigne_hub_calls_total", (*base, ("status", call.status)))
+        usage = call.usage
+        if usage is not None:
+            self._count("aigne_hub_tokens_total", (*base, ("kind", "input")), usage.input_tokens)
+            self._count("aigne_hub_tokens_total", (*base, ("kind", "output")), usage.output_tokens)
+        if call.charge:
+            # Summed in integer units and shown exactly, like every other sum of money here.
+            self._count(CREDITS, base, call.charge)
+        if call.error_code and call.error_code.startswith("upstream_"):
+            labels = (("provider", provider), ("code", call.error_code))
+            self._count("aigne_hub_upstream_errors_total", labels)
+        self._observe(
+            "aigne_hub_call_duration_seconds", base[:1] + base[2:], call.duration_ms / 1000
+        )
+        if call.ttfb_ms is not None:
+            self._observe("aigne_hub_ttfb_seconds", base[:1] + base[2:], call.ttfb_ms / 1000)
+        if call_log.isEnabledFor(logging.INFO):
+            call_log.info(json.dumps(_line(call), separators=(",", ":")))
+
+    def _count(self, name: str, labels: Labels, amount: float = 1.0) -> None:
+        self.counters[name][labels] += amount
+
+    def _observe(self, name: str, labels: Labels, value: float) -> None:
+        histogram = self.histograms[name].get(labels)
+        if histogram is None:
+            histogram = self.histograms[name][labels] = _Histogram()
+        histogram.observe(value)
+
+    def render(self) -> str:
+        """The Prometheus text exposition format."""
+        out = [
+            "# TYPE aigne_hub_calls_in_flight gauge",
+            f"aigne_hub_calls_in_flight {self.in_flight}",
+        ]
+        for name, series in sorted(self.counters.items()):
+            out.append(f"# TYPE {name} counter")
+            for labels, value in series.items():
+                shown = format(to_credits(int(value)), "f") if name == CREDITS else _number(value)
+                out.append(f"{name}{_labels(labels)} {shown}")
+        for name, histograms in sorted(self.histograms.items()):
+            out.append(f"# TYPE {name} histogram")
+            for labels, histogram in histograms.items():
+                running = 0
+                for bound, count in zip((*BUCKETS, float("inf")), histogram.counts, strict=True):
+                    running += count
+                    le = "+Inf" if bound == float("inf") else repr(bound)
+                    out.append(f"{name}_bucket{_labels((*labels, ('le', le)))} {running}")
+                out.append(f"{name}_sum{_labels(labels)} {_number(histogram.total)}")
+                out.append(f"{name}_count{_labels(labels)} {running}")
+        return "\n".join(out) + "\n"
+
+
+def _labels(labels: Labels) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels) + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def _line(call: Call) -> dict[str, object]:
+    """What the call log says of a call: no prompt, no answer, no key."""
+    usage = call.usage
+    return {
+        "call": call.id,
+        "request": call.request_id,
+        "user": call.identity.user_did,
+        "app": call.app_did,
+        "key": call.identity.key_id,
+        "provider": call.provider,
+        "model": call.model,
+        "type": call.call_type,
+        "stream": call.stream,
+        "status": call.status,
+        "http": call.http_status,
+        "error": call.error_code,
+        "input_tokens": usage.input_tokens if usage else 0,
+        "output_tokens": usage.output_tokens if usage else 0,
+        "estimated": call.usage_estimated,
+        "credits": str(to_credits(call.charge or 0)),
+        "duration_ms": call.duration_ms,
+        "ttfb_ms": call.ttfb_ms,
+        "attempts": call.attempts,
+    }

@@ -1,0 +1,53 @@
+"""Prometheus metrics and the per-call log line."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import pytest
+import respx
+
+from tests.conftest import PROVIDER_KEY, Hub
+from tests.hub.test_proxy import completion
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_metrics_count_calls_tokens_credits_and_errors(
+    hub: Hub, mock_upstream: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    route = mock_upstream.post("/chat/completions")
+    route.side_effect = [
+        httpx.Response(200, json=completion(9, 3)),
+        httpx.Response(200, json=completion(9, 3)),
+        httpx.Response(503, json={"error": {"message": "down"}}),
+    ]
+    caplog.set_level(logging.INFO, logger="aigne_hub.calls")
+
+    for _ in range(3):
+        await hub.chat()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=hub.app), base_url="http://hub.test"
+    ) as anonymous:
+        scraped = await anonymous.get("/metrics")
+
+    assert scraped.status_code == 200
+    text = scraped.text
+    labels = 'provider="mock",model="mock/gpt-4o-mini",type="chatCompletion"'
+    assert f'aigne_hub_calls_total{{{labels},status="success"}} 2' in text
+    assert f'aigne_hub_calls_total{{{labels},status="failed"}} 1' in text
+    assert f'aigne_hub_tokens_total{{{labels},kind="input"}} 18' in text
+    # Two calls of 9 input and 3 output tokens at 0.000001 and 0.000002 a token, exactly.
+    assert f"aigne_hub_credits_total{{{labels}}} 0.00003" in text
+    assert 'aigne_hub_upstream_errors_total{provider="mock",code="upstream_error"} 1' in text
+    assert "aigne_hub_calls_in_flight 0" in text
+    assert 'aigne_hub_call_duration_seconds_count{provider="mock",type="chatCompletion"} 3' in text
+    lines = [json.loads(r.message) for r in caplog.records if r.name == "aigne_hub.calls"]
+    assert [line["status"] for line in lines] == ["success", "success", "failed"]
+    assert lines[0]["input_tokens"] == 9 and lines[0]["credits"] == "0.000015"
+    assert all(
+        hub.key not in r.message and PROVIDER_KEY not in r.message and "Say hi" not in r.message
+        for r in caplog.records
+    )
