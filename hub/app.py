@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import httpx
@@ -29,6 +30,8 @@ from middleware.call import Call
 from middleware.parse import APP_DID_HEADER
 
 logger = logging.getLogger("aigne_hub")
+
+STORED_KEYS_RELOAD_SECONDS = 30.0
 
 
 class HubApp:
@@ -103,10 +106,16 @@ class HubApp:
                 expose_headers=["x-request-id"],
             )
         self.started = False
+        self._reloader: asyncio.Task[None] | None = None
 
-    async def _load_stored_keys(self) -> None:
-        """Provider keys kept in the database join their providers' pools."""
+    async def load_stored_keys(self) -> None:
+        """Provider keys kept in the database join their providers' pools; keys removed
+        from it leave them (keys from the configuration stay)."""
         stored = await Admin(self.store).sealed_credentials()
+        for adapter in self.registry.providers.values():
+            adapter.pool.keep_only_configured_and(
+                {row["sealed"] for row in stored if row["provider"] == adapter.name}
+            )
         if not stored:
             return
         settings = self.settings
@@ -122,7 +131,16 @@ class HubApp:
             if provider is None:
                 logger.warning("a stored key is for provider '%s', not configured", row["provider"])
                 continue
-            provider.pool.add(box.open(row["sealed"]), int(row["weight"]))
+            provider.pool.add(box.open(row["sealed"]), int(row["weight"]), row["sealed"])
+
+    async def _reload_stored_keys(self) -> None:
+        # `credentials add` and `remove` take effect without a restart, on every instance.
+        while True:
+            await asyncio.sleep(STORED_KEYS_RELOAD_SECONDS)
+            try:
+                await self.load_stored_keys()
+            except Exception:
+                logger.exception("reloading stored provider keys failed; keeping the old ones")
 
     async def _price(self, call: Call) -> int:
         """What a finished call costs, for answers that show it (the AIGNE format)."""
@@ -131,7 +149,8 @@ class HubApp:
 
     async def startup(self) -> None:
         await self.store.open()
-        await self._load_stored_keys()
+        await self.load_stored_keys()
+        self._reloader = asyncio.get_running_loop().create_task(self._reload_stored_keys())
         self.started = True
         logger.info(
             "AIGNE Hub ready: mode=%s, providers=%s",
@@ -141,6 +160,8 @@ class HubApp:
 
     async def shutdown(self) -> None:
         if self.started:
+            if self._reloader is not None:
+                self._reloader.cancel()
             await self.transport.aclose()
             await self.store.close()
             self.started = False

@@ -331,7 +331,7 @@ async def _credentials_add(admin: Admin, args: argparse.Namespace) -> dict[str, 
     box = load_box(settings.encryption_key, settings.encryption_key_file, create=True)
     assert box is not None
     added = await admin.add_credential(args.provider, secret, box, args.weight)
-    print("Stored encrypted; restart the hub to use it.", file=sys.stderr)
+    print("Stored encrypted; running hubs pick it up within 30 s.", file=sys.stderr)
     return added
 
 

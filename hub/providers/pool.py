@@ -34,6 +34,7 @@ class Credential:
     disabled_until: float = 0.0
     refusals: int = 0
     uses: int = field(default=0)
+    stored_as: str | None = None  # the sealed form, for keys kept in the database
 
     def effective_weight(self, now: float) -> float:
         if self.disabled_until > now:
@@ -61,13 +62,23 @@ class CredentialPool:
         ]
         self.clock = clock
 
-    def add(self, secret: str, weight: int) -> None:
-        """One more key (stored in the database rather than the config file)."""
+    def add(self, secret: str, weight: int, stored_as: str) -> None:
+        """One more key, stored in the database (as `stored_as`) rather than the config."""
         if len(self.credentials) == 1 and self.credentials[0].secret is None:
             self.credentials = []  # the keyless placeholder gives way to a real key
         if any(c.secret == secret for c in self.credentials):
             return
-        self.credentials.append(Credential(secret, weight, self.build(secret), mask(secret)))
+        credential = Credential(secret, weight, self.build(secret), mask(secret))
+        credential.stored_as = stored_as
+        self.credentials.append(credential)
+
+    def keep_only_configured_and(self, stored: set[str]) -> None:
+        """Drop keys from the database that it no longer holds (removed by an operator)."""
+        kept = [c for c in self.credentials if c.stored_as is None or c.stored_as in stored]
+        if kept:
+            self.credentials = kept
+        else:  # all keys gone: back to a keyless provider rather than none at all
+            self.credentials = [Credential(None, 100, self.build(None), "none")]
 
     def __len__(self) -> int:
         return len(self.credentials)

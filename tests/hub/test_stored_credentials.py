@@ -102,3 +102,36 @@ def test_the_cli_stores_a_key_from_stdin_and_never_prints_it(
     assert json.loads(capsys.readouterr().out) == []
     assert oct((tmp_path / "hub.key").stat().st_mode)[-3:] == "600"
     assert main(["credentials", "add", "nobody", "--key", "x", "--config", str(config)]) == 1
+
+
+async def test_keys_added_or_removed_while_the_hub_runs_take_effect_on_reload(
+    db_url: str,
+) -> None:
+    key = Fernet.generate_key().decode()
+    keyless = ProviderSettings("mock", "openai", UPSTREAM, (), ("gpt-4o-mini",))
+    settings = replace(make_settings(db_url), providers={"mock": keyless}, encryption_key=key)
+    with respx.mock(base_url=UPSTREAM, assert_all_called=False) as upstream:
+        route = upstream.post("/chat/completions").respond(
+            json={"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+        )
+        hub = await start_hub(settings, httpx.MockTransport(upstream.async_handler))
+        try:
+            await hub.chat()
+            before = route.calls.last.request.headers.get("authorization")
+            # An operator runs `aigne-hub credentials add` against the same database.
+            other = SqlStore(db_url)
+            await other.open()
+            added = await Admin(other).add_credential("mock", STORED_KEY, SecretBox(key.encode()))
+            await hub.app.load_stored_keys()  # what the hub does every 30 s
+            await hub.chat()
+            during = route.calls.last.request.headers.get("authorization")
+            await Admin(other).remove_credential(added["id"])
+            await other.close()
+            await hub.app.load_stored_keys()
+            await hub.chat()
+            after = route.calls.last.request.headers.get("authorization")
+        finally:
+            await hub.client.aclose()
+            await hub.app.shutdown()
+
+    assert before is None and during == f"Bearer {STORED_KEY}" and after is None
