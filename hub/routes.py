@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
+from hub import usage_api
 from hub.dialects import aigne
 from hub.metrics import Metrics
 from hub.providers.registry import ProviderRegistry
@@ -122,6 +123,7 @@ def build_router(
             Route("/api/ai/models", ai_models),
             Route("/api/v2/status", status),
             Route("/metrics", prometheus),
+            *usage_api.routes(admin),
         ],
         default=not_found,
     )

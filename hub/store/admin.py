@@ -179,18 +179,30 @@ class Admin:
         self,
         *,
         user_did: str | None = None,
+        app_did: str | None = None,
         model: str | None = None,
         status: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
         limit: int = 50,
+        offset: int = 0,
     ) -> list[dict[str, Any]]:
         """Newest first, `processing` (in-flight) calls included."""
-        query = select(model_calls).order_by(model_calls.c.request_at.desc()).limit(limit)
-        if user_did is not None:
-            query = query.where(model_calls.c.user_did == user_did)
-        if model is not None:
-            query = query.where(model_calls.c.model == model)
-        if status is not None:
-            query = query.where(model_calls.c.status == status)
+        c = model_calls.c
+        query = select(model_calls).order_by(c.request_at.desc(), c.id.desc())
+        query = query.limit(limit).offset(offset)
+        for column, value in (
+            (c.user_did, user_did),
+            (c.app_did, app_did),
+            (c.model, model),
+            (c.status, status),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(c.request_at >= since)
+        if until is not None:
+            query = query.where(c.request_at < until)
         return await self.store.query(query)
 
     # -- provider keys kept in the database -------------------------------------------
