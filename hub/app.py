@@ -66,7 +66,7 @@ class HubApp:
         )
         self.metrics = Metrics()
         proxy = Proxy(self.registry, self.transport, self._price if settings.billing else None)
-        router = build_router(self.store, self.registry, settings.billing, self.metrics)
+        router = build_router(self.store, self.registry, settings, self.metrics)
 
         async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http" and scope["path"] in MODEL_ROUTES:

@@ -10,10 +10,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
-from hub import usage_api
+from hub import admin_api, usage_api
 from hub.dialects import aigne
 from hub.metrics import Metrics
 from hub.providers.registry import ProviderRegistry
+from hub.settings import Settings
 from hub.store import SqlStore
 from hub.store.admin import Admin
 from middleware.call import CallType, get_identity
@@ -41,8 +42,9 @@ PUBLIC_PATHS = frozenset(
 
 
 def build_router(
-    store: SqlStore, registry: ProviderRegistry, billing: bool, metrics: Metrics
+    store: SqlStore, registry: ProviderRegistry, settings: Settings, metrics: Metrics
 ) -> Router:
+    billing = settings.billing
     admin = Admin(store)
 
     async def health(request: Request) -> JSONResponse:
@@ -124,6 +126,7 @@ def build_router(
             Route("/api/v2/status", status),
             Route("/metrics", prometheus),
             *usage_api.routes(admin),
+            *admin_api.routes(admin, settings),
         ],
         default=not_found,
     )

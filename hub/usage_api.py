@@ -20,29 +20,39 @@ from middleware.errors import error_body
 from middleware.money import to_credits
 
 MAX_PAGE = 500
-_MONEY = {"credits", "balance", "granted", "metered"}
+_MONEY = {
+    "credits",
+    "balance",
+    "granted",
+    "metered",
+    "amount",
+    "input_rate",
+    "output_rate",
+    "cached_rate",
+    "image_rate",
+}
 _BUCKETS = {"hour": 3600, "day": 86400}
 
 
 def routes(admin: Admin) -> list[Route]:
     async def balance(request: Request) -> Response:
-        identity = _identity(request)
+        identity = identity_of(request)
         ledger = await admin.ledger(identity.user_did)
-        return JSONResponse(_shown({"user_did": identity.user_did, **ledger}))
+        return JSONResponse(shown({"user_did": identity.user_did, **ledger}))
 
     async def my_calls(request: Request) -> Response:
-        return await _calls(request, admin, user_did=_identity(request).user_did)
+        return await _calls(request, admin, user_did=identity_of(request).user_did)
 
     async def my_usage(request: Request) -> Response:
-        return await _usage(request, admin, user_did=_identity(request).user_did)
+        return await _usage(request, admin, user_did=identity_of(request).user_did)
 
     async def all_calls(request: Request) -> Response:
-        if (refused := _admin_only(request)) is not None:
+        if (refused := admin_only(request)) is not None:
             return refused
         return await _calls(request, admin, user_did=request.query_params.get("user"))
 
     async def all_usage(request: Request) -> Response:
-        if (refused := _admin_only(request)) is not None:
+        if (refused := admin_only(request)) is not None:
             return refused
         return await _usage(request, admin, user_did=request.query_params.get("user"))
 
@@ -55,14 +65,14 @@ def routes(admin: Admin) -> list[Route]:
     ]
 
 
-def _identity(request: Request) -> Identity:
+def identity_of(request: Request) -> Identity:
     identity = get_identity(request.scope)
     assert identity is not None  # the auth middleware lets no anonymous request this far
     return identity
 
 
-def _admin_only(request: Request) -> Response | None:
-    if _identity(request).is_admin:
+def admin_only(request: Request) -> Response | None:
+    if identity_of(request).is_admin:
         return None
     return Response(
         error_body(403, "admin_only", "This route is for the hub's admins."),
@@ -93,7 +103,7 @@ async def _calls(request: Request, admin: Admin, user_did: str | None) -> Respon
     more = len(rows) == filters["limit"]
     return JSONResponse(
         {
-            "data": [_shown(row) for row in rows],
+            "data": [shown(row) for row in rows],
             "next_offset": filters["offset"] + len(rows) if more else None,
         }
     )
@@ -141,7 +151,7 @@ def _csv(rows: list[dict[str, Any]]) -> Response:
     if rows:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(_shown(row) for row in rows)
+        writer.writerows(shown(row) for row in rows)
     return Response(
         out.getvalue(),
         media_type="text/csv",
@@ -149,7 +159,7 @@ def _csv(rows: list[dict[str, Any]]) -> Response:
     )
 
 
-def _shown(row: dict[str, Any]) -> dict[str, Any]:
+def shown(row: dict[str, Any]) -> dict[str, Any]:
     """Money as exact decimal strings, never floats."""
     return {
         k: str(to_credits(v)) if k in _MONEY and isinstance(v, int) else v for k, v in row.items()

@@ -88,6 +88,22 @@ class Admin:
         values = {"p_id": key_id, "p_now": time.time()}
         return await self.store.run(lambda: self._exec(self.sql.revoke_key, values)) > 0
 
+    async def list_accounts(self) -> list[dict[str, Any]]:
+        """Every account with its balance."""
+        c = accounts.c
+        return await self.store.query(
+            select(c.did, c.name, c.is_admin, c.balance, c.created_at).order_by(c.created_at)
+        )
+
+    async def key_owner(self, key_id: str) -> str | None:
+        """The user DID a key belongs to, or None if there is no such key."""
+        rows = await self.store.query(
+            select(accounts.c.did)
+            .select_from(api_keys.join(accounts, api_keys.c.account_id == accounts.c.id))
+            .where(api_keys.c.id == key_id)
+        )
+        return str(rows[0]["did"]) if rows else None
+
     async def list_keys(self, did: str | None = None) -> list[dict[str, Any]]:
         query = (
             select(

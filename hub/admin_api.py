@@ -1,0 +1,206 @@
+"""Managing the hub over HTTP: accounts, keys, grants, rates and stored provider keys for
+admins (`/api/admin/...`), and a user's own keys (`/api/user/keys`).
+
+Bodies are JSON. A state-changing request made with a session cookie (not a key) must say
+`content-type: application/json`: a cross-site form cannot, which keeps CSRF out.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hub.secrets import load_box
+from hub.settings import Settings
+from hub.store.admin import CALL_TYPES, Admin
+from hub.usage_api import admin_only, identity_of, shown
+from middleware.errors import HubError, error_body
+from middleware.money import to_units
+
+
+def routes(admin: Admin, settings: Settings) -> list[Route]:
+    async def accounts(request: Request) -> Response:
+        return JSONResponse([shown(a) for a in await admin.list_accounts()])
+
+    async def all_keys(request: Request) -> Response:
+        if request.method == "POST":
+            body = await _json(request)
+            return await _create_key(admin, _text(body, "user"), body)
+        return JSONResponse(await admin.list_keys(request.query_params.get("user")))
+
+    async def my_keys(request: Request) -> Response:
+        user = identity_of(request).user_did
+        if request.method == "POST":
+            return await _create_key(admin, user, await _json(request))
+        return JSONResponse(await admin.list_keys(user))
+
+    async def revoke(request: Request) -> Response:
+        key_id = request.path_params["key_id"]
+        caller = identity_of(request)
+        owner = await admin.key_owner(key_id)
+        # A user may revoke only their own keys; to them, others' keys do not exist.
+        if owner is None or (not caller.is_admin and owner != caller.user_did):
+            raise HubError(404, "not_found", f"No key with id {key_id}.")
+        revoked = await admin.revoke_key(key_id)
+        return JSONResponse({"id": key_id, "revoked": True, "was_live": revoked})
+
+    async def grants(request: Request) -> Response:
+        body = await _json(request)
+        units = _credits(body, "amount")
+        balance = await admin.grant(_text(body, "user"), units, body.get("note"))
+        return JSONResponse(shown({"user_did": body["user"], "granted": units, "balance": balance}))
+
+    async def rates(request: Request) -> Response:
+        if request.method == "PUT":
+            entries = await _json(request)
+            if not isinstance(entries, list):
+                raise HubError(400, "invalid_request", "Send a list of rates.")
+            parsed = [_rate(entry, i) for i, entry in enumerate(entries)]  # all, or none
+            for model, call_type, values in parsed:
+                await admin.set_rate(model, call_type, **values)
+        return JSONResponse([shown(r) for r in await admin.list_rates()])
+
+    async def credentials(request: Request) -> Response:
+        if request.method == "POST":
+            body = await _json(request)
+            provider = _text(body, "provider")
+            if provider not in settings.providers:
+                raise HubError(404, "not_found", f"No provider '{provider}' is configured.")
+            box = load_box(settings.encryption_key, settings.encryption_key_file, create=True)
+            assert box is not None
+            weight = body.get("weight", 100)
+            if not isinstance(weight, int) or isinstance(weight, bool) or weight <= 0:
+                raise HubError(
+                    400, "invalid_field", "'weight' must be a positive integer.", "weight"
+                )
+            added = await admin.add_credential(provider, _text(body, "key"), box, weight)
+            return JSONResponse(added, status_code=201)
+        return JSONResponse(await admin.list_credentials())
+
+    async def remove_credential(request: Request) -> Response:
+        credential_id = request.path_params["credential_id"]
+        if not await admin.remove_credential(credential_id):
+            raise HubError(404, "not_found", f"No stored key with id {credential_id}.")
+        return JSONResponse({"id": credential_id, "removed": True})
+
+    guarded = [
+        ("/api/admin/accounts", accounts, ["GET"]),
+        ("/api/admin/keys", all_keys, ["GET", "POST"]),
+        ("/api/admin/keys/{key_id}", revoke, ["DELETE"]),
+        ("/api/admin/grants", grants, ["POST"]),
+        ("/api/admin/rates", rates, ["GET", "PUT"]),
+        ("/api/admin/credentials", credentials, ["GET", "POST"]),
+        ("/api/admin/credentials/{credential_id}", remove_credential, ["DELETE"]),
+    ]
+    return [
+        *(
+            Route(path, _endpoint(handler, admins_only=True), methods=methods)
+            for path, handler, methods in guarded
+        ),
+        Route("/api/user/keys", _endpoint(my_keys), methods=["GET", "POST"]),
+        Route("/api/user/keys/{key_id}", _endpoint(revoke), methods=["DELETE"]),
+    ]
+
+
+def _endpoint(handler: Any, admins_only: bool = False) -> Any:
+    async def endpoint(request: Request) -> Response:
+        if admins_only and (refused := admin_only(request)) is not None:
+            return refused
+        if (
+            request.method != "GET"
+            and identity_of(request).via == "session"
+            and request.headers.get("content-type", "").split(";")[0] != "application/json"
+        ):
+            return _error(HubError(403, "csrf", "Send JSON (content-type: application/json)."))
+        try:
+            response: Response = await handler(request)
+            return response
+        except HubError as exc:
+            return _error(exc)
+        except LookupError as exc:
+            return _error(HubError(404, "not_found", str(exc)))
+        except ValueError as exc:
+            return _error(HubError(400, "invalid_request", str(exc)))
+
+    return endpoint
+
+
+def _error(exc: HubError) -> Response:
+    return Response(
+        error_body(exc.status, exc.code, exc.message, exc.param),
+        status_code=exc.status,
+        media_type="application/json",
+    )
+
+
+async def _json(request: Request) -> Any:
+    try:
+        return json.loads(await request.body())
+    except ValueError as exc:
+        raise HubError(400, "invalid_json", f"The request body is not valid JSON: {exc}") from exc
+
+
+def _text(body: Any, name: str) -> str:
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, str) or not value:
+        raise HubError(400, "missing_field", f"The field '{name}' is required.", name)
+    return value
+
+
+def _credits(body: dict[str, Any], name: str) -> int:
+    value = body.get(name)
+    try:
+        return to_units(Decimal(str(value)))
+    except (InvalidOperation, ValueError) as exc:
+        raise HubError(
+            400,
+            "invalid_field",
+            f"'{name}' must be a number of credits with at most 10 decimals.",
+            name,
+        ) from exc
+
+
+async def _create_key(admin: Admin, user: str, body: dict[str, Any]) -> Response:
+    days = body.get("expires_days")
+    if days is not None and (not isinstance(days, int | float) or days <= 0):
+        raise HubError(400, "invalid_field", "'expires_days' must be positive.", "expires_days")
+    key_id, secret = await admin.create_key(
+        user,
+        name=body.get("name"),
+        app_did=body.get("app"),
+        expires_at=time.time() + days * 86400 if days else None,
+    )
+    # The only time the secret is shown: it is stored as a hash.
+    return JSONResponse({"id": key_id, "key": secret, "user_did": user}, status_code=201)
+
+
+def _rate(entry: Any, index: int) -> tuple[str, Any, dict[str, Any]]:
+    if not isinstance(entry, dict):
+        raise HubError(400, "invalid_request", f"Rate {index} is not an object.")
+    call_type = entry.get("type", "chatCompletion")
+    if call_type not in CALL_TYPES:
+        raise HubError(400, "invalid_field", f"Rate {index}: unknown type {call_type!r}.", "type")
+
+    def units(name: str, required: bool) -> int | None:
+        if entry.get(name) is None:
+            if required:
+                raise HubError(400, "missing_field", f"Rate {index}: '{name}' is required.", name)
+            return None
+        value = _credits(entry, name)
+        if value < 0:
+            raise HubError(400, "invalid_field", f"Rate {index}: '{name}' is negative.", name)
+        return value
+
+    values = {
+        "input_rate": units("input", True) or 0,
+        "output_rate": units("output", call_type == "chatCompletion") or 0,
+        "cached_rate": units("cached", False),
+        "image_rate": units("image", call_type == "imageGeneration"),
+    }
+    return _text(entry, "model"), call_type, values
