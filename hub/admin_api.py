@@ -14,8 +14,8 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from hub.json_route import JsonRoute
 from hub.secrets import load_box
 from hub.settings import Settings
 from hub.store.admin import CALL_TYPES, Admin
@@ -24,7 +24,7 @@ from middleware.errors import HubError, error_body
 from middleware.money import to_units
 
 
-def routes(admin: Admin, settings: Settings) -> list[Route]:
+def routes(admin: Admin, settings: Settings) -> list[JsonRoute]:
     async def accounts(request: Request) -> Response:
         return JSONResponse([shown(a) for a in await admin.list_accounts()])
 
@@ -100,11 +100,11 @@ def routes(admin: Admin, settings: Settings) -> list[Route]:
     ]
     return [
         *(
-            Route(path, _endpoint(handler, admins_only=True), methods=methods)
+            JsonRoute(path, _endpoint(handler, admins_only=True), methods=methods)
             for path, handler, methods in guarded
         ),
-        Route("/api/user/keys", _endpoint(my_keys), methods=["GET", "POST"]),
-        Route("/api/user/keys/{key_id}", _endpoint(revoke), methods=["DELETE"]),
+        JsonRoute("/api/user/keys", _endpoint(my_keys), methods=["GET", "POST"]),
+        JsonRoute("/api/user/keys/{key_id}", _endpoint(revoke), methods=["DELETE"]),
     ]
 
 

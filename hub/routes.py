@@ -7,11 +7,12 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, Router
+from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
 
 from hub import admin_api, usage_api
 from hub.dialects import aigne
+from hub.json_route import JsonRoute
 from hub.metrics import Metrics
 from hub.providers.registry import ProviderRegistry
 from hub.settings import Settings
@@ -117,14 +118,14 @@ def build_router(
 
     return Router(
         routes=[
-            Route("/health", health),
-            Route("/api/health", health),
-            Route("/v1/models", models),
-            Route("/api/v2/models", models),
-            Route("/__blocklet__.js", blocklet),
-            Route("/api/ai/models", ai_models),
-            Route("/api/v2/status", status),
-            Route("/metrics", prometheus),
+            JsonRoute("/health", health),
+            JsonRoute("/api/health", health),
+            JsonRoute("/v1/models", models),
+            JsonRoute("/api/v2/models", models),
+            JsonRoute("/__blocklet__.js", blocklet),
+            JsonRoute("/api/ai/models", ai_models),
+            JsonRoute("/api/v2/status", status),
+            JsonRoute("/metrics", prometheus),
             *usage_api.routes(admin),
             *admin_api.routes(admin, settings),
         ],

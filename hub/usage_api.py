@@ -12,8 +12,8 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from hub.json_route import JsonRoute
 from hub.store.admin import Admin
 from middleware.call import Identity, get_identity
 from middleware.errors import error_body
@@ -34,7 +34,7 @@ _MONEY = {
 _BUCKETS = {"hour": 3600, "day": 86400}
 
 
-def routes(admin: Admin) -> list[Route]:
+def routes(admin: Admin) -> list[JsonRoute]:
     async def balance(request: Request) -> Response:
         identity = identity_of(request)
         ledger = await admin.ledger(identity.user_did)
@@ -57,11 +57,11 @@ def routes(admin: Admin) -> list[Route]:
         return await _usage(request, admin, user_did=request.query_params.get("user"))
 
     return [
-        Route("/api/user/balance", balance),
-        Route("/api/user/calls", my_calls),
-        Route("/api/user/usage", my_usage),
-        Route("/api/admin/calls", all_calls),
-        Route("/api/admin/usage", all_usage),
+        JsonRoute("/api/user/balance", balance),
+        JsonRoute("/api/user/calls", my_calls),
+        JsonRoute("/api/user/usage", my_usage),
+        JsonRoute("/api/admin/calls", all_calls),
+        JsonRoute("/api/admin/usage", all_usage),
     ]
 
 

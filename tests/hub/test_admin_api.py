@@ -133,3 +133,9 @@ async def test_bad_bodies_are_clear_400s(admin_hub: Hub) -> None:
     assert (bad_json.status_code, bad_json.json()["error"]["code"]) == (400, "invalid_json")
     assert no_user.json()["error"]["param"] == "user"
     assert bad_amount.json()["error"]["param"] == "amount"
+
+
+async def test_a_wrong_method_is_a_json_405(admin_hub: Hub) -> None:
+    response = await admin_hub.client.delete("/api/admin/rates")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
