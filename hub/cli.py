@@ -165,6 +165,17 @@ def _parser() -> argparse.ArgumentParser:
     remove_cred.add_argument("credential_id")
     remove_cred.set_defaults(handler=_run(_credentials_remove))
 
+    admin_cmd = commands.add_parser(
+        "admin", parents=[common], help="people's access to the dashboard"
+    ).add_subparsers(title="admin")
+    link = admin_cmd.add_parser(
+        "login-link", parents=[common], help="print a one-time sign-in link"
+    )
+    link.add_argument("--user", required=True, help="the user DID to sign in")
+    link.add_argument("--minutes", type=float, default=10, help="how long it stays valid")
+    link.add_argument("--url", help="the hub's address (default: from the configuration)")
+    link.set_defaults(handler=_run(_login_link))
+
     calls = commands.add_parser("calls", parents=[common], help="model calls").add_subparsers(
         title="calls"
     )
@@ -343,6 +354,19 @@ async def _credentials_remove(admin: Admin, args: argparse.Namespace) -> dict[st
     if not await admin.remove_credential(args.credential_id):
         raise LookupError(f"no stored key with id {args.credential_id}")
     return {"id": args.credential_id, "removed": True}
+
+
+async def _login_link(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    if args.minutes <= 0:
+        raise ValueError("--minutes must be more than 0")
+    settings: Settings = args.settings
+    base = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    token = await admin.create_login_link(args.user, args.minutes)
+    return {
+        "user_did": args.user,
+        "url": f"{base}/login/link?token={token}",
+        "valid_minutes": args.minutes,
+    }
 
 
 async def _calls_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, Any]]:

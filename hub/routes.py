@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
 
-from hub import admin_api, usage_api
+from hub import admin_api, login, usage_api
 from hub.dialects import aigne
 from hub.json_route import JsonRoute
 from hub.metrics import Metrics
@@ -18,6 +18,7 @@ from hub.providers.registry import ProviderRegistry
 from hub.settings import Settings
 from hub.store import SqlStore
 from hub.store.admin import Admin
+from middleware.auth import session_signer
 from middleware.call import CallType, get_identity
 from middleware.errors import send_error
 from middleware.parse import Route as CallRoute
@@ -38,14 +39,25 @@ MODEL_ROUTES: dict[str, CallType | CallRoute] = {
 }
 # No key needed: health, and what the AIGNE SDK reads before it calls (discovery, models).
 PUBLIC_PATHS = frozenset(
-    {"/health", "/api/health", "/__blocklet__.js", "/api/ai/models", "/metrics"}
+    {
+        "/health",
+        "/api/health",
+        "/__blocklet__.js",
+        "/api/ai/models",
+        "/metrics",
+        "/login",
+        "/login/link",
+        "/logout",
+    }
 )
+SESSION_MAX_AGE = 7 * 24 * 3600
 
 
 def build_router(
     store: SqlStore, registry: ProviderRegistry, settings: Settings, metrics: Metrics
 ) -> Router:
     billing = settings.billing
+    signer = session_signer(settings.session_secret)
     admin = Admin(store)
 
     async def health(request: Request) -> JSONResponse:
@@ -128,6 +140,7 @@ def build_router(
             JsonRoute("/metrics", prometheus),
             *usage_api.routes(admin),
             *admin_api.routes(admin, settings),
+            *login.routes(admin, store, lambda did: str(signer.dumps(did)), SESSION_MAX_AGE),
         ],
         default=not_found,
     )

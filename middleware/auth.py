@@ -33,6 +33,11 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def session_signer(secret: str) -> URLSafeTimedSerializer:
+    """What signs and checks session cookies (the login pages sign, this layer checks)."""
+    return URLSafeTimedSerializer(secret, salt="aigne-hub-session")
+
+
 class _KeyCache:
     """Short-lived lookups, so revocation takes effect within `ttl` seconds.
 
@@ -88,11 +93,7 @@ class AuthMiddleware:
         self.public_paths = frozenset(public_paths)
         self.cache = _KeyCache(cache_seconds)
         self.session_max_age = session_max_age
-        self.sessions = (
-            URLSafeTimedSerializer(session_secret, salt="aigne-hub-session")
-            if session_secret
-            else None
-        )
+        self.sessions = session_signer(session_secret) if session_secret else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.public_paths:

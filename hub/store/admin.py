@@ -10,7 +10,14 @@ from sqlalchemy import select
 
 from hub.secrets import SecretBox, mask
 from hub.store.raw import Exec, Fetch, Operation
-from hub.store.schema import accounts, ai_credentials, ai_model_rates, api_keys, model_calls
+from hub.store.schema import (
+    accounts,
+    ai_credentials,
+    ai_model_rates,
+    api_keys,
+    login_links,
+    model_calls,
+)
 from hub.store.sql import SqlStore
 from middleware.auth import hash_key, new_api_key
 from middleware.call import CallType
@@ -263,3 +270,29 @@ class Admin:
         return await self.store.query(
             select(c.provider, c.sealed, c.weight).where(c.removed_at.is_(None))
         )
+
+    # -- one-time sign-in links ---------------------------------------------------------
+
+    async def create_login_link(self, did: str, minutes: float = 10) -> str:
+        """A one-time sign-in token for a user (kept only as a hash)."""
+        token = secrets.token_urlsafe(32)
+        await self.ensure_account(did)
+        await self.store.execute(
+            login_links.insert().values(
+                token_hash=hash_key(token), user_did=did, expires_at=time.time() + minutes * 60
+            )
+        )
+        return token
+
+    async def use_login_link(self, token: str) -> str | None:
+        """The user a live token signs in, spending it; None if unknown, used or expired."""
+        c = login_links.c
+        spent = await self.store.execute(
+            login_links.update()
+            .where(c.token_hash == hash_key(token), c.used_at.is_(None), c.expires_at > time.time())
+            .values(used_at=time.time())
+        )
+        if not spent:
+            return None
+        rows = await self.store.query(select(c.user_did).where(c.token_hash == hash_key(token)))
+        return str(rows[0]["user_did"])

@@ -67,7 +67,7 @@ def _meter_triggers(dialect: Dialect) -> list[str]:
 
 
 _ADDED_LATER = {"model_calls": ("usage_estimated", "attempts", "credential")}
-_TABLES_ADDED_LATER = {"ai_credentials"}
+_TABLES_ADDED_LATER = {"ai_credentials", "login_links"}
 
 
 def _as_in_v1(table: Table) -> Table:
@@ -97,11 +97,16 @@ def _v4_credentials(dialect: Dialect) -> list[str]:
     return [str(CreateTable(table).compile(dialect=dialect))]
 
 
+def _v5_login_links(dialect: Dialect) -> list[str]:
+    return [str(CreateTable(schema.login_links).compile(dialect=dialect))]
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
     (2, "model_calls.usage_estimated", _v2_usage_estimated),
     (3, "model_calls.attempts and credential", _v3_attempts),
     (4, "ai_credentials", _v4_credentials),
+    (5, "login_links", _v5_login_links),
 ]
 LATEST = MIGRATIONS[-1][0]
 

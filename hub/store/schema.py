@@ -148,3 +148,13 @@ ai_credentials = Table(
     Column("created_at", Float, nullable=False),
     Column("removed_at", Float, nullable=True),
 )
+
+# Added by migration 5: one-time sign-in links (`aigne-hub admin login-link`), kept hashed.
+login_links = Table(
+    "login_links",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_did", String(200), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("used_at", Float, nullable=True),
+)

@@ -1,0 +1,74 @@
+"""Signing people in: one-time links and pasted keys give a signed, HttpOnly session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hub.cli import main
+from tests.conftest import USER, Hub
+
+pytestmark = pytest.mark.anyio
+
+
+def browser(hub: Hub) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=hub.app),
+        base_url="http://hub.test",
+        follow_redirects=False,
+    )
+
+
+async def test_a_one_time_link_signs_in_once(hub: Hub) -> None:
+    token = await hub.admin.create_login_link(USER)
+    async with browser(hub) as person:
+        signed_in = await person.get("/login/link", params={"token": token})
+        cookie = signed_in.headers["set-cookie"]
+        balance = await person.get("/api/user/balance")
+        again = await person.get("/login/link", params={"token": token})
+
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"
+    assert "httponly" in cookie.lower() and "samesite=lax" in cookie.lower()
+    assert balance.status_code == 200 and balance.json()["user_did"] == USER
+    assert again.status_code == 401  # spent
+
+
+async def test_an_expired_or_unknown_link_does_not_sign_in(hub: Hub) -> None:
+    expired = await hub.admin.create_login_link(USER, minutes=-1)
+    async with browser(hub) as person:
+        responses = [
+            await person.get("/login/link", params={"token": t}) for t in (expired, "made-up")
+        ]
+        assert "set-cookie" not in responses[0].headers
+        assert (await person.get("/api/user/balance")).status_code == 401
+    assert {r.status_code for r in responses} == {401}
+
+
+async def test_a_pasted_key_signs_in_and_logout_signs_out(hub: Hub) -> None:
+    async with browser(hub) as person:
+        page = await person.get("/login")
+        wrong = await person.post("/login", data={"key": "ahk_not-a-key"})
+        right = await person.post("/login", data={"key": hub.key})
+        inside = await person.get("/api/user/calls")
+        await person.post("/logout")
+        outside = await person.get("/api/user/calls")
+
+    assert page.status_code == 200 and 'name="key"' in page.text
+    assert wrong.status_code == 401 and "not a valid hub key" in wrong.text
+    assert right.status_code == 303 and inside.status_code == 200
+    assert outside.status_code == 401
+
+
+def test_the_cli_prints_a_link_that_works_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/hub.db"\n[server]\nport = 9999\n')
+
+    code = main(["admin", "login-link", "--user", USER, "--config", str(config), "--json"])
+
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0 and printed["url"].startswith("http://127.0.0.1:9999/login/link?token=")
