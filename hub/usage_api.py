@@ -97,7 +97,7 @@ def _filters(request: Request) -> dict[str, Any]:
 
 async def _calls(request: Request, admin: Admin, user_did: str | None) -> Response:
     filters = _filters(request)
-    rows = await admin.list_calls(user_did=user_did, **filters)
+    rows = await admin.list_calls(user_did=user_did, detached=True, **filters)
     if request.query_params.get("format") == "csv":
         return _csv(rows)
     more = len(rows) == filters["limit"]
@@ -122,6 +122,7 @@ async def _usage(request: Request, admin: Admin, user_did: str | None) -> Respon
         since=since,
         until=_float(q.get("until")),
         limit=100_000,
+        detached=True,
     )
     groups: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:

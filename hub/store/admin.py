@@ -209,8 +209,10 @@ class Admin:
         until: float | None = None,
         limit: int = 50,
         offset: int = 0,
+        detached: bool = False,
     ) -> list[dict[str, Any]]:
-        """Newest first, `processing` (in-flight) calls included."""
+        """Newest first, `processing` (in-flight) calls included. `detached` reads on a
+        connection of its own (big reads: see SqlStore.read)."""
         c = model_calls.c
         query = select(model_calls).order_by(c.request_at.desc(), c.id.desc())
         query = query.limit(limit).offset(offset)
@@ -226,7 +228,7 @@ class Admin:
             query = query.where(c.request_at >= since)
         if until is not None:
             query = query.where(c.request_at < until)
-        return await self.store.query(query)
+        return await (self.store.read if detached else self.store.query)(query)
 
     # -- provider keys kept in the database -------------------------------------------
 

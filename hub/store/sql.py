@@ -134,6 +134,19 @@ class SqlStore:
                     row[key] = bool(row[key])
         return found
 
+    async def read(self, statement: Select[Any]) -> list[dict[str, Any]]:
+        """A big read (analytics, exports) on a connection of its own, so it never holds up
+        the writer that every call's record and charge go through."""
+        rows = await self.database.fetch_all(statement)
+        columns = list(statement.selected_columns)
+        flags = {str(c.key) for c in columns if isinstance(c.type, Boolean)}
+        found = [dict(row._mapping) for row in rows]
+        for row in found:
+            for key in flags:
+                if row.get(key) is not None:
+                    row[key] = bool(row[key])
+        return found
+
     async def execute(self, statement: Any) -> int:
         """Run an ad-hoc Core insert/update/delete; the rows it changed."""
         prepared = Prepared(statement, self.dialect)
