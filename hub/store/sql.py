@@ -122,30 +122,15 @@ class SqlStore:
         """Run an ad-hoc Core select (listings, filters) on the store's connection."""
         prepared = Prepared(statement, self.dialect)
         params = dict(statement.compile(dialect=self.dialect).params)
-        columns = list(statement.selected_columns)
-        keys = [str(column.key) for column in columns]
-        # SQLite hands booleans back as 0/1.
-        flags = {str(c.key) for c in columns if isinstance(c.type, Boolean)}
+        keys = [str(column.key) for column in statement.selected_columns]
         rows = await self.run(lambda: _one(Fetch(prepared, params, all=True)))
-        found = [dict(zip(keys, row, strict=True)) for row in rows]
-        for row in found:
-            for key in flags:
-                if row[key] is not None:
-                    row[key] = bool(row[key])
-        return found
+        return _with_booleans(statement, [dict(zip(keys, row, strict=True)) for row in rows])
 
     async def read(self, statement: Select[Any]) -> list[dict[str, Any]]:
         """A big read (analytics, exports) on a connection of its own, so it never holds up
         the writer that every call's record and charge go through."""
         rows = await self.database.fetch_all(statement)
-        columns = list(statement.selected_columns)
-        flags = {str(c.key) for c in columns if isinstance(c.type, Boolean)}
-        found = [dict(row._mapping) for row in rows]
-        for row in found:
-            for key in flags:
-                if row.get(key) is not None:
-                    row[key] = bool(row[key])
-        return found
+        return _with_booleans(statement, [dict(row._mapping) for row in rows])
 
     async def execute(self, statement: Any) -> int:
         """Run an ad-hoc Core insert/update/delete; the rows it changed."""
@@ -233,6 +218,16 @@ class SqlStore:
         cached = self._balances.get(account_id)
         if cached is not None and charge:
             self._balances[account_id] = (cached[0], cached[1] - charge)
+
+
+def _with_booleans(statement: Select[Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Boolean columns as booleans: SQLite hands them back as 0/1."""
+    flags = [str(c.key) for c in statement.selected_columns if isinstance(c.type, Boolean)]
+    for row in rows:
+        for key in flags:
+            if row.get(key) is not None:
+                row[key] = bool(row[key])
+    return rows
 
 
 def _count(step: Exec) -> Operation[int]:
