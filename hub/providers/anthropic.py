@@ -19,6 +19,7 @@ from hub.providers.base import (
     stop_list,
     text_of,
     tool_arguments,
+    upstream_headers,
 )
 from hub.providers.pool import Credential, CredentialPool
 from hub.settings import ProviderSettings
@@ -52,16 +53,10 @@ class AnthropicProvider:
         self.pool = CredentialPool(settings.api_keys, settings.key_weights(), self._headers)
 
     def _headers(self, key: str | None) -> httpx.Headers:
-        headers = [
-            (b"host", self.url.netloc),
-            (b"content-type", b"application/json"),
-            (b"accept-encoding", b"identity"),
-            (b"user-agent", b"aigne-hub-python"),
-            (b"anthropic-version", API_VERSION.encode()),
-        ]
-        if key is not None:
-            headers.append((b"x-api-key", key.encode()))
-        return httpx.Headers(headers)
+        auth = [(b"x-api-key", key.encode())] if key is not None else []
+        return upstream_headers(
+            self.url.netloc, (b"anthropic-version", API_VERSION.encode()), *auth
+        )
 
     def supports(self, call_type: CallType) -> bool:
         return call_type == "chatCompletion"

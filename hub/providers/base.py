@@ -49,6 +49,21 @@ class Adapter(Protocol):
     def stream_translator(self, call: Call) -> StreamTranslator: ...
 
 
+def upstream_headers(host: bytes, *extra: tuple[bytes, bytes]) -> httpx.Headers:
+    """The headers of a JSON request to a provider, built once per key by each adapter."""
+    return httpx.Headers(
+        [
+            (b"host", host),
+            (b"content-type", b"application/json"),
+            # Plain bytes: the proxy reads usage out of answers and streams as they pass.
+            (b"accept-encoding", b"identity"),
+            # Given here, so aiohttp has no default headers to add (its slow path).
+            (b"user-agent", b"aigne-hub-python"),
+            *extra,
+        ]
+    )
+
+
 def json_request(
     url: httpx.URL, headers: httpx.Headers, body: Any, timeout: dict[str, float]
 ) -> httpx.Request:

@@ -23,6 +23,7 @@ from hub.providers.base import (
     stop_list,
     text_of,
     tool_arguments,
+    upstream_headers,
 )
 from hub.providers.pool import Credential, CredentialPool
 from hub.settings import ProviderSettings
@@ -49,15 +50,8 @@ class GeminiProvider:
         self.pool = CredentialPool(settings.api_keys, settings.key_weights(), self._headers)
 
     def _headers(self, key: str | None) -> httpx.Headers:
-        headers = [
-            (b"host", self._host),
-            (b"content-type", b"application/json"),
-            (b"accept-encoding", b"identity"),
-            (b"user-agent", b"aigne-hub-python"),
-        ]
-        if key is not None:
-            headers.append((b"x-goog-api-key", key.encode()))
-        return httpx.Headers(headers)
+        auth = [(b"x-goog-api-key", key.encode())] if key is not None else []
+        return upstream_headers(self._host, *auth)
 
     def _url(self, model: str, method: str) -> httpx.URL:
         url = self._urls.get((model, method))

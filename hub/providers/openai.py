@@ -8,7 +8,13 @@ from typing import Any
 
 import httpx
 
-from hub.providers.base import StreamTranslator, bytes_request, count, json_request
+from hub.providers.base import (
+    StreamTranslator,
+    bytes_request,
+    count,
+    json_request,
+    upstream_headers,
+)
 from hub.providers.pool import Credential, CredentialPool
 from hub.settings import ProviderSettings
 from middleware.call import Call, CallType, Usage
@@ -40,18 +46,9 @@ class OpenAIProvider:
         )
 
     def _headers(self, key: str | None, stream: bool) -> httpx.Headers:
-        headers = [
-            (b"host", self._urls["chatCompletion"].netloc),
-            (b"content-type", b"application/json"),
-            (b"accept", b"text/event-stream" if stream else b"application/json"),
-            # Plain bytes: the proxy reads usage out of the stream as it passes.
-            (b"accept-encoding", b"identity"),
-            # Given here, so aiohttp has no default headers to add (its slow path).
-            (b"user-agent", b"aigne-hub-python"),
-        ]
-        if key is not None:
-            headers.append((b"authorization", f"Bearer {key}".encode()))
-        return httpx.Headers(headers)
+        accept = (b"accept", b"text/event-stream" if stream else b"application/json")
+        auth = [(b"authorization", f"Bearer {key}".encode())] if key is not None else []
+        return upstream_headers(self._urls["chatCompletion"].netloc, accept, *auth)
 
     def supports(self, call_type: CallType) -> bool:
         return True

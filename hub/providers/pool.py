@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hub.secrets import mask
@@ -33,7 +33,6 @@ class Credential:
     cooled_until: float = 0.0
     disabled_until: float = 0.0
     refusals: int = 0
-    uses: int = field(default=0)
     stored_as: str | None = None  # the sealed form, for keys kept in the database
 
     def effective_weight(self, now: float) -> float:
@@ -86,9 +85,7 @@ class CredentialPool:
     def pick(self, exclude: Sequence[Credential] = ()) -> Credential | None:
         """The next credential to use, skipping `exclude`; None if none is usable."""
         if len(self.credentials) == 1 and not exclude:
-            only = self.credentials[0]  # the common case needs no weighing
-            only.uses += 1
-            return only
+            return self.credentials[0]  # the common case needs no weighing
         now = self.clock()
         chosen: Credential | None = None
         total = 0.0
@@ -111,7 +108,6 @@ class CredentialPool:
             chosen = min(candidates, key=lambda c: c.disabled_until)
         else:
             chosen.current -= total
-        chosen.uses += 1
         return chosen
 
     def succeeded(self, credential: Credential) -> None:
