@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from hub.secrets import SecretBox, mask
-from hub.store.raw import Exec, Fetch, Operation
+from hub.store.raw import Exec, Fetch, Operation, rows_changed
 from hub.store.schema import (
     accounts,
     ai_credentials,
@@ -42,11 +42,6 @@ class Admin:
         )
         row = yield Fetch(self.sql.find_account, {"p_did": did})
         return int(row[0])
-
-    @staticmethod
-    def _exec(stmt: Any, values: dict[str, Any]) -> Operation[int]:
-        count: int = yield Exec(stmt, values)
-        return count
 
     async def ensure_account(self, did: str, *, is_admin: bool | None = None) -> int:
         """The account id for a user DID, creating the account if it is new."""
@@ -93,7 +88,7 @@ class Admin:
     async def revoke_key(self, key_id: str) -> bool:
         """Revoke a key; False if there is no such live key."""
         values = {"p_id": key_id, "p_now": time.time()}
-        return await self.store.run(lambda: self._exec(self.sql.revoke_key, values)) > 0
+        return await self.store.run(lambda: rows_changed(Exec(self.sql.revoke_key, values))) > 0
 
     async def list_accounts(self) -> list[dict[str, Any]]:
         """Every account with its balance."""
@@ -189,7 +184,7 @@ class Admin:
 
     async def delete_rate(self, model: str, call_type: CallType) -> bool:
         values = {"p_model": model, "p_type": call_type}
-        deleted = await self.store.run(lambda: self._exec(self.sql.delete_rate, values))
+        deleted = await self.store.run(lambda: rows_changed(Exec(self.sql.delete_rate, values)))
         self.store.forget_caches()
         return deleted > 0
 

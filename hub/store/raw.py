@@ -97,6 +97,17 @@ class Bulk:
 Work = OperationFactory | Bulk
 
 
+def single(step: Step) -> Operation[Any]:
+    """An operation of one statement, answering with its result."""
+    return (yield step)
+
+
+def rows_changed(step: Exec) -> Operation[int]:
+    """An operation of one write, answering with the number of rows it changed."""
+    changed: int = yield step
+    return changed
+
+
 def plan(batch: Sequence[Work]) -> list[tuple[int, OperationFactory] | list[Bulk]]:
     """The batch as (position, operation) pairs and groups of Bulk writes of one statement."""
     planned: list[tuple[int, OperationFactory] | list[Bulk]] = []

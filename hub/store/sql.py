@@ -23,6 +23,8 @@ from hub.store.raw import (
     SqliteBackend,
     Work,
     dialect_for,
+    rows_changed,
+    single,
 )
 from hub.store.statements import Statements
 from middleware.call import Call, CallType
@@ -92,7 +94,7 @@ class SqlStore:
         self._writer = GroupCommitter(self._backend)
         self._writer.start()
         cutoff = time.time() - ABANDONED_AFTER
-        await self.run(lambda: _one(Exec(self.sql.abandon_calls, {"p_cutoff": cutoff})))
+        await self.run(lambda: single(Exec(self.sql.abandon_calls, {"p_cutoff": cutoff})))
 
     async def close(self) -> None:
         """Commit what is queued, release the connection, disconnect."""
@@ -116,14 +118,14 @@ class SqlStore:
         self._writer.submit(work)
 
     async def fetchone(self, stmt: Prepared, values: dict[str, Any]) -> Any:
-        return await self.run(lambda: _one(Fetch(stmt, values)))
+        return await self.run(lambda: single(Fetch(stmt, values)))
 
     async def query(self, statement: Select[Any]) -> list[dict[str, Any]]:
         """Run an ad-hoc Core select (listings, filters) on the store's connection."""
         prepared = Prepared(statement, self.dialect)
         params = dict(statement.compile(dialect=self.dialect).params)
         keys = [str(column.key) for column in statement.selected_columns]
-        rows = await self.run(lambda: _one(Fetch(prepared, params, all=True)))
+        rows = await self.run(lambda: single(Fetch(prepared, params, all=True)))
         return _with_booleans(statement, [dict(zip(keys, row, strict=True)) for row in rows])
 
     async def read(self, statement: Select[Any]) -> list[dict[str, Any]]:
@@ -136,7 +138,7 @@ class SqlStore:
         """Run an ad-hoc Core insert/update/delete; the rows it changed."""
         prepared = Prepared(statement, self.dialect)
         params = dict(statement.compile(dialect=self.dialect).params)
-        return await self.run(lambda: _count(Exec(prepared, params)))
+        return await self.run(lambda: rows_changed(Exec(prepared, params)))
 
     # -- ports used by the middlewares ----------------------------------------------
 
@@ -188,7 +190,7 @@ class SqlStore:
         return self._rates.get((model, call_type))
 
     async def _load_rates(self) -> None:
-        rows = await self.run(lambda: _one(Fetch(self.sql.all_rates, {}, all=True)))
+        rows = await self.run(lambda: single(Fetch(self.sql.all_rates, {}, all=True)))
         self._rates = {
             (r[0], r[1]): Rate(
                 model=r[0],
@@ -228,16 +230,6 @@ def _with_booleans(statement: Select[Any], rows: list[dict[str, Any]]) -> list[d
             if row.get(key) is not None:
                 row[key] = bool(row[key])
     return rows
-
-
-def _count(step: Exec) -> Operation[int]:
-    changed: int = yield step
-    return changed
-
-
-def _one(step: Exec | Fetch) -> Operation[Any]:
-    """An operation of a single statement."""
-    return (yield step)
 
 
 def _call_values(call: Call) -> dict[str, Any]:
