@@ -38,7 +38,7 @@ def dialect_for(scheme: str) -> Dialect:
 class Prepared:
     """A statement compiled for one dialect; `args(values)` orders its parameters."""
 
-    __slots__ = ("sql", "order", "fixed", "_pick")
+    __slots__ = ("sql", "order", "fixed", "params", "_pick")
 
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -46,6 +46,8 @@ class Prepared:
         self.order: tuple[str, ...] = tuple(getattr(compiled, "positiontup", None) or ())
         # Literals in the statement (`balance=0`) compile to parameters with a value.
         self.fixed = {k: v for k, v in compiled.params.items() if v is not None}
+        # Every value bound in the statement itself (an ad-hoc query's filters).
+        self.params = dict(compiled.params)
         # itemgetter orders the values in C: this runs for every statement of every call.
         self._pick = operator.itemgetter(*self.order) if len(self.order) > 1 else None
 

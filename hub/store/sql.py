@@ -123,7 +123,7 @@ class SqlStore:
     async def query(self, statement: Select[Any]) -> list[dict[str, Any]]:
         """Run an ad-hoc Core select (listings, filters) on the store's connection."""
         prepared = Prepared(statement, self.dialect)
-        params = dict(statement.compile(dialect=self.dialect).params)
+        params = prepared.params
         keys = [str(column.key) for column in statement.selected_columns]
         rows = await self.run(lambda: single(Fetch(prepared, params, all=True)))
         return _with_booleans(statement, [dict(zip(keys, row, strict=True)) for row in rows])
@@ -137,7 +137,7 @@ class SqlStore:
     async def execute(self, statement: Any) -> int:
         """Run an ad-hoc Core insert/update/delete; the rows it changed."""
         prepared = Prepared(statement, self.dialect)
-        params = dict(statement.compile(dialect=self.dialect).params)
+        params = prepared.params
         return await self.run(lambda: rows_changed(Exec(prepared, params)))
 
     # -- ports used by the middlewares ----------------------------------------------
