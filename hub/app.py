@@ -94,6 +94,7 @@ class HubApp:
             session_secret=settings.session_secret,
             public_paths=PUBLIC_PATHS,
             cache_seconds=limits.key_cache_seconds,
+            login_path="/login",
         )
         self.entry: ASGIApp = self.auth
         if settings.cors_origins:

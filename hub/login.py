@@ -6,6 +6,7 @@ middleware reads; programs keep using Bearer keys.
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import Callable
 from urllib.parse import parse_qs
@@ -24,7 +25,8 @@ input{{width:100%;padding:.5rem;margin:.5rem 0}}button{{padding:.5rem 1rem}}
 .error{{color:#b00}}</style></head><body><h1>AIGNE Hub</h1>
 <p>Sign in with one of your API keys, or a one-time link from
 <code>aigne-hub admin login-link</code>.</p>{error}
-<form method="post" action="/login"><input name="key" type="password"
+<form method="post" action="/login"><input type="hidden" name="next" value="{next}">
+<input name="key" type="password"
 placeholder="ahk_..." autocomplete="off" autofocus><button>Sign in</button></form>
 </body></html>"""
 
@@ -32,8 +34,8 @@ placeholder="ahk_..." autocomplete="off" autofocus><button>Sign in</button></for
 def routes(
     admin: Admin, keys: KeyStore, session_cookie: Callable[[str], str], max_age: int
 ) -> list[JsonRoute]:
-    def signed_in(did: str) -> Response:
-        response = RedirectResponse("/", status_code=303)
+    def signed_in(did: str, next_path: str) -> Response:
+        response = RedirectResponse(next_path, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
             session_cookie(did),
@@ -46,13 +48,14 @@ def routes(
 
     async def page(request: Request) -> Response:
         if request.method == "GET":
-            return HTMLResponse(PAGE.format(error=""))
+            return form(_next(request.query_params.get("next")))
         # A urlencoded form of one field: parsed here rather than with python-multipart.
         body = await request.body()
         if len(body) > 4096:  # a public route: no reading of large bodies
-            return HTMLResponse(PAGE.format(error=""), status_code=413)
-        form = parse_qs(body.decode("utf-8", "replace"))
-        key = (form.get("key") or [""])[0].strip()
+            return form("/", status_code=413)
+        fields = parse_qs(body.decode("utf-8", "replace"))
+        key = (fields.get("key") or [""])[0].strip()
+        next_path = _next((fields.get("next") or [""])[0])
         record = await keys.find_key(hash_key(key)) if key else None
         expired = (
             record is not None
@@ -61,8 +64,8 @@ def routes(
         )
         if record is None or record.revoked or expired:
             message = '<p class="error">That key is not a valid hub key.</p>'
-            return HTMLResponse(PAGE.format(error=message), status_code=401)
-        return signed_in(record.user_did)
+            return form(next_path, message, status_code=401)
+        return signed_in(record.user_did, next_path)
 
     async def link(request: Request) -> Response:
         did = await admin.use_login_link(request.query_params.get("token", ""))
@@ -71,8 +74,8 @@ def routes(
                 '<p class="error">This sign-in link is unknown, used or expired: ask for '
                 "another.</p>"
             )
-            return HTMLResponse(PAGE.format(error=message), status_code=401)
-        return signed_in(did)
+            return form("/", message, status_code=401)
+        return signed_in(did, _next(request.query_params.get("next")))
 
     async def logout(request: Request) -> Response:
         response = RedirectResponse("/login", status_code=303)
@@ -84,3 +87,16 @@ def routes(
         JsonRoute("/login/link", link, methods=["GET"]),
         JsonRoute("/logout", logout, methods=["POST"]),
     ]
+
+
+def form(next_path: str, error: str = "", status_code: int = 200) -> Response:
+    return HTMLResponse(
+        PAGE.format(error=error, next=html.escape(next_path)), status_code=status_code
+    )
+
+
+def _next(path: str | None) -> str:
+    """Where to go after signing in: a path on this hub only (never another site)."""
+    if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
+        return "/"
+    return path

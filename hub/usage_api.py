@@ -7,12 +7,12 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections import defaultdict
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from hub.analytics import BUCKETS, DIMENSIONS, aggregate
 from hub.json_route import JsonRoute
 from hub.store.admin import Admin
 from middleware.call import Identity, get_identity
@@ -20,6 +20,7 @@ from middleware.errors import error_body
 from middleware.money import to_credits
 
 MAX_PAGE = 500
+MAX_EXPORT = 100_000
 _MONEY = {
     "credits",
     "balance",
@@ -31,7 +32,6 @@ _MONEY = {
     "cached_rate",
     "image_rate",
 }
-_BUCKETS = {"hour": 3600, "day": 86400}
 
 
 def routes(admin: Admin) -> list[JsonRoute]:
@@ -45,6 +45,29 @@ def routes(admin: Admin) -> list[JsonRoute]:
 
     async def my_usage(request: Request) -> Response:
         return await _usage(request, admin, user_did=identity_of(request).user_did)
+
+    async def my_grants(request: Request) -> Response:
+        limit = limit_of(request)
+        rows = await admin.list_grants(
+            identity_of(request).user_did, limit=limit, offset=offset_of(request)
+        )
+        return page_of(request, rows, limit)
+
+    async def my_meter_events(request: Request) -> Response:
+        limit = limit_of(request)
+        rows = await admin.list_meter_events(
+            identity_of(request).user_did, limit=limit, offset=offset_of(request)
+        )
+        return page_of(request, rows, limit)
+
+    async def all_meter_events(request: Request) -> Response:
+        if (refused := admin_only(request)) is not None:
+            return refused
+        limit = limit_of(request)
+        rows = await admin.list_meter_events(
+            request.query_params.get("user"), limit=limit, offset=offset_of(request)
+        )
+        return page_of(request, rows, limit)
 
     async def all_calls(request: Request) -> Response:
         if (refused := admin_only(request)) is not None:
@@ -60,6 +83,9 @@ def routes(admin: Admin) -> list[JsonRoute]:
         JsonRoute("/api/user/balance", balance),
         JsonRoute("/api/user/calls", my_calls),
         JsonRoute("/api/user/usage", my_usage),
+        JsonRoute("/api/user/grants", my_grants),
+        JsonRoute("/api/user/meter-events", my_meter_events),
+        JsonRoute("/api/admin/meter-events", all_meter_events),
         JsonRoute("/api/admin/calls", all_calls),
         JsonRoute("/api/admin/usage", all_usage),
     ]
@@ -81,9 +107,17 @@ def admin_only(request: Request) -> Response | None:
     )
 
 
+def limit_of(request: Request) -> int:
+    return max(1, min(_int(request.query_params.get("limit"), 50), MAX_PAGE))
+
+
+def offset_of(request: Request) -> int:
+    return _int(request.query_params.get("offset"), 0)
+
+
 def _filters(request: Request) -> dict[str, Any]:
     q = request.query_params
-    limit = min(_int(q.get("limit"), 50), MAX_PAGE)
+    limit = limit_of(request)
     return {
         "app_did": q.get("app"),
         "model": q.get("model"),
@@ -91,29 +125,31 @@ def _filters(request: Request) -> dict[str, Any]:
         "since": _float(q.get("since")),
         "until": _float(q.get("until")),
         "limit": limit,
-        "offset": _int(q.get("offset"), 0),
+        "offset": offset_of(request),
     }
 
 
 async def _calls(request: Request, admin: Admin, user_did: str | None) -> Response:
     filters = _filters(request)
+    as_csv = request.query_params.get("format") == "csv"
+    if as_csv and "limit" not in request.query_params:
+        filters["limit"] = MAX_EXPORT  # an export is the whole filtered list, not a page
     rows = await admin.list_calls(user_did=user_did, detached=True, **filters)
-    if request.query_params.get("format") == "csv":
+    if as_csv:
         return _csv(rows)
-    more = len(rows) == filters["limit"]
-    return JSONResponse(
-        {
-            "data": [shown(row) for row in rows],
-            "next_offset": filters["offset"] + len(rows) if more else None,
-        }
-    )
+    return page_of(request, rows, filters["limit"])
 
 
 async def _usage(request: Request, admin: Admin, user_did: str | None) -> Response:
-    """Calls, tokens, credits, errors and p50/p95 latency and time to first byte, per time
-    bucket (hour or day) and model, over the window asked for (default: the last 7 days)."""
+    """Usage per time bucket (`group`: hour or day) and `by` model, user or app (or `total`),
+    over the window asked for (default: the last 7 days)."""
     q = request.query_params
-    bucket = _BUCKETS.get(q.get("group", "day"), 86400)
+    group = q.get("group", "day")
+    by = q.get("by", "model")
+    if group not in BUCKETS:
+        return _bad("group", "'group' must be hour or day.")
+    if by not in DIMENSIONS and by != "total":
+        return _bad("by", "'by' must be model, user, app or total.")
     since = _float(q.get("since")) or time.time() - 7 * 86400
     rows = await admin.list_calls(
         user_did=user_did,
@@ -124,27 +160,23 @@ async def _usage(request: Request, admin: Admin, user_did: str | None) -> Respon
         limit=100_000,
         detached=True,
     )
-    groups: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        groups[(int(row["request_at"] // bucket * bucket), row["model"])].append(row)
-    data = []
-    for (start, model), calls in sorted(groups.items()):
-        durations = sorted(c["duration_ms"] for c in calls if c["duration_ms"] is not None)
-        ttfbs = sorted(c["ttfb_ms"] for c in calls if c["ttfb_ms"] is not None)
-        data.append(
-            {
-                "start": start,
-                "model": model,
-                "calls": len(calls),
-                "errors": sum(1 for c in calls if c["status"] == "failed"),
-                "input_tokens": sum(c["input_tokens"] for c in calls),
-                "output_tokens": sum(c["output_tokens"] for c in calls),
-                "credits": str(to_credits(sum(c["credits"] for c in calls))),
-                "latency_ms": {"p50": _pct(durations, 0.5), "p95": _pct(durations, 0.95)},
-                "ttfb_ms": {"p50": _pct(ttfbs, 0.5), "p95": _pct(ttfbs, 0.95)},
-            }
-        )
-    return JSONResponse({"group": "hour" if bucket == 3600 else "day", "data": data})
+    data = aggregate(rows, BUCKETS[group], None if by == "total" else by)
+    return JSONResponse({"group": group, "by": by, "data": data})
+
+
+def page_of(request: Request, rows: list[dict[str, Any]], limit: int) -> Response:
+    """One page of rows, and where the next starts (None on the last page)."""
+    more = len(rows) == limit
+    next_offset = offset_of(request) + len(rows) if more else None
+    return JSONResponse({"data": [shown(r) for r in rows], "next_offset": next_offset})
+
+
+def _bad(param: str, message: str) -> Response:
+    return Response(
+        error_body(400, "invalid_field", message, param),
+        status_code=400,
+        media_type="application/json",
+    )
 
 
 def _csv(rows: list[dict[str, Any]]) -> Response:
@@ -165,10 +197,6 @@ def shown(row: dict[str, Any]) -> dict[str, Any]:
     return {
         k: str(to_credits(v)) if k in _MONEY and isinstance(v, int) else v for k, v in row.items()
     }
-
-
-def _pct(values: list[int], q: float) -> int | None:
-    return values[min(len(values) - 1, int(q * len(values)))] if values else None
 
 
 def _int(value: str | None, default: int) -> int:

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Collection
+from urllib.parse import urlencode
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.datastructures import Headers
@@ -16,6 +17,7 @@ from middleware.errors import send_error
 from middleware.ports import AccountLookup, KeyRecord, KeyStore
 
 KEY_PREFIX = "ahk_"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SESSION_COOKIE = "aigne_hub_session"
 
 
@@ -86,6 +88,7 @@ class AuthMiddleware:
         session_max_age: int = 7 * 24 * 3600,
         public_paths: Collection[str] = (),
         cache_seconds: float = 5.0,
+        login_path: str | None = None,
     ) -> None:
         self.app = app
         self.keys = keys
@@ -94,6 +97,8 @@ class AuthMiddleware:
         self.cache = _KeyCache(cache_seconds)
         self.session_max_age = session_max_age
         self.sessions = session_signer(session_secret) if session_secret else None
+        # Where a person's browser is sent when it asks for a page without a session.
+        self.login_path = login_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.public_paths:
@@ -103,6 +108,9 @@ class AuthMiddleware:
         authorization = headers.get("authorization")
         if authorization is None:
             identity = await self._from_session(headers)
+            if identity is None and self._wants_page(scope, headers):
+                await _redirect(send, f"{self.login_path}?{urlencode({'next': scope['path']})}")
+                return
             if identity is None:
                 await send_error(
                     send,
@@ -110,6 +118,11 @@ class AuthMiddleware:
                     "missing_api_key",
                     "Missing API key: send it as 'Authorization: Bearer <key>'.",
                 )
+                return
+            if scope["method"] not in SAFE_METHODS and not _is_json(headers):
+                # A browser sends the cookie with any form another site makes it post, but
+                # only a script of our own origin can send JSON (others need a preflight).
+                await send_error(send, 403, "csrf", "Send JSON (content-type: application/json).")
                 return
         else:
             scheme, _, token = authorization.strip().partition(" ")
@@ -172,11 +185,33 @@ class AuthMiddleware:
         account_id, is_admin = found
         return Identity(account_id=account_id, user_did=did, is_admin=is_admin, via="session")
 
+    def _wants_page(self, scope: Scope, headers: Headers) -> bool:
+        return (
+            self.login_path is not None
+            and scope["method"] == "GET"
+            and "text/html" in headers.get("accept", "")
+        )
+
     def session_cookie(self, user_did: str) -> str:
         """A signed cookie value that logs `user_did` in (used by the login pages)."""
         if self.sessions is None:
             raise RuntimeError("sessions are not configured: set a session secret")
         return str(self.sessions.dumps(user_did))
+
+
+def _is_json(headers: Headers) -> bool:
+    return headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
+
+
+async def _redirect(send: Send, location: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 303,
+            "headers": [(b"location", location.encode()), (b"content-length", b"0")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
 
 
 def _cookie(header: str, name: str) -> str | None:

@@ -15,7 +15,9 @@ from hub.store.schema import (
     ai_credentials,
     ai_model_rates,
     api_keys,
+    credit_grants,
     login_links,
+    meter_events,
     model_calls,
 )
 from hub.store.sql import SqlStore
@@ -153,6 +155,38 @@ class Admin:
             return {"balance": int(row[0]), "granted": int(row[1]), "metered": int(row[2])}
 
         return await self.store.run(op)
+
+    async def list_grants(
+        self, did: str | None = None, *, limit: int = 50, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Credit grants, newest first: one user's, or everyone's."""
+        g = credit_grants.c
+        query = (
+            select(g.id, accounts.c.did.label("user_did"), g.amount, g.note, g.created_at)
+            .select_from(credit_grants.join(accounts, g.account_id == accounts.c.id))
+            .order_by(g.created_at.desc(), g.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        if did is not None:
+            query = query.where(accounts.c.did == did)
+        return await self.store.query(query)
+
+    async def list_meter_events(
+        self, did: str | None = None, *, limit: int = 50, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """What calls took from balances, newest first: one ledger row per billed call."""
+        m = meter_events.c
+        query = (
+            select(m.id, accounts.c.did.label("user_did"), m.call_id, m.amount, m.created_at)
+            .select_from(meter_events.join(accounts, m.account_id == accounts.c.id))
+            .order_by(m.created_at.desc(), m.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        if did is not None:
+            query = query.where(accounts.c.did == did)
+        return await self.store.query(query)
 
     async def set_rate(
         self,

@@ -72,3 +72,35 @@ def test_the_cli_prints_a_link_that_works_once(
 
     printed = json.loads(capsys.readouterr().out)
     assert code == 0 and printed["url"].startswith("http://127.0.0.1:9999/login/link?token=")
+
+
+async def test_a_browser_without_a_session_is_sent_to_sign_in_and_back(hub: Hub) -> None:
+    async with browser(hub) as person:
+        page = await person.get("/api/user/balance", headers={"accept": "text/html"})
+        program = await person.get("/api/user/balance")  # no HTML wanted: a JSON 401
+        form = await person.get(page.headers["location"])
+        signed_in = await person.post("/login", data={"key": hub.key, "next": "/api/user/calls"})
+        elsewhere = await person.post("/login", data={"key": hub.key, "next": "//evil.example/x"})
+
+    assert (
+        page.status_code == 303
+        and page.headers["location"] == "/login?next=%2Fapi%2Fuser%2Fbalance"
+    )
+    assert program.status_code == 401
+    assert 'name="next" value="/api/user/balance"' in form.text
+    assert signed_in.headers["location"] == "/api/user/calls"
+    assert elsewhere.headers["location"] == "/"  # never off to another site
+
+
+async def test_a_session_cannot_post_a_model_call_as_a_form(hub: Hub) -> None:
+    token = await hub.admin.create_login_link(USER)
+    async with browser(hub) as person:
+        await person.get("/login/link", params={"token": token})
+        forged = await person.post(
+            "/v1/chat/completions",
+            content=b'{"model": "mock/gpt-4o-mini", "messages": []}',
+            headers={"content-type": "text/plain"},
+        )
+
+    assert forged.status_code == 403 and forged.json()["error"]["code"] == "csrf"
+    assert await hub.calls() == []

@@ -105,3 +105,62 @@ async def test_the_api_needs_a_key(hub: Hub) -> None:
     ) as anonymous:
         response = await anonymous.get("/api/user/calls")
     assert response.status_code == 401
+
+
+async def test_a_user_reads_their_own_grants_and_meter_events(
+    hub: Hub, bob: httpx.AsyncClient
+) -> None:
+    grants = (await bob.get("/api/user/grants")).json()
+    events = (await bob.get("/api/user/meter-events")).json()
+    calls = (await bob.get("/api/user/calls")).json()
+    await bob.aclose()
+
+    assert [(g["user_did"], g["amount"]) for g in grants["data"]] == [(BOB, "1")]
+    # One ledger row per billed call, pointing at the call and taking what it cost.
+    assert [(e["user_did"], e["call_id"], e["amount"]) for e in events["data"]] == [
+        (BOB, calls["data"][0]["id"], "0.000015")
+    ]
+
+
+async def test_admins_read_every_ledger_and_users_cannot(hub: Hub, bob: httpx.AsyncClient) -> None:
+    refused = [await bob.get(p) for p in ("/api/admin/meter-events", "/api/admin/grants")]
+    await bob.aclose()
+    await hub.admin.ensure_account(USER, is_admin=True)
+    await anyio.sleep(0.3)
+    events = (await hub.client.get("/api/admin/meter-events")).json()["data"]
+    bobs_grants = (await hub.client.get("/api/admin/grants", params={"user": BOB})).json()
+
+    assert {r.status_code for r in refused} == {403}
+    assert sorted(e["user_did"] for e in events) == [USER, USER, BOB]
+    assert [g["user_did"] for g in bobs_grants["data"]] == [BOB]
+
+
+async def test_usage_breaks_down_by_user_app_or_not_at_all(
+    hub: Hub, bob: httpx.AsyncClient
+) -> None:
+    await bob.aclose()
+    await hub.admin.ensure_account(USER, is_admin=True)
+    await anyio.sleep(0.3)
+    by_user = (await hub.client.get("/api/admin/usage", params={"by": "user"})).json()["data"]
+    total = (await hub.client.get("/api/admin/usage", params={"by": "total"})).json()["data"]
+    bad = await hub.client.get("/api/admin/usage", params={"by": "colour"})
+
+    assert {r["user"]: r["calls"] for r in by_user} == {USER: 2, BOB: 1}
+    assert [(r["calls"], r["credits"], r["error_rate"]) for r in total] == [(3, "0.000045", 0.0)]
+    assert (bad.status_code, bad.json()["error"]["param"]) == (400, "by")
+
+
+async def test_a_csv_export_holds_every_matching_call_not_one_page(
+    hub: Hub, bob: httpx.AsyncClient
+) -> None:
+    for _ in range(3):
+        await bob.post(
+            "/v1/chat/completions",
+            json={"model": "mock/gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+        )
+    exported = await bob.get("/api/user/calls", params={"format": "csv"})
+    page = (await bob.get("/api/user/calls", params={"limit": 2})).json()
+    await bob.aclose()
+
+    assert len(list(csv.DictReader(io.StringIO(exported.text)))) == 4
+    assert len(page["data"]) == 2 and page["next_offset"] == 2
