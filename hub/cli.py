@@ -17,7 +17,7 @@ from hub.secrets import load_box
 from hub.settings import ConfigError, Settings, load_settings
 from hub.store import SqlStore
 from hub.store.admin import CALL_TYPES, Admin
-from middleware.money import to_credits, to_units
+from middleware.money import credits_text, to_units
 
 MONEY_COLUMNS = {
     "balance",
@@ -406,7 +406,7 @@ def _shown(key: str, value: Any, as_json: bool) -> Any:
     if value is None:
         return None if as_json else "-"
     if key in MONEY_COLUMNS and isinstance(value, int):
-        return format(to_credits(value), "f")
+        return credits_text(value)
     if key in TIME_COLUMNS and isinstance(value, int | float):
         stamp = datetime.fromtimestamp(value).astimezone()
         return (

@@ -12,7 +12,7 @@ from bisect import bisect_left
 from collections import defaultdict
 
 from middleware.call import Call
-from middleware.money import to_credits
+from middleware.money import credits_text
 
 call_log = logging.getLogger("aigne_hub.calls")
 
@@ -87,7 +87,7 @@ class Metrics:
         for name, series in sorted(self.counters.items()):
             out.append(f"# TYPE {name} counter")
             for labels, value in series.items():
-                shown = format(to_credits(int(value)), "f") if name == CREDITS else _number(value)
+                shown = credits_text(int(value)) if name == CREDITS else _number(value)
                 out.append(f"{name}{_labels(labels)} {shown}")
         for name, histograms in sorted(self.histograms.items()):
             out.append(f"# TYPE {name} histogram")
@@ -135,7 +135,7 @@ def _line(call: Call) -> dict[str, object]:
         "input_tokens": usage.input_tokens if usage else 0,
         "output_tokens": usage.output_tokens if usage else 0,
         "estimated": call.usage_estimated,
-        "credits": str(to_credits(call.charge or 0)),
+        "credits": credits_text(call.charge or 0),
         "duration_ms": call.duration_ms,
         "ttfb_ms": call.ttfb_ms,
         "attempts": call.attempts,

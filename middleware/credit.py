@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from middleware.billing import price, rate_of
 from middleware.call import Call, Usage, get_call
 from middleware.errors import send_error
-from middleware.money import to_credits
+from middleware.money import credits_text
 from middleware.ports import BalanceReader, Rate, RateBook
 
 # JSON-encoded text averages over three bytes per token; four errs on the generous side for
@@ -114,9 +114,9 @@ class CreditCheckMiddleware:
                 send,
                 402,
                 "insufficient_credits",
-                f"Insufficient credits: the balance is {to_credits(balance)}"
+                f"Insufficient credits: the balance is {credits_text(balance)}"
                 + (
-                    f", of which {to_credits(balance - available)} is held by calls in flight"
+                    f", of which {credits_text(balance - available)} is held by calls in flight"
                     if available != balance
                     else ""
                 )

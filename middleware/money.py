@@ -31,3 +31,9 @@ def to_credits(units: int) -> Decimal:
     if rest == 0:
         return Decimal(f"{sign}{whole}")
     return Decimal(f"{sign}{whole}.{rest:010d}".rstrip("0"))
+
+
+def credits_text(units: int) -> str:
+    """Integer units as credits written out in full ("0.00000015", never "1.5E-7"): what
+    people and JSON clients are shown."""
+    return format(to_credits(units), "f")

@@ -13,7 +13,7 @@ from typing import Any
 
 from hub.providers.base import text_of
 from middleware.call import Call, Usage
-from middleware.money import to_credits
+from middleware.money import credits_text, to_credits
 
 # The component DID the SDK looks for in /__blocklet__.js to find the hub's mount point.
 AIGNE_HUB_DID = "z8ia3xzq2tMq8CRHfaXj1BTYJyYnEcHbqP8cJ"
@@ -275,8 +275,8 @@ def models_listing(rates: list[dict[str, Any]], served: set[str], kind: str | No
                 "model": rate["model"],
                 "type": next((k for k, v in kinds.items() if v == rate["type"]), rate["type"]),
                 "provider": provider,
-                "input_credits_per_token": str(to_credits(int(rate["input_rate"]))),
-                "output_credits_per_token": str(to_credits(int(rate["output_rate"]))),
+                "input_credits_per_token": credits_text(int(rate["input_rate"])),
+                "output_credits_per_token": credits_text(int(rate["output_rate"])),
                 "providerDisplayName": provider,
                 "status": {"available": True},
             }
