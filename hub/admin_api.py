@@ -152,10 +152,10 @@ def _text(body: Any, name: str) -> str:
     return value
 
 
-def _credits(body: dict[str, Any], name: str) -> int:
+def _credits(body: dict[str, Any], name: str, divisor: int = 1) -> int:
     value = body.get(name)
     try:
-        return to_units(Decimal(str(value)))
+        return to_units(Decimal(str(value)) / divisor)
     except (InvalidOperation, ValueError) as exc:
         raise HubError(
             400,
@@ -186,12 +186,18 @@ def _rate(entry: Any, index: int) -> tuple[str, Any, dict[str, Any]]:
     if call_type not in CALL_TYPES:
         raise HubError(400, "invalid_field", f"Rate {index}: unknown type {call_type!r}.", "type")
 
+    per = entry.get("per", "token")
+    if per not in ("token", "million"):
+        raise HubError(400, "invalid_field", f"Rate {index}: 'per' is token or million.", "per")
+
     def units(name: str, required: bool) -> int | None:
         if entry.get(name) is None:
             if required:
                 raise HubError(400, "missing_field", f"Rate {index}: '{name}' is required.", name)
             return None
-        value = _credits(entry, name)
+        # Prices are quoted per million tokens; divided exactly (a per-image price never is).
+        divisor = 1_000_000 if per == "million" and name != "image" else 1
+        value = _credits(entry, name, divisor)
         if value < 0:
             raise HubError(400, "invalid_field", f"Rate {index}: '{name}' is negative.", name)
         return value

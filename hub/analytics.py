@@ -10,11 +10,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from middleware.money import to_credits
+from middleware.money import credits_text
 
 BUCKETS = {"hour": 3600, "day": 86400}
 # What a usage row can be broken down by, and the call column that holds it.
-DIMENSIONS = {"model": "model", "user": "user_did", "app": "app_did"}
+DIMENSIONS = {"model": "model", "user": "user_did", "app": "app_did", "provider": "provider"}
 
 
 def summarize(calls: list[dict[str, Any]]) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def summarize(calls: list[dict[str, Any]]) -> dict[str, Any]:
         "error_rate": round(errors / len(calls), 4) if calls else 0.0,
         "input_tokens": sum(c["input_tokens"] for c in calls),
         "output_tokens": sum(c["output_tokens"] for c in calls),
-        "credits": str(to_credits(sum(c["credits"] for c in calls))),
+        "credits": credits_text(sum(c["credits"] for c in calls)),
         "latency_ms": {"p50": percentile(durations, 0.5), "p95": percentile(durations, 0.95)},
         "ttfb_ms": {"p50": percentile(ttfbs, 0.5), "p95": percentile(ttfbs, 0.95)},
     }

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
 
-from hub import admin_api, login, usage_api
+from hub import admin_api, dashboard, login, usage_api
+from hub.catalog import listed_models
 from hub.dialects import aigne
 from hub.json_route import JsonRoute
 from hub.metrics import Metrics
@@ -65,19 +65,7 @@ def build_router(
 
     async def models(request: Request) -> JSONResponse:
         """The models this hub serves: every priced model, and those the providers list."""
-        seen: dict[str, dict[str, Any]] = {}
-        for rate in await admin.list_rates():
-            name = rate["model"]
-            provider = name.split("/", 1)[0]
-            if registry.serves(name) and name not in seen:
-                seen[name] = {"id": name, "object": "model", "created": 0, "owned_by": provider}
-        for provider in registry.providers.values():
-            for model in provider.models:
-                name = f"{provider.name}/{model}"
-                seen.setdefault(
-                    name, {"id": name, "object": "model", "created": 0, "owned_by": provider.name}
-                )
-        return JSONResponse({"object": "list", "data": sorted(seen.values(), key=_by_id)})
+        return JSONResponse({"object": "list", "data": await listed_models(admin, registry)})
 
     async def blocklet(request: Request) -> Response:
         """What the AIGNE SDK reads to find the hub: the hub's component at the root."""
@@ -141,10 +129,7 @@ def build_router(
             *usage_api.routes(admin),
             *admin_api.routes(admin, settings),
             *login.routes(admin, store, lambda did: str(signer.dumps(did)), SESSION_MAX_AGE),
+            *dashboard.routes(admin, registry, settings, metrics),
         ],
         default=not_found,
     )
-
-
-def _by_id(entry: dict[str, Any]) -> str:
-    return str(entry["id"])

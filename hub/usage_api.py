@@ -17,7 +17,7 @@ from hub.json_route import JsonRoute
 from hub.store.admin import Admin
 from middleware.call import Identity, get_identity
 from middleware.errors import error_body
-from middleware.money import to_credits
+from middleware.money import credits_text
 
 MAX_PAGE = 500
 MAX_EXPORT = 100_000
@@ -122,6 +122,7 @@ def _filters(request: Request) -> dict[str, Any]:
         "app_did": q.get("app"),
         "model": q.get("model"),
         "status": q.get("status"),
+        "request_id": q.get("request_id"),
         "since": _float(q.get("since")),
         "until": _float(q.get("until")),
         "limit": limit,
@@ -149,7 +150,7 @@ async def _usage(request: Request, admin: Admin, user_did: str | None) -> Respon
     if group not in BUCKETS:
         return _bad("group", "'group' must be hour or day.")
     if by not in DIMENSIONS and by != "total":
-        return _bad("by", "'by' must be model, user, app or total.")
+        return _bad("by", "'by' must be model, user, app, provider or total.")
     since = _float(q.get("since")) or time.time() - 7 * 86400
     rows = await admin.list_calls(
         user_did=user_did,
@@ -194,9 +195,7 @@ def _csv(rows: list[dict[str, Any]]) -> Response:
 
 def shown(row: dict[str, Any]) -> dict[str, Any]:
     """Money as exact decimal strings, never floats."""
-    return {
-        k: str(to_credits(v)) if k in _MONEY and isinstance(v, int) else v for k, v in row.items()
-    }
+    return {k: credits_text(v) if k in _MONEY and isinstance(v, int) else v for k, v in row.items()}
 
 
 def _int(value: str | None, default: int) -> int:

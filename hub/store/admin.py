@@ -234,6 +234,7 @@ class Admin:
         app_did: str | None = None,
         model: str | None = None,
         status: str | None = None,
+        request_id: str | None = None,
         since: float | None = None,
         until: float | None = None,
         limit: int = 50,
@@ -250,6 +251,7 @@ class Admin:
             (c.app_did, app_did),
             (c.model, model),
             (c.status, status),
+            (c.request_id, request_id),
         ):
             if value is not None:
                 query = query.where(column == value)

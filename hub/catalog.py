@@ -1,0 +1,26 @@
+"""The models a hub offers: every priced model a provider serves, and those providers list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub.providers.registry import ProviderRegistry
+from hub.store.admin import Admin
+
+
+async def listed_models(admin: Admin, registry: ProviderRegistry) -> list[dict[str, Any]]:
+    """OpenAI `/v1/models` entries, sorted by id."""
+    seen: dict[str, dict[str, Any]] = {}
+    for rate in await admin.list_rates():
+        name = rate["model"]
+        if registry.serves(name) and name not in seen:
+            seen[name] = _entry(name, name.split("/", 1)[0])
+    for provider in registry.providers.values():
+        for model in provider.models:
+            name = f"{provider.name}/{model}"
+            seen.setdefault(name, _entry(name, provider.name))
+    return sorted(seen.values(), key=lambda entry: str(entry["id"]))
+
+
+def _entry(name: str, owner: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": owner}

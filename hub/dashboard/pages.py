@@ -1,0 +1,301 @@
+"""The dashboard and the playground: server-rendered pages over the same store the JSON API
+reads. Admins see everyone; a user sees their own calls, keys and credits.
+
+Pages only read. What changes state (grants, keys, rates, provider keys) is sent by a few
+lines of script as JSON to the admin and user APIs, so the one CSRF rule there (a session
+must send JSON) covers the dashboard too.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from hub.analytics import aggregate, summarize
+from hub.catalog import listed_models
+from hub.dashboard.charts import Bar, Series, bar_chart
+from hub.metrics import Metrics
+from hub.providers.registry import ProviderRegistry
+from hub.settings import Settings
+from hub.store.admin import Admin
+from hub.usage_api import identity_of
+from middleware.money import credits_text
+
+# Window name -> (seconds covered, seconds per chart bar).
+WINDOWS = {
+    "1h": (3600, 60),
+    "24h": (86400, 3600),
+    "7d": (7 * 86400, 6 * 3600),
+    "30d": (30 * 86400, 86400),
+}
+PAGE_SIZE = 50
+STATUSES = ("success", "failed", "processing")
+OK, FAILED, INPUT, OUTPUT, CREDIT = "#3d7eff", "#e5484d", "#8e6cef", "#2fb380", "#f2a33a"
+
+
+def _environment() -> Environment:
+    env = Environment(loader=PackageLoader("hub.dashboard"), autoescape=select_autoescape())
+    env.filters["when"] = _when
+    env.filters["credits"] = lambda units: credits_text(units) if units is not None else ""
+    env.filters["ms"] = lambda value: "" if value is None else f"{value:,} ms"
+    env.filters["count"] = lambda value: f"{value:,}"
+    return env
+
+
+def routes(
+    admin: Admin, registry: ProviderRegistry, settings: Settings, metrics: Metrics
+) -> list[BaseRoute]:
+    env = _environment()
+
+    def render(request: Request, template: str, status: int = 200, **context: Any) -> Response:
+        me = identity_of(request)
+        page = env.get_template(template).render(
+            me=me, path=request.url.path, billing=settings.billing, **context
+        )
+        return HTMLResponse(page, status_code=status)
+
+    def admins_only(request: Request) -> Response | None:
+        if identity_of(request).is_admin:
+            return None
+        return render(request, "denied.html", status=403, title="Admins only")
+
+    async def home(request: Request) -> Response:
+        return RedirectResponse("/dashboard", status_code=303)
+
+    async def overview(request: Request) -> Response:
+        me = identity_of(request)
+        window = request.query_params.get("window", "24h")
+        span, step = WINDOWS.get(window, WINDOWS["24h"])
+        now = time.time()
+        since = (now - span) // step * step + step  # whole bars, the last one is now
+        rows = await admin.list_calls(
+            user_did=None if me.is_admin else me.user_did,
+            since=since,
+            limit=100_000,
+            detached=True,
+        )
+        per_bar = {entry["start"]: entry for entry in aggregate(rows, step, None)}
+        bars = [(_bucket_label(start, step), per_bar.get(start)) for start in _starts(since, step)]
+        charts = [
+            bar_chart(
+                "Calls",
+                (Series("ok", OK), Series("failed", FAILED)),
+                [Bar(label, _calls(e)) for label, e in bars],
+            ),
+            bar_chart(
+                "Tokens",
+                (Series("input", INPUT), Series("output", OUTPUT)),
+                [Bar(label, _tokens(e)) for label, e in bars],
+            ),
+            bar_chart(
+                "Credits",
+                (Series("credits", CREDIT),),
+                [Bar(label, (Decimal(e["credits"]) if e else Decimal(0),)) for label, e in bars],
+            ),
+        ]
+        breakdowns = {"model": _ranked(rows, "model")}
+        if me.is_admin:
+            breakdowns |= {"user": _ranked(rows, "user"), "app": _ranked(rows, "app")}
+        accounts = await admin.list_accounts() if me.is_admin else []
+        return render(
+            request,
+            "overview.html",
+            title="Overview",
+            window=window,
+            windows=list(WINDOWS),
+            totals=summarize(rows),
+            charts=charts,
+            breakdowns=breakdowns,
+            ledger=await admin.ledger(me.user_did),
+            out_of_credit=[a for a in accounts if a["balance"] <= 0],
+            accounts=len(accounts),
+            in_flight=metrics.in_flight,
+        )
+
+    async def calls(request: Request) -> Response:
+        me = identity_of(request)
+        q = request.query_params
+        filters = {
+            "user": (q.get("user") or None) if me.is_admin else me.user_did,
+            "app": q.get("app") or None,
+            "model": q.get("model") or None,
+            "status": q.get("status") if q.get("status") in STATUSES else None,
+        }
+        window = q.get("window", "all")
+        since = time.time() - WINDOWS[window][0] if window in WINDOWS else None
+        page = max(1, int(q["page"])) if q.get("page", "").isdigit() else 1
+        rows = await admin.list_calls(
+            user_did=filters["user"],
+            app_did=filters["app"],
+            model=filters["model"],
+            status=filters["status"],
+            since=since,
+            limit=PAGE_SIZE + 1,  # one more tells whether there is a next page
+            offset=(page - 1) * PAGE_SIZE,
+            detached=True,
+        )
+        kept = {k: v for k, v in filters.items() if v and not (k == "user" and not me.is_admin)}
+        export = {**kept, "format": "csv"} | ({"since": f"{since:.0f}"} if since else {})
+        api = "/api/admin/calls" if me.is_admin else "/api/user/calls"
+        here = {**kept, "window": window}
+        return render(
+            request,
+            "calls.html",
+            title="Calls",
+            rows=rows[:PAGE_SIZE],
+            filters=filters,
+            window=window,
+            windows=["all", *WINDOWS],
+            statuses=STATUSES,
+            page=page,
+            prev_url=f"?{urlencode({**here, 'page': page - 1})}" if page > 1 else None,
+            next_url=f"?{urlencode({**here, 'page': page + 1})}" if len(rows) > PAGE_SIZE else None,
+            export_url=f"{api}?{urlencode(export)}",
+        )
+
+    async def keys(request: Request) -> Response:
+        me = identity_of(request)
+        listed = await admin.list_keys(None if me.is_admin else me.user_did)
+        now = time.time()
+        for key in listed:
+            key["state"] = (
+                "revoked"
+                if key["revoked_at"]
+                else "expired"
+                if key["expires_at"] and key["expires_at"] <= now
+                else "live"
+            )
+        listed.reverse()  # newest first
+        api = "/api/admin/keys" if me.is_admin else "/api/user/keys"
+        return render(request, "keys.html", title="API keys", keys=listed, api=api)
+
+    async def accounts(request: Request) -> Response:
+        if (refused := admins_only(request)) is not None:
+            return refused
+        return render(
+            request,
+            "accounts.html",
+            title="Accounts",
+            accounts=sorted(await admin.list_accounts(), key=lambda a: a["balance"]),
+            grants=await admin.list_grants(limit=20),
+        )
+
+    async def rates(request: Request) -> Response:
+        return render(request, "rates.html", title="Rates", rates=await admin.list_rates())
+
+    async def providers(request: Request) -> Response:
+        if (refused := admins_only(request)) is not None:
+            return refused
+        since = time.time() - 3600
+        recent = await admin.list_calls(since=since, limit=100_000, detached=True)
+        last_hour = {e["provider"]: e for e in aggregate(recent, None, "provider")}
+        now_mono = time.monotonic()
+        cards = []
+        for name, adapter in registry.providers.items():
+            configured = settings.providers[name]
+            credentials = [
+                {
+                    "masked": c.masked,
+                    "weight": c.weight,
+                    "stored": c.stored_as is not None,
+                    "state": _credential_state(c.disabled_until, c.cooled_until, now_mono),
+                }
+                for c in adapter.pool.credentials
+            ]
+            figures = last_hour.get(name)
+            cards.append(
+                {
+                    "name": name,
+                    "kind": configured.kind,
+                    "base_url": configured.base_url,
+                    "models": configured.models,
+                    "credentials": credentials,
+                    "last_hour": figures,
+                    "health": _health(figures, credentials),
+                }
+            )
+        return render(
+            request,
+            "providers.html",
+            title="Providers",
+            providers=cards,
+            stored=await admin.list_credentials(),
+        )
+
+    async def playground(request: Request) -> Response:
+        models = [m["id"] for m in await listed_models(admin, registry)]
+        rated = {r["model"] for r in await admin.list_rates() if r["type"] == "chatCompletion"}
+        if settings.billing:
+            models = [m for m in models if m in rated]  # unpriced models are refused
+        return render(request, "playground.html", title="Playground", models=models)
+
+    static = Path(__file__).parent / "static"
+    return [
+        Route("/", home),
+        Route("/dashboard", overview),
+        Route("/dashboard/calls", calls),
+        Route("/dashboard/keys", keys),
+        Route("/dashboard/accounts", accounts),
+        Route("/dashboard/rates", rates),
+        Route("/dashboard/providers", providers),
+        Route("/playground", playground),
+        Mount("/static", StaticFiles(directory=static), name="static"),
+    ]
+
+
+def _starts(since: float, step: int) -> list[int]:
+    first = int(since // step * step)
+    return list(range(first, int(time.time()) + 1, step))
+
+
+def _bucket_label(start: int, step: int) -> str:
+    fmt = "%Y-%m-%d" if step >= 86400 else "%m-%d %H:%M"
+    return time.strftime(fmt, time.gmtime(start))
+
+
+def _calls(entry: dict[str, Any] | None) -> tuple[int, int]:
+    return (entry["calls"] - entry["errors"], entry["errors"]) if entry else (0, 0)
+
+
+def _tokens(entry: dict[str, Any] | None) -> tuple[int, int]:
+    return (entry["input_tokens"], entry["output_tokens"]) if entry else (0, 0)
+
+
+def _ranked(rows: list[dict[str, Any]], by: str) -> list[dict[str, Any]]:
+    """The window's figures per model, user or app, the costliest first (top 10)."""
+    entries = aggregate(rows, None, by)
+    entries.sort(key=lambda e: (Decimal(e["credits"]), e["calls"]), reverse=True)
+    return entries[:10]
+
+
+def _credential_state(disabled_until: float, cooled_until: float, now: float) -> str:
+    if disabled_until > now:
+        return f"refused, retried in {disabled_until - now:.0f} s"
+    if cooled_until > now:
+        return f"cooling down for {cooled_until - now:.0f} s"
+    return "ok"
+
+
+def _health(figures: dict[str, Any] | None, credentials: list[dict[str, Any]]) -> str:
+    """One word for a provider: what its keys and its last hour of calls say."""
+    usable = [c for c in credentials if not c["state"].startswith("refused")]
+    if not usable or (figures and figures["calls"] >= 3 and figures["error_rate"] >= 0.5):
+        return "down"
+    if any(c["state"] != "ok" for c in credentials) or (figures and figures["error_rate"] >= 0.05):
+        return "degraded"
+    return "healthy" if figures else "idle"
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(timestamp))
