@@ -139,3 +139,29 @@ async def test_a_wrong_method_is_a_json_405(admin_hub: Hub) -> None:
     response = await admin_hub.client.delete("/api/admin/rates")
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_a_user_gets_403_from_every_admin_route_and_method(admin_hub: Hub) -> None:
+    from starlette.routing import Route
+
+    from hub.routes import build_router
+
+    app = admin_hub.app
+    router = build_router(app.store, app.registry, app.settings, app.metrics)
+    admin_routes = [
+        (method, route.path.replace("{", "").replace("}", ""))  # any id will do
+        for route in router.routes
+        if isinstance(route, Route) and route.path.startswith("/api/admin/")
+        for method in sorted(route.methods or ())
+        if method != "HEAD"
+    ]
+    _, bob_key = await admin_hub.admin.create_key(BOB)
+    async with client(admin_hub, bob_key) as bob:
+        answers = {
+            (method, path): await bob.request(method, path, json={"user": BOB, "amount": "9"})
+            for method, path in admin_routes
+        }
+
+    assert len(admin_routes) >= 12  # accounts, keys, grants, rates, credentials, calls, ...
+    assert {k: r.status_code for k, r in answers.items()} == dict.fromkeys(answers, 403)
+    assert (await admin_hub.admin.ledger(BOB))["granted"] == 0
