@@ -64,7 +64,7 @@ class HubApp:
         self.transport = transport or AiohttpTransport(
             max_connections=limits.upstream_max_connections
         )
-        self.metrics = Metrics()
+        self.metrics = Metrics(log_prompts=settings.log_prompts)
         proxy = Proxy(self.registry, self.transport, self._price if settings.billing else None)
         router = build_router(self.store, self.registry, settings, self.metrics)
 

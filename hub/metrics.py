@@ -36,7 +36,8 @@ class _Histogram:
 class Metrics:
     """Implements middleware.ports.CallObserver."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_prompts: bool = False) -> None:
+        self.log_prompts = log_prompts
         self.in_flight = 0
         self.counters: dict[str, defaultdict[Labels, float]] = defaultdict(
             lambda: defaultdict(float)
@@ -67,7 +68,10 @@ class Metrics:
         if call.ttfb_ms is not None:
             self._observe("aigne_hub_ttfb_seconds", base[:1] + base[2:], call.ttfb_ms / 1000)
         if call_log.isEnabledFor(logging.INFO):
-            call_log.info(json.dumps(_line(call), separators=(",", ":")))
+            line = _line(call)
+            if self.log_prompts:
+                line["prompt"] = _prompt(call)
+            call_log.info(json.dumps(line, separators=(",", ":"), default=str))
 
     def _count(self, name: str, labels: Labels, amount: float = 1.0) -> None:
         self.counters[name][labels] += amount
@@ -140,3 +144,13 @@ def _line(call: Call) -> dict[str, object]:
         "ttfb_ms": call.ttfb_ms,
         "attempts": call.attempts,
     }
+
+
+def _prompt(call: Call) -> object:
+    """What the caller asked, in the request's own shape: chat messages, embedding input or
+    an image prompt. Logged only when the operator turns `logging.prompts` on."""
+    body = call.body
+    for field in ("messages", "input", "prompt"):
+        if field in body:
+            return body[field]
+    return None

@@ -81,13 +81,15 @@ class Settings:
     # Encrypts provider keys stored in the database; the key file is made on first use.
     encryption_key: str | None = None
     encryption_key_file: str = "aigne-hub.key"
+    # Whether the per-call log line carries the prompt (off: people's text stays out of logs).
+    log_prompts: bool = False
 
     @property
     def billing(self) -> bool:
         return self.mode == "service-provider"
 
 
-_TOP = {"mode", "server", "database", "limits", "providers", "session", "security"}
+_TOP = {"mode", "server", "database", "limits", "providers", "session", "security", "logging"}
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -114,6 +116,9 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     database = _table(data, "database", {"url", "sqlite_synchronous"})
     session = _table(data, "session", {"secret"})
     security = _table(data, "security", {"encryption_key", "encryption_key_file"})
+    log_prompts = _table(data, "logging", {"prompts"}).get("prompts", False)
+    if not isinstance(log_prompts, bool):
+        raise ConfigError("logging.prompts", f"must be true or false, not {log_prompts!r}")
 
     mode = env.get("AIGNE_HUB_MODE") or data.get("mode", "service-provider")
     if mode not in ("service-provider", "self-hosted"):
@@ -151,6 +156,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         cors_origins=tuple(cors),
         encryption_key=env.get("AIGNE_HUB_ENCRYPTION_KEY") or security.get("encryption_key"),
         encryption_key_file=str(security.get("encryption_key_file", "aigne-hub.key")),
+        log_prompts=log_prompts,
     )
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import httpx
 import pytest
 import respx
 
-from tests.conftest import PROVIDER_KEY, Hub
+from hub.settings import ConfigError, load_settings
+from tests.conftest import PROVIDER_KEY, Hub, make_settings, start_hub
 from tests.hub.test_proxy import completion
 
 pytestmark = pytest.mark.anyio
@@ -51,3 +53,31 @@ async def test_metrics_count_calls_tokens_credits_and_errors(
         hub.key not in r.message and PROVIDER_KEY not in r.message and "Say hi" not in r.message
         for r in caplog.records
     )
+
+
+async def test_the_log_line_carries_the_prompt_only_when_configured(
+    db_url: str, mock_upstream: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    mock_upstream.post("/chat/completions").respond(json=completion(9, 3))
+    caplog.set_level(logging.INFO, logger="aigne_hub.calls")
+    hub = await start_hub(
+        make_settings(db_url, log_prompts=True), httpx.MockTransport(mock_upstream.async_handler)
+    )
+    try:
+        await hub.chat(messages=[{"role": "user", "content": "Say hi to the log"}])
+    finally:
+        await hub.client.aclose()
+        await hub.app.shutdown()
+
+    [line] = [json.loads(r.message) for r in caplog.records if r.name == "aigne_hub.calls"]
+    assert line["prompt"] == [{"role": "user", "content": "Say hi to the log"}]
+    assert hub.key not in caplog.text and PROVIDER_KEY not in caplog.text
+
+
+def test_logging_prompts_must_be_a_boolean(tmp_path: Path) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text('[logging]\nprompts = "yes"\n')
+    with pytest.raises(ConfigError, match="logging.prompts"):
+        load_settings(config, env={})
+    config.write_text("[logging]\nprompts = true\n")
+    assert load_settings(config, env={}).log_prompts is True
