@@ -19,6 +19,7 @@ import httpx
 import pytest
 import respx
 import uvicorn
+from cryptography.fernet import Fernet
 
 from examples.fake_provider import FakeProvider
 from hub.app import HubApp, create_app
@@ -114,6 +115,8 @@ def make_settings(
         limits=limits,
         sqlite_synchronous="NORMAL",
         session_secret="test-secret",
+        # A key of the test's own: the default key file would land in the working directory.
+        encryption_key=Fernet.generate_key().decode(),
     )
     return replace(base, **changes)
 
