@@ -21,6 +21,7 @@ from middleware.money import credits_text
 
 MAX_PAGE = 500
 MAX_EXPORT = 100_000
+OPERATOR_ONLY = frozenset({"credential", "account_id"})
 _MONEY = {
     "credits",
     "balance",
@@ -41,7 +42,7 @@ def routes(admin: Admin) -> list[JsonRoute]:
         return JSONResponse(shown({"user_did": identity.user_did, **ledger}))
 
     async def my_calls(request: Request) -> Response:
-        return await _calls(request, admin, user_did=identity_of(request).user_did)
+        return await _calls(request, admin, user_did=identity_of(request).user_did, own=True)
 
     async def my_usage(request: Request) -> Response:
         return await _usage(request, admin, user_did=identity_of(request).user_did)
@@ -130,12 +131,18 @@ def _filters(request: Request) -> dict[str, Any]:
     }
 
 
-async def _calls(request: Request, admin: Admin, user_did: str | None) -> Response:
+async def _calls(
+    request: Request, admin: Admin, user_did: str | None, own: bool = False
+) -> Response:
     filters = _filters(request)
     as_csv = request.query_params.get("format") == "csv"
     if as_csv and "limit" not in request.query_params:
         filters["limit"] = MAX_EXPORT  # an export is the whole filtered list, not a page
     rows = await admin.list_calls(user_did=user_did, detached=True, **filters)
+    if own:
+        # Which of the operator's provider keys served a call (even masked) and internal
+        # ids are the operator's business, not the caller's.
+        rows = [{k: v for k, v in row.items() if k not in OPERATOR_ONLY} for row in rows]
     if as_csv:
         return _csv(rows)
     return page_of(request, rows, filters["limit"])
@@ -181,16 +188,29 @@ def _bad(param: str, message: str) -> Response:
 
 
 def _csv(rows: list[dict[str, Any]]) -> Response:
+    """Calls for a spreadsheet: times as ISO 8601 UTC, booleans as true/false."""
     out = io.StringIO()
     if rows:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(shown(row) for row in rows)
+        writer.writerows(_for_spreadsheet(shown(row)) for row in rows)
     return Response(
         out.getvalue(),
         media_type="text/csv",
         headers={"content-disposition": 'attachment; filename="calls.csv"'},
     )
+
+
+def _for_spreadsheet(row: dict[str, Any]) -> dict[str, Any]:
+    def cell(key: str, value: Any) -> Any:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if key.endswith("_at") and isinstance(value, int | float):
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(value))
+            return f"{stamp}.{int(value % 1 * 1000):03d}Z"
+        return value
+
+    return {key: cell(key, value) for key, value in row.items()}
 
 
 def shown(row: dict[str, Any]) -> dict[str, Any]:

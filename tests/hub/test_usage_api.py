@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import anyio
 import httpx
@@ -58,6 +59,8 @@ async def test_a_user_sees_their_own_balance_and_calls_only(
     }
     assert [c["user_did"] for c in calls["data"]] == [BOB]
     assert calls["data"][0]["credits"] == "0.000015" and calls["next_offset"] is None
+    # Which operator key served the call (even masked) is not the caller's to see.
+    assert "credential" not in calls["data"][0] and "account_id" not in calls["data"][0]
 
 
 async def test_calls_are_paginated(hub: Hub, bob: httpx.AsyncClient) -> None:
@@ -162,5 +165,9 @@ async def test_a_csv_export_holds_every_matching_call_not_one_page(
     page = (await bob.get("/api/user/calls", params={"limit": 2})).json()
     await bob.aclose()
 
-    assert len(list(csv.DictReader(io.StringIO(exported.text)))) == 4
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert len(rows) == 4 and "credential" not in rows[0]
+    # For spreadsheets: times in ISO 8601 UTC, booleans as true/false.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", rows[0]["request_at"])
+    assert rows[0]["stream"] == "false"
     assert len(page["data"]) == 2 and page["next_offset"] == 2
