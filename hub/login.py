@@ -32,13 +32,16 @@ placeholder="ahk_..." autocomplete="off" autofocus><button>Sign in</button></for
 
 
 def routes(
-    admin: Admin, keys: KeyStore, session_cookie: Callable[[str], str], max_age: int
+    admin: Admin,
+    keys: KeyStore,
+    session_cookie: Callable[[str, str | None], str],
+    max_age: int,
 ) -> list[JsonRoute]:
-    def signed_in(did: str, next_path: str) -> Response:
+    def signed_in(did: str, key_hash: str | None, next_path: str) -> Response:
         response = RedirectResponse(next_path, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
-            session_cookie(did),
+            session_cookie(did, key_hash),
             max_age=max_age,
             httponly=True,
             samesite="lax",
@@ -56,7 +59,8 @@ def routes(
         fields = parse_qs(body.decode("utf-8", "replace"))
         key = (fields.get("key") or [""])[0].strip()
         next_path = _next((fields.get("next") or [""])[0])
-        record = await keys.find_key(hash_key(key)) if key else None
+        record_hash = hash_key(key)
+        record = await keys.find_key(record_hash) if key else None
         expired = (
             record is not None
             and record.expires_at is not None
@@ -65,7 +69,7 @@ def routes(
         if record is None or record.revoked or expired:
             message = '<p class="error">That key is not a valid hub key.</p>'
             return form(next_path, message, status_code=401)
-        return signed_in(record.user_did, next_path)
+        return signed_in(record.user_did, record_hash, next_path)
 
     async def link(request: Request) -> Response:
         did = await admin.use_login_link(request.query_params.get("token", ""))
@@ -75,7 +79,7 @@ def routes(
                 "another.</p>"
             )
             return form("/", message, status_code=401)
-        return signed_in(did, _next(request.query_params.get("next")))
+        return signed_in(did, None, _next(request.query_params.get("next")))
 
     async def logout(request: Request) -> Response:
         response = RedirectResponse("/login", status_code=303)

@@ -128,7 +128,12 @@ def build_router(
             JsonRoute("/metrics", prometheus),
             *usage_api.routes(admin),
             *admin_api.routes(admin, settings),
-            *login.routes(admin, store, lambda did: str(signer.dumps(did)), SESSION_MAX_AGE),
+            *login.routes(
+                admin,
+                store,
+                lambda did, key_hash: str(signer.dumps([did, key_hash])),
+                SESSION_MAX_AGE,
+            ),
             *dashboard.routes(admin, registry, settings, metrics),
         ],
         default=not_found,

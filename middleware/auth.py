@@ -147,7 +147,9 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
     async def _from_key(self, token: str) -> Identity | tuple[str, str]:
-        key_hash = hash_key(token)
+        return await self._from_hash(hash_key(token))
+
+    async def _from_hash(self, key_hash: str) -> Identity | tuple[str, str]:
         hit, record = self.cache.get(key_hash)
         if not hit:
             record = await self.keys.find_key(key_hash)
@@ -174,11 +176,20 @@ class AuthMiddleware:
         if cookie is None:
             return None
         try:
-            did = self.sessions.loads(cookie, max_age=self.session_max_age)
+            payload = self.sessions.loads(cookie, max_age=self.session_max_age)
         except BadSignature:
             return None
-        if not isinstance(did, str):
+        # [did, hash of the key signed in with] or [did, None] (a one-time link).
+        if not (isinstance(payload, list) and len(payload) == 2):
             return None
+        did, key_hash = payload
+        if not isinstance(did, str) or not isinstance(key_hash, str | None):
+            return None
+        if key_hash is not None:
+            # A session opened with a key ends when that key is revoked or expires.
+            by_key = await self._from_hash(key_hash)
+            if isinstance(by_key, tuple) or by_key.user_did != did:
+                return None
         found = await self.accounts.find_account(did)
         if found is None:
             return None
@@ -192,11 +203,12 @@ class AuthMiddleware:
             and "text/html" in headers.get("accept", "")
         )
 
-    def session_cookie(self, user_did: str) -> str:
-        """A signed cookie value that logs `user_did` in (used by the login pages)."""
+    def session_cookie(self, user_did: str, key_hash: str | None = None) -> str:
+        """A signed cookie value that logs `user_did` in (used by the login pages); with
+        the hash of the key the person signed in with, the session lasts while the key does."""
         if self.sessions is None:
             raise RuntimeError("sessions are not configured: set a session secret")
-        return str(self.sessions.dumps(user_did))
+        return str(self.sessions.dumps([user_did, key_hash]))
 
 
 def _is_json(headers: Headers) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
@@ -104,3 +105,18 @@ async def test_a_session_cannot_post_a_model_call_as_a_form(hub: Hub) -> None:
 
     assert forged.status_code == 403 and forged.json()["error"]["code"] == "csrf"
     assert await hub.calls() == []
+
+
+async def test_revoking_the_key_signed_in_with_ends_the_session(hub: Hub) -> None:
+    _, key = await hub.admin.create_key(USER, name="laptop")
+    async with browser(hub) as person:
+        await person.post("/login", data={"key": key})
+        before = await person.get("/api/user/balance")
+        key_id = next(k["id"] for k in await hub.admin.list_keys(USER) if k["name"] == "laptop")
+        await hub.admin.revoke_key(key_id)
+        await anyio.sleep(0.3)  # key lookups are cached for 0.2 s in these tests
+        after = await person.get("/api/user/balance")
+        page = await person.get("/dashboard", headers={"accept": "text/html"})
+
+    assert before.status_code == 200
+    assert after.status_code == 401 and page.headers["location"].startswith("/login")
