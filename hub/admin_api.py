@@ -58,10 +58,18 @@ def routes(admin: Admin, settings: Settings) -> list[JsonRoute]:
             return page_of(request, rows, limit)
         body = await _json(request)
         units = _credits(body, "amount")
+        if units == 0:
+            raise HubError(400, "invalid_field", "'amount' must not be zero.", "amount")
         balance = await admin.grant(_text(body, "user"), units, body.get("note"))
         return JSONResponse(shown({"user_did": body["user"], "granted": units, "balance": balance}))
 
     async def rates(request: Request) -> Response:
+        if request.method == "DELETE":
+            model = request.query_params.get("model", "")
+            call_type = request.query_params.get("type", "chatCompletion")
+            if call_type not in CALL_TYPES or not await admin.delete_rate(model, call_type):
+                raise HubError(404, "not_found", f"No {call_type} rate for '{model}'.")
+            return JSONResponse({"model": model, "type": call_type, "removed": True})
         if request.method == "PUT":
             entries = await _json(request)
             if not isinstance(entries, list):
@@ -99,7 +107,7 @@ def routes(admin: Admin, settings: Settings) -> list[JsonRoute]:
         ("/api/admin/keys", all_keys, ["GET", "POST"]),
         ("/api/admin/keys/{key_id}", revoke, ["DELETE"]),
         ("/api/admin/grants", grants, ["GET", "POST"]),
-        ("/api/admin/rates", rates, ["GET", "PUT"]),
+        ("/api/admin/rates", rates, ["GET", "PUT", "DELETE"]),
         ("/api/admin/credentials", credentials, ["GET", "POST"]),
         ("/api/admin/credentials/{credential_id}", remove_credential, ["DELETE"]),
     ]

@@ -150,6 +150,10 @@ def _parser() -> argparse.ArgumentParser:
     set_rate.set_defaults(handler=_run(_rates_set))
     list_rates = rates.add_parser("list", parents=[common], help="list rates")
     list_rates.set_defaults(handler=_run(_rates_list))
+    remove_rate = rates.add_parser("remove", parents=[common], help="remove a model's rate")
+    remove_rate.add_argument("model")
+    remove_rate.add_argument("--type", default="chatCompletion", choices=CALL_TYPES)
+    remove_rate.set_defaults(handler=_run(_rates_remove))
 
     creds = commands.add_parser(
         "credentials", parents=[common], help="provider keys kept in the database (encrypted)"
@@ -324,6 +328,12 @@ async def _rates_set(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
         image_rate=values["image_rate"],
     )
     return {"model": args.model, "type": args.type, **values}
+
+
+async def _rates_remove(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    if not await admin.delete_rate(args.model, args.type):
+        raise LookupError(f"no {args.type} rate for {args.model}")
+    return {"model": args.model, "type": args.type, "removed": True}
 
 
 async def _rates_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -19,16 +19,24 @@ from hub.store.admin import Admin
 from middleware.auth import SESSION_COOKIE, hash_key
 from middleware.ports import KeyStore
 
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>AIGNE Hub: sign in</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto}}
-input{{width:100%;padding:.5rem;margin:.5rem 0}}button{{padding:.5rem 1rem}}
-.error{{color:#b00}}</style></head><body><h1>AIGNE Hub</h1>
-<p>Sign in with one of your API keys, or a one-time link from
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in · AIGNE Hub</title><link rel="icon" href="data:,">
+<style>body{{margin:0;background:#f6f7f9;color:#1c2024;font:14px system-ui,sans-serif}}
+header{{background:#111827;color:#fff;padding:.7rem 1.5rem;font-weight:700}}
+main{{max-width:26rem;margin:3rem auto;background:#fff;border:1px solid #e4e7ec;
+border-radius:8px;padding:1.2rem 1.5rem}}h1{{font-size:1.3rem;margin:.2rem 0 .8rem}}
+label{{display:block;font-size:.85rem;color:#667085;margin-top:.8rem}}
+input{{width:100%;box-sizing:border-box;padding:.5rem;margin:.3rem 0 .8rem;font:inherit;
+border:1px solid #d0d5dd;border-radius:6px}}button{{padding:.5rem 1.1rem;font:inherit;
+color:#fff;background:#3d7eff;border:0;border-radius:6px;cursor:pointer}}
+.error{{color:#d92d20}}</style></head><body><header>AIGNE Hub</header><main>
+<h1>Sign in</h1><p>With one of your API keys, or a one-time link from
 <code>aigne-hub admin login-link</code>.</p>{error}
 <form method="post" action="/login"><input type="hidden" name="next" value="{next}">
-<input name="key" type="password"
-placeholder="ahk_..." autocomplete="off" autofocus><button>Sign in</button></form>
-</body></html>"""
+<label for="key">API key</label><input id="key" name="key" type="password"
+placeholder="ahk_..." autocomplete="off" autofocus required><button>Sign in</button></form>
+</main></body></html>"""
 
 
 def routes(

@@ -102,9 +102,9 @@ def routes(
                 [Bar(label, (Decimal(e["credits"]) if e else Decimal(0),)) for label, e in bars],
             ),
         ]
-        breakdowns = {"model": _ranked(rows, "model")}
+        breakdowns = {"model": _ranked(rows, "model"), "app": _ranked(rows, "app")}
         if me.is_admin:
-            breakdowns |= {"user": _ranked(rows, "user"), "app": _ranked(rows, "app")}
+            breakdowns["user"] = _ranked(rows, "user")
         accounts = await admin.list_accounts() if me.is_admin else []
         return render(
             request,
@@ -116,7 +116,7 @@ def routes(
             charts=charts,
             breakdowns=breakdowns,
             ledger=await admin.ledger(me.user_did),
-            out_of_credit=[a for a in accounts if a["balance"] <= 0],
+            out_of_credit=[a for a in accounts if _out_of_credit(a)],
             accounts=len(accounts),
             in_flight=metrics.in_flight,
         )
@@ -164,7 +164,8 @@ def routes(
 
     async def keys(request: Request) -> Response:
         me = identity_of(request)
-        listed = await admin.list_keys(None if me.is_admin else me.user_did)
+        user = (request.query_params.get("user") or None) if me.is_admin else me.user_did
+        listed = await admin.list_keys(user)
         now = time.time()
         for key in listed:
             key["state"] = (
@@ -176,7 +177,7 @@ def routes(
             )
         listed.reverse()  # newest first
         api = "/api/admin/keys" if me.is_admin else "/api/user/keys"
-        return render(request, "keys.html", title="API keys", keys=listed, api=api)
+        return render(request, "keys.html", title="API keys", keys=listed, api=api, user=user)
 
     async def accounts(request: Request) -> Response:
         if (refused := admins_only(request)) is not None:
@@ -275,6 +276,11 @@ def _ranked(rows: list[dict[str, Any]], by: str) -> list[dict[str, Any]]:
     entries = aggregate(rows, None, by)
     entries.sort(key=lambda e: (Decimal(e["credits"]), e["calls"]), reverse=True)
     return entries[:10]
+
+
+def _out_of_credit(account: dict[str, Any]) -> bool:
+    """Spent past zero, or spent all it was given; not an account never given any."""
+    return bool(account["balance"] < 0 or (account["balance"] == 0 and account["granted"] > 0))
 
 
 def _credential_state(disabled_until: float, cooled_until: float, now: float) -> str:

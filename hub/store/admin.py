@@ -6,7 +6,7 @@ import secrets
 import time
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import BigInteger, cast, func, select
 
 from hub.secrets import SecretBox, mask
 from hub.store.raw import Exec, Fetch, Operation, rows_changed
@@ -93,10 +93,18 @@ class Admin:
         return await self.store.run(lambda: rows_changed(Exec(self.sql.revoke_key, values))) > 0
 
     async def list_accounts(self) -> list[dict[str, Any]]:
-        """Every account with its balance."""
+        """Every account with its balance and all it was ever granted."""
         c = accounts.c
+        # PostgreSQL sums bigints as numeric: cast back, so money stays an integer of units.
+        granted = (
+            select(cast(func.coalesce(func.sum(credit_grants.c.amount), 0), BigInteger))
+            .where(credit_grants.c.account_id == c.id)
+            .scalar_subquery()
+        )
         return await self.store.query(
-            select(c.did, c.name, c.is_admin, c.balance, c.created_at).order_by(c.created_at)
+            select(
+                c.did, c.name, c.is_admin, c.balance, granted.label("granted"), c.created_at
+            ).order_by(c.created_at)
         )
 
     async def key_owner(self, key_id: str) -> str | None:

@@ -34,6 +34,8 @@ T = TypeVar("T")
 
 # A key's last-used time is written at most this often, so auth stays off the write path.
 TOUCH_INTERVAL = 60.0
+# Seconds: how stale the rate cache may be before a call for an unpriced model re-reads it.
+RATE_MISS_RELOAD = 1.0
 # A call still `processing` this long after it began belongs to a hub that stopped (a crash,
 # a kill) before settling it; no stream lasts this long. Marked failed at the next start.
 ABANDONED_AFTER = 6 * 3600.0
@@ -64,6 +66,7 @@ class SqlStore:
         self._balances: dict[int, tuple[float, int]] = {}
         self._rates: dict[tuple[str, str], Rate] = {}
         self._rates_expire = 0.0
+        self._rates_loaded_at = 0.0
         self._rates_loading: asyncio.Future[None] | None = None
         self._touched: dict[str, float] = {}
 
@@ -182,12 +185,21 @@ class SqlStore:
 
     async def rate(self, model: str, call_type: CallType) -> Rate | None:
         if time.monotonic() >= self._rates_expire:
-            # One reload at a time, in a task of its own: a caller that is cancelled (its
-            # client hung up) stops waiting, but the reload, shared with others, goes on.
-            if self._rates_loading is None or self._rates_loading.done():
-                self._rates_loading = asyncio.ensure_future(self._load_rates())
-            await asyncio.shield(self._rates_loading)
-        return self._rates.get((model, call_type))
+            await self._reload_rates()
+        found = self._rates.get((model, call_type))
+        if found is None and time.monotonic() - self._rates_loaded_at >= RATE_MISS_RELOAD:
+            # A refusal re-reads first, so a rate set a moment ago (by the CLI or another
+            # instance) counts at once; unpriced calls cause at most one read a second.
+            await self._reload_rates()
+            found = self._rates.get((model, call_type))
+        return found
+
+    async def _reload_rates(self) -> None:
+        # One reload at a time, in a task of its own: a caller that is cancelled (its
+        # client hung up) stops waiting, but the reload, shared with others, goes on.
+        if self._rates_loading is None or self._rates_loading.done():
+            self._rates_loading = asyncio.ensure_future(self._load_rates())
+        await asyncio.shield(self._rates_loading)
 
     async def _load_rates(self) -> None:
         rows = await self.run(lambda: single(Fetch(self.sql.all_rates, {}, all=True)))
@@ -202,7 +214,8 @@ class SqlStore:
             )
             for r in rows
         }
-        self._rates_expire = time.monotonic() + self.rate_cache_seconds
+        self._rates_loaded_at = time.monotonic()
+        self._rates_expire = self._rates_loaded_at + self.rate_cache_seconds
 
     def forget_caches(self) -> None:
         """Drop cached balances and rates (after changes made by another process)."""

@@ -136,7 +136,7 @@ async def test_bad_bodies_are_clear_400s(admin_hub: Hub) -> None:
 
 
 async def test_a_wrong_method_is_a_json_405(admin_hub: Hub) -> None:
-    response = await admin_hub.client.delete("/api/admin/rates")
+    response = await admin_hub.client.patch("/api/admin/rates")
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
 
@@ -165,3 +165,16 @@ async def test_a_user_gets_403_from_every_admin_route_and_method(admin_hub: Hub)
     assert len(admin_routes) >= 12  # accounts, keys, grants, rates, credentials, calls, ...
     assert {k: r.status_code for k, r in answers.items()} == dict.fromkeys(answers, 403)
     assert (await admin_hub.admin.ledger(BOB))["granted"] == 0
+
+
+async def test_a_rate_can_be_removed_and_a_zero_grant_is_refused(admin_hub: Hub) -> None:
+    api = admin_hub.client
+    removed = await api.delete("/api/admin/rates", params={"model": "mock/gpt-4o-mini"})
+    again = await api.delete("/api/admin/rates", params={"model": "mock/gpt-4o-mini"})
+    refused_call = await admin_hub.chat()
+    zero = await api.post("/api/admin/grants", json={"user": BOB, "amount": "0"})
+
+    assert removed.json()["removed"] is True and again.status_code == 404
+    assert refused_call.json()["error"]["code"] == "model_not_priced"
+    assert (zero.status_code, zero.json()["error"]["param"]) == (400, "amount")
+    assert (await api.get("/api/admin/grants", params={"user": BOB})).json()["data"] == []

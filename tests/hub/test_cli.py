@@ -247,6 +247,15 @@ def test_setting_a_rate_again_replaces_it(cli: Cli) -> None:
     ]
 
 
+def test_a_rate_can_be_removed_once(cli: Cli) -> None:
+    cli.json("rates", "set", "openai/gpt-4o", "--input", "0.000002", "--output", "0")
+    removed = cli.json("rates", "remove", "openai/gpt-4o")
+    code, _, err = cli.run("rates", "remove", "openai/gpt-4o")
+
+    assert removed["removed"] is True and cli.json("rates", "list") == []
+    assert code == 1 and "no chatCompletion rate for openai/gpt-4o" in err
+
+
 def test_calls_list_on_an_empty_database_is_empty(cli: Cli) -> None:
     code, out, _ = cli.run("calls", "list", "--json")
 

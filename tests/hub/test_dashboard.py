@@ -142,3 +142,23 @@ async def test_a_browser_is_sent_to_sign_in_and_the_root_to_the_overview(hub: Hu
     assert page.status_code == 303
     assert page.headers["location"] == "/login?next=%2Fdashboard%2Fcalls"
     assert root.status_code == 303 and root.headers["location"] == "/dashboard"
+
+
+async def test_accounts_show_grants_and_only_spent_accounts_are_out_of_credit(
+    hub: Hub, bob: httpx.AsyncClient
+) -> None:
+    await hub.admin.grant(BOB, -to_units(1))  # Bob had credit and it is gone
+    await hub.admin.ensure_account("did:abt:never-granted")
+    overview = (await hub.client.get("/dashboard")).text
+    accounts = (await hub.client.get("/api/admin/accounts")).json()
+    bobs_keys = (await hub.client.get("/dashboard/keys", params={"user": BOB})).text
+
+    out = overview.split("Out of credit", 1)[1].split("</section>", 1)[0]
+    assert BOB in out and "never-granted" not in out and USER not in out
+    assert {a["did"]: a["granted"] for a in accounts}[BOB] == "0"  # 1 granted, 1 taken back
+    assert "&lt;script&gt;" in bobs_keys and "test</td>" not in bobs_keys  # Bob's key only
+
+
+async def test_a_user_sees_their_usage_by_app(hub: Hub, bob: httpx.AsyncClient) -> None:
+    overview = (await bob.get("/dashboard")).text
+    assert "By app" in overview and "app-b" in overview and "By user" not in overview

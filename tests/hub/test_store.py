@@ -267,3 +267,20 @@ async def test_a_cancelled_reader_does_not_cancel_others_waiting_for_the_same_ra
     rate = await second
     assert rate is not None and rate.output_rate == 2
     assert first.cancelled()
+
+
+async def test_a_rate_set_elsewhere_counts_within_a_second_not_a_cache_period(
+    store: SqlStore, db_url: str
+) -> None:
+    assert store.rate_cache_seconds >= 5
+    assert await store.rate("late/model", "chatCompletion") is None  # cached: no such rate
+    elsewhere = SqlStore(db_url)  # the CLI, or another instance of the hub
+    await elsewhere.open()
+    try:
+        await Admin(elsewhere).set_rate("late/model", "chatCompletion", input_rate=1, output_rate=2)
+    finally:
+        await elsewhere.close()
+
+    await anyio.sleep(1.1)
+    rate = await store.rate("late/model", "chatCompletion")
+    assert rate is not None and rate.output_rate == 2

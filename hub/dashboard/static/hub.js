@@ -45,7 +45,6 @@ document.addEventListener("submit", async (event) => {
       const box = form.closest("section").querySelector(".secret");
       box.querySelector("[data-revealed]").textContent = result[reveal];
       box.hidden = false;
-      form.reset();
       return;
     }
     location.reload();

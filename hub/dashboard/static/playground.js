@@ -51,8 +51,8 @@ async function* events(response) {
 }
 
 // The call record holds what was billed; it is written just after the stream ends.
-async function callRecord(id) {
-  for (let tries = 0; tries < 40; tries++) {
+async function callRecord(id, tries) {
+  for (; tries > 0; tries--) {
     const response = await fetch(`/api/user/calls?request_id=${encodeURIComponent(id)}&limit=1`);
     if (response.ok) {
       const [call] = (await response.json()).data;
@@ -85,6 +85,8 @@ async function ask() {
   const id = requestId();
   let content = "";
   let failure = null;
+  // A refusal (no credit, no rate) leaves no call record: after an error, look only briefly.
+  let lookups = 40;
   try {
     const response = await fetch("/v1/chat/completions", {
       method: "POST",
@@ -98,6 +100,7 @@ async function ask() {
       }),
     });
     if (!response.ok) {
+      lookups = 3;
       const payload = await response.json().catch(() => null);
       failure = (payload && payload.error && payload.error.message) || `HTTP ${response.status}`;
     } else {
@@ -128,7 +131,7 @@ async function ask() {
   } else if (failure) {
     history.pop(); // the question goes unanswered: ask it again rather than resend it
   }
-  const call = await callRecord(id);
+  const call = await callRecord(id, lookups);
   if (call) {
     answer.meta.textContent = (failure ? failure + " · " : "") + describe(call);
     answer.turn.dataset.credits = call.credits;
