@@ -23,6 +23,8 @@ from hub.usage_api import admin_only, identity_of, limit_of, offset_of, page_of,
 from middleware.errors import HubError, error_body
 from middleware.money import to_units
 
+MAX_KEY_DAYS = 36_500  # a hundred years: later dates do not fit a calendar
+
 
 def routes(admin: Admin, settings: Settings) -> list[JsonRoute]:
     async def accounts(request: Request) -> Response:
@@ -60,7 +62,8 @@ def routes(admin: Admin, settings: Settings) -> list[JsonRoute]:
         units = _credits(body, "amount")
         if units == 0:
             raise HubError(400, "invalid_field", "'amount' must not be zero.", "amount")
-        balance = await admin.grant(_text(body, "user"), units, body.get("note"))
+        note = _optional_text(body, "note")
+        balance = await admin.grant(_text(body, "user"), units, note)
         return JSONResponse(shown({"user_did": body["user"], "granted": units, "balance": balance}))
 
     async def rates(request: Request) -> Response:
@@ -92,7 +95,7 @@ def routes(admin: Admin, settings: Settings) -> list[JsonRoute]:
                 raise HubError(
                     400, "invalid_field", "'weight' must be a positive integer.", "weight"
                 )
-            added = await admin.add_credential(provider, _text(body, "key"), box, weight)
+            added = await admin.add_credential(provider, _text(body, "key", 1000), box, weight)
             return JSONResponse(added, status_code=201)
         return JSONResponse(await admin.list_credentials())
 
@@ -153,10 +156,28 @@ async def _json(request: Request) -> Any:
         raise HubError(400, "invalid_json", f"The request body is not valid JSON: {exc}") from exc
 
 
-def _text(body: Any, name: str) -> str:
+def _text(body: Any, name: str, longest: int = 200) -> str:
     value = body.get(name) if isinstance(body, dict) else None
     if not isinstance(value, str) or not value:
         raise HubError(400, "missing_field", f"The field '{name}' is required.", name)
+    return _fits(value, name, longest)
+
+
+def _optional_text(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise HubError(400, "invalid_field", f"'{name}' must be text.", name)
+    return _fits(value, name)
+
+
+def _fits(value: str, name: str, longest: int = 200) -> str:
+    """Text the store can hold: no longer than its column, and no NUL."""
+    if len(value) > longest or "\x00" in value:
+        raise HubError(
+            400, "invalid_field", f"'{name}' must be text of at most {longest} characters.", name
+        )
     return value
 
 
@@ -175,12 +196,21 @@ def _credits(body: dict[str, Any], name: str, divisor: int = 1) -> int:
 
 async def _create_key(admin: Admin, user: str, body: dict[str, Any]) -> Response:
     days = body.get("expires_days")
-    if days is not None and (not isinstance(days, int | float) or days <= 0):
-        raise HubError(400, "invalid_field", "'expires_days' must be positive.", "expires_days")
+    if days is not None and (
+        not isinstance(days, int | float)
+        or isinstance(days, bool)
+        or not 0 < days <= MAX_KEY_DAYS  # also refuses NaN and infinity
+    ):
+        raise HubError(
+            400,
+            "invalid_field",
+            f"'expires_days' must be a number of days from 1 to {MAX_KEY_DAYS}.",
+            "expires_days",
+        )
     key_id, secret = await admin.create_key(
         user,
-        name=body.get("name"),
-        app_did=body.get("app"),
+        name=_optional_text(body, "name"),
+        app_did=_optional_text(body, "app"),
         expires_at=time.time() + days * 86400 if days else None,
     )
     # The only time the secret is shown: it is stored as a hash.

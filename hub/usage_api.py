@@ -12,8 +12,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from hub.analytics import BUCKETS, DIMENSIONS, aggregate
+from hub.analytics import BUCKETS, DIMENSIONS, Window, usage
 from hub.json_route import JsonRoute
+from hub.query import MAX_OFFSET, moment, whole
 from hub.store.admin import Admin
 from middleware.call import Identity, get_identity
 from middleware.errors import error_body
@@ -22,6 +23,7 @@ from middleware.money import credits_text
 MAX_PAGE = 500
 MAX_EXPORT = 100_000
 OPERATOR_ONLY = frozenset({"credential", "account_id"})
+FORMULA_STARTS = frozenset("=+-@\t\r")
 _MONEY = {
     "credits",
     "balance",
@@ -109,11 +111,11 @@ def admin_only(request: Request) -> Response | None:
 
 
 def limit_of(request: Request) -> int:
-    return max(1, min(_int(request.query_params.get("limit"), 50), MAX_PAGE))
+    return max(1, whole(request, "limit", 50, MAX_PAGE))
 
 
 def offset_of(request: Request) -> int:
-    return _int(request.query_params.get("offset"), 0)
+    return whole(request, "offset", 0, MAX_OFFSET)
 
 
 def _filters(request: Request) -> dict[str, Any]:
@@ -124,8 +126,8 @@ def _filters(request: Request) -> dict[str, Any]:
         "model": q.get("model"),
         "status": q.get("status"),
         "request_id": q.get("request_id"),
-        "since": _float(q.get("since")),
-        "until": _float(q.get("until")),
+        "since": moment(request, "since"),
+        "until": moment(request, "until"),
         "limit": limit,
         "offset": offset_of(request),
     }
@@ -158,17 +160,15 @@ async def _usage(request: Request, admin: Admin, user_did: str | None) -> Respon
         return _bad("group", "'group' must be hour or day.")
     if by not in DIMENSIONS and by != "total":
         return _bad("by", "'by' must be model, user, app, provider or total.")
-    since = _float(q.get("since")) or time.time() - 7 * 86400
-    rows = await admin.list_calls(
+    since = moment(request, "since")
+    window = Window(
+        since=time.time() - 7 * 86400 if since is None else since,
+        until=moment(request, "until"),
         user_did=user_did,
         app_did=q.get("app"),
         model=q.get("model"),
-        since=since,
-        until=_float(q.get("until")),
-        limit=100_000,
-        detached=True,
     )
-    data = aggregate(rows, BUCKETS[group], None if by == "total" else by)
+    data = await usage(admin.store, window, BUCKETS[group], None if by == "total" else by)
     return JSONResponse({"group": group, "by": by, "data": data})
 
 
@@ -205,6 +205,9 @@ def _for_spreadsheet(row: dict[str, Any]) -> dict[str, Any]:
     def cell(key: str, value: Any) -> Any:
         if isinstance(value, bool):
             return "true" if value else "false"
+        if isinstance(value, str) and value[:1] in FORMULA_STARTS:
+            # Text from callers (an app header, a model name) must not run as a formula.
+            return "'" + value
         if key.endswith("_at") and isinstance(value, int | float):
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(value))
             return f"{stamp}.{int(value % 1 * 1000):03d}Z"
@@ -216,14 +219,3 @@ def _for_spreadsheet(row: dict[str, Any]) -> dict[str, Any]:
 def shown(row: dict[str, Any]) -> dict[str, Any]:
     """Money as exact decimal strings, never floats."""
     return {k: credits_text(v) if k in _MONEY and isinstance(v, int) else v for k, v in row.items()}
-
-
-def _int(value: str | None, default: int) -> int:
-    return int(value) if value is not None and value.isdigit() else default
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None

@@ -109,7 +109,9 @@ class AuthMiddleware:
         if authorization is None:
             identity = await self._from_session(headers)
             if identity is None and self._wants_page(scope, headers):
-                await _redirect(send, f"{self.login_path}?{urlencode({'next': scope['path']})}")
+                query = scope.get("query_string", b"").decode("latin-1")
+                back = scope["path"] + (f"?{query}" if query else "")
+                await _redirect(send, f"{self.login_path}?{urlencode({'next': back})}")
                 return
             if identity is None:
                 await send_error(

@@ -17,14 +17,16 @@ from urllib.parse import urlencode
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from hub.analytics import aggregate, summarize
+from hub.analytics import Window, totals, usage
 from hub.catalog import listed_models
 from hub.dashboard.charts import Bar, Series, bar_chart
+from hub.json_route import JsonRoute
 from hub.metrics import Metrics
 from hub.providers.registry import ProviderRegistry
+from hub.query import MAX_OFFSET, whole
 from hub.settings import Settings
 from hub.store.admin import Admin
 from hub.usage_api import identity_of
@@ -74,17 +76,18 @@ def routes(
     async def overview(request: Request) -> Response:
         me = identity_of(request)
         window = request.query_params.get("window", "24h")
-        span, step = WINDOWS.get(window, WINDOWS["24h"])
+        if window not in WINDOWS:
+            window = "24h"
+        span, step = WINDOWS[window]
         now = time.time()
-        since = (now - span) // step * step + step  # whole bars, the last one is now
-        rows = await admin.list_calls(
-            user_did=None if me.is_admin else me.user_did,
-            since=since,
-            limit=100_000,
-            detached=True,
-        )
-        per_bar = {entry["start"]: entry for entry in aggregate(rows, step, None)}
-        bars = [(_bucket_label(start, step), per_bar.get(start)) for start in _starts(since, step)]
+        scope = Window(since=now - span, user_did=None if me.is_admin else me.user_did)
+        store = admin.store
+        per_bar = {e["start"]: e for e in await usage(store, scope, step, None)}
+        # The first bar is partly before the window: it shows only the window's calls.
+        bars = [
+            (_bucket_label(start, step), per_bar.get(start))
+            for start in range(int(scope.since // step * step), int(now) + 1, step)
+        ]
         charts = [
             bar_chart(
                 "Calls",
@@ -102,9 +105,8 @@ def routes(
                 [Bar(label, (Decimal(e["credits"]) if e else Decimal(0),)) for label, e in bars],
             ),
         ]
-        breakdowns = {"model": _ranked(rows, "model"), "app": _ranked(rows, "app")}
-        if me.is_admin:
-            breakdowns["user"] = _ranked(rows, "user")
+        dimensions = ("model", "app", "user") if me.is_admin else ("model", "app")
+        breakdowns = {by: _ranked(await usage(store, scope, None, by)) for by in dimensions}
         accounts = await admin.list_accounts() if me.is_admin else []
         return render(
             request,
@@ -112,7 +114,7 @@ def routes(
             title="Overview",
             window=window,
             windows=list(WINDOWS),
-            totals=summarize(rows),
+            totals=await totals(store, scope),
             charts=charts,
             breakdowns=breakdowns,
             ledger=await admin.ledger(me.user_did),
@@ -132,7 +134,7 @@ def routes(
         }
         window = q.get("window", "all")
         since = time.time() - WINDOWS[window][0] if window in WINDOWS else None
-        page = max(1, int(q["page"])) if q.get("page", "").isdigit() else 1
+        page = max(1, whole(request, "page", 1, MAX_OFFSET // PAGE_SIZE))
         rows = await admin.list_calls(
             user_did=filters["user"],
             app_did=filters["app"],
@@ -196,9 +198,8 @@ def routes(
     async def providers(request: Request) -> Response:
         if (refused := admins_only(request)) is not None:
             return refused
-        since = time.time() - 3600
-        recent = await admin.list_calls(since=since, limit=100_000, detached=True)
-        last_hour = {e["provider"]: e for e in aggregate(recent, None, "provider")}
+        hour = Window(since=time.time() - 3600)
+        last_hour = {e["provider"]: e for e in await usage(admin.store, hour, None, "provider")}
         now_mono = time.monotonic()
         cards = []
         for name, adapter in registry.providers.items():
@@ -241,21 +242,16 @@ def routes(
 
     static = Path(__file__).parent / "static"
     return [
-        Route("/", home),
-        Route("/dashboard", overview),
-        Route("/dashboard/calls", calls),
-        Route("/dashboard/keys", keys),
-        Route("/dashboard/accounts", accounts),
-        Route("/dashboard/rates", rates),
-        Route("/dashboard/providers", providers),
-        Route("/playground", playground),
+        JsonRoute("/", home),
+        JsonRoute("/dashboard", overview),
+        JsonRoute("/dashboard/calls", calls),
+        JsonRoute("/dashboard/keys", keys),
+        JsonRoute("/dashboard/accounts", accounts),
+        JsonRoute("/dashboard/rates", rates),
+        JsonRoute("/dashboard/providers", providers),
+        JsonRoute("/playground", playground),
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]
-
-
-def _starts(since: float, step: int) -> list[int]:
-    first = int(since // step * step)
-    return list(range(first, int(time.time()) + 1, step))
 
 
 def _bucket_label(start: int, step: int) -> str:
@@ -271,9 +267,8 @@ def _tokens(entry: dict[str, Any] | None) -> tuple[int, int]:
     return (entry["input_tokens"], entry["output_tokens"]) if entry else (0, 0)
 
 
-def _ranked(rows: list[dict[str, Any]], by: str) -> list[dict[str, Any]]:
-    """The window's figures per model, user or app, the costliest first (top 10)."""
-    entries = aggregate(rows, None, by)
+def _ranked(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The costliest first, then the busiest (top 10)."""
     entries.sort(key=lambda e: (Decimal(e["credits"]), e["calls"]), reverse=True)
     return entries[:10]
 
@@ -304,4 +299,7 @@ def _health(figures: dict[str, Any] | None, credentials: list[dict[str, Any]]) -
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(timestamp))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(timestamp))
+    except (OverflowError, OSError, ValueError):  # beyond what a calendar shows
+        return "far future" if timestamp > 0 else "long ago"

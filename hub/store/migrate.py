@@ -22,7 +22,8 @@ def _v1_initial(dialect: Dialect) -> list[str]:
             continue
         statements.append(str(CreateTable(_as_in_v1(table)).compile(dialect=dialect)))
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
-            statements.append(str(CreateIndex(index).compile(dialect=dialect)))
+            if index.name not in _INDEXES_ADDED_LATER:
+                statements.append(str(CreateIndex(index).compile(dialect=dialect)))
     return statements + _meter_triggers(dialect)
 
 
@@ -68,6 +69,7 @@ def _meter_triggers(dialect: Dialect) -> list[str]:
 
 _ADDED_LATER = {"model_calls": ("usage_estimated", "attempts", "credential")}
 _TABLES_ADDED_LATER = {"ai_credentials", "login_links"}
+_INDEXES_ADDED_LATER = {"ix_model_calls_time"}
 
 
 def _as_in_v1(table: Table) -> Table:
@@ -101,12 +103,18 @@ def _v5_login_links(dialect: Dialect) -> list[str]:
     return [str(CreateTable(schema.login_links).compile(dialect=dialect))]
 
 
+def _v6_calls_by_time(dialect: Dialect) -> list[str]:
+    (index,) = (i for i in schema.model_calls.indexes if i.name == "ix_model_calls_time")
+    return [str(CreateIndex(index).compile(dialect=dialect))]
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
     (2, "model_calls.usage_estimated", _v2_usage_estimated),
     (3, "model_calls.attempts and credential", _v3_attempts),
     (4, "ai_credentials", _v4_credentials),
     (5, "login_links", _v5_login_links),
+    (6, "model_calls by time", _v6_calls_by_time),
 ]
 LATEST = MIGRATIONS[-1][0]
 

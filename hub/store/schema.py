@@ -103,6 +103,9 @@ model_calls = Table(
     Column("credential", String(40), nullable=True),
 )
 Index("ix_model_calls_user_time", model_calls.c.user_did, model_calls.c.request_at)
+# Added by migration 6: the dashboard and the admin usage API read every user's calls of a
+# time window.
+Index("ix_model_calls_time", model_calls.c.request_at)
 # Partial: only in-flight calls are looked up by status, and a settled call leaves the
 # index, so settling costs less than maintaining an index over every call.
 Index(

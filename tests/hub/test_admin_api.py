@@ -178,3 +178,29 @@ async def test_a_rate_can_be_removed_and_a_zero_grant_is_refused(admin_hub: Hub)
     assert refused_call.json()["error"]["code"] == "model_not_priced"
     assert (zero.status_code, zero.json()["error"]["param"]) == (400, "amount")
     assert (await api.get("/api/admin/grants", params={"user": BOB})).json()["data"] == []
+
+
+async def test_key_fields_the_store_cannot_hold_are_400s_not_500s(admin_hub: Hub) -> None:
+    api = admin_hub.client
+    bodies = [
+        {"user": BOB, "expires_days": 1e12},  # past any calendar
+        {"user": BOB, "expires_days": True},
+        {"user": BOB, "name": {"a": 1}},
+        {"user": BOB, "name": "x" * 201},
+        {"user": BOB, "app": "nul\u0000"},
+        {"user": "did:" + "x" * 300},
+    ]
+    answers = [await api.post("/api/admin/keys", json=body) for body in bodies]
+    note = await api.post("/api/admin/grants", json={"user": BOB, "amount": "1", "note": [1]})
+
+    assert [r.status_code for r in answers] == [400] * len(bodies)
+    assert [r.json()["error"]["param"] for r in answers] == [
+        "expires_days",
+        "expires_days",
+        "name",
+        "name",
+        "app",
+        "user",
+    ]
+    assert note.status_code == 400
+    assert (await api.get("/dashboard/keys")).status_code == 200

@@ -3,6 +3,7 @@ and that no secret or unescaped input reaches a page."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import anyio
@@ -10,6 +11,7 @@ import httpx
 import pytest
 import respx
 
+from middleware.call import Call, Identity, Usage
 from middleware.money import to_units
 from tests.conftest import PROVIDER_KEY, USER, Hub
 from tests.hub.test_proxy import completion
@@ -162,3 +164,29 @@ async def test_accounts_show_grants_and_only_spent_accounts_are_out_of_credit(
 async def test_a_user_sees_their_usage_by_app(hub: Hub, bob: httpx.AsyncClient) -> None:
     overview = (await bob.get("/dashboard")).text
     assert "By app" in overview and "app-b" in overview and "By user" not in overview
+
+
+async def test_the_24h_window_holds_every_call_of_the_last_24_hours(hub: Hub) -> None:
+    await hub.admin.ensure_account(USER, is_admin=True)
+    account_id = (await hub.store.find_account(USER) or (0, False))[0]
+    now = time.time()
+    for hours_ago in (0.1, 23.5, 24.5):  # the last is outside the window
+        call = Call(
+            identity=Identity(account_id=account_id, user_did=USER),
+            call_type="chatCompletion",
+            model="mock/gpt-4o-mini",
+            body={},
+            raw_body=b"",
+            started_at=now - hours_ago * 3600,
+        )
+        call.usage, call.charge, call.status = Usage(4, 2), 5, "success"
+        hub.store.open_call(call)
+        await hub.store.settle(call)
+    await anyio.sleep(0.3)
+    overview = (await hub.client.get("/dashboard", params={"window": "24h"})).text
+    api = (
+        await hub.client.get("/api/admin/usage", params={"by": "total", "since": now - 86400})
+    ).json()
+
+    assert 'id="total-calls">2<' in overview
+    assert sum(e["calls"] for e in api["data"]) == 2  # per day: the window may span two

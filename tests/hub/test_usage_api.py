@@ -171,3 +171,52 @@ async def test_a_csv_export_holds_every_matching_call_not_one_page(
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", rows[0]["request_at"])
     assert rows[0]["stream"] == "false"
     assert len(page["data"]) == 2 and page["next_offset"] == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [
+        ("/api/user/calls?limit=%C2%B2", "limit"),  # a digit int() refuses
+        ("/api/user/grants?offset=abc", "offset"),
+        ("/api/user/usage?since=nan", "since"),
+        ("/api/user/calls?until=inf", "until"),
+        ("/dashboard/calls?page=%C2%B2", "page"),
+    ],
+)
+async def test_bad_query_parameters_are_400s_naming_them(
+    hub: Hub, bob: httpx.AsyncClient, path: str, param: str
+) -> None:
+    await bob.aclose()
+    response = await hub.client.get(path)
+    assert response.status_code == 400 and response.json()["error"]["param"] == param
+
+
+async def test_nul_in_a_filter_is_a_400_and_huge_offsets_are_empty_pages(
+    hub: Hub, bob: httpx.AsyncClient
+) -> None:
+    await bob.aclose()
+    nul = [
+        await hub.client.get(p)
+        for p in ("/api/user/calls?request_id=%00", "/dashboard/calls?model=a%00b")
+    ]
+    far = await hub.client.get("/api/user/calls", params={"offset": "99999999999"})
+
+    assert [r.status_code for r in nul] == [400, 400]
+    assert far.status_code == 200 and far.json()["data"] == []
+
+
+async def test_a_csv_export_cannot_smuggle_a_formula_into_a_spreadsheet(
+    hub: Hub, bob: httpx.AsyncClient
+) -> None:
+    await bob.post(
+        "/v1/chat/completions",
+        json={"model": "mock/gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+        headers={"x-aigne-hub-client-did": '=HYPERLINK("http://evil.example")'},
+    )
+    exported = await bob.get(
+        "/api/user/calls", params={"format": "csv", "app": '=HYPERLINK("http://evil.example")'}
+    )
+    await bob.aclose()
+
+    [row] = list(csv.DictReader(io.StringIO(exported.text)))
+    assert row["app_did"] == '\'=HYPERLINK("http://evil.example")'

@@ -7,6 +7,8 @@ const transcript = document.getElementById("transcript");
 const promptBox = document.getElementById("prompt");
 const sendButton = document.getElementById("send");
 let history = [];
+let busy = false; // one answer at a time: a second would interleave with the history
+let chat = 0; // "New chat" during an answer must not carry it into the new chat
 
 function requestId() {
   // crypto.randomUUID needs a secure context; a hub on a LAN address may not be one.
@@ -67,14 +69,16 @@ function describe(call) {
   const estimated = call.usage_estimated ? " (estimated)" : "";
   return (
     `${call.input_tokens} in · ${call.output_tokens} out tokens${estimated} · ` +
-    `${call.credits} credits · ${call.duration_ms} ms`
+    `${call.credits} credits` + (call.duration_ms == null ? "" : ` · ${call.duration_ms} ms`)
   );
 }
 
 async function ask() {
   const text = promptBox.value.trim();
   const model = document.getElementById("model").value;
-  if (!text || !model) return;
+  if (!text || !model || busy) return;
+  busy = true;
+  const thisChat = chat;
   const system = document.getElementById("system").value.trim();
   history.push({ role: "user", content: text });
   addTurn("user", text);
@@ -126,10 +130,12 @@ async function ask() {
     answer.turn.classList.add("failed");
     answer.meta.textContent = failure;
   }
-  if (content) {
-    history.push({ role: "assistant", content });
-  } else if (failure) {
-    history.pop(); // the question goes unanswered: ask it again rather than resend it
+  if (thisChat === chat) {
+    if (content && !failure) {
+      history.push({ role: "assistant", content });
+    } else {
+      history.pop(); // unanswered or cut off: leave it out of what the model sees next
+    }
   }
   const call = await callRecord(id, lookups);
   if (call) {
@@ -137,6 +143,7 @@ async function ask() {
     answer.turn.dataset.credits = call.credits;
   }
   sendButton.disabled = false;
+  busy = false;
   promptBox.focus();
 }
 
@@ -148,6 +155,7 @@ promptBox.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
 });
 document.getElementById("reset").addEventListener("click", () => {
+  chat += 1;
   history = [];
   transcript.replaceChildren();
   promptBox.focus();
