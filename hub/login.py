@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Callable
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -45,7 +45,7 @@ def routes(
     session_cookie: Callable[[str, str | None], str],
     max_age: int,
 ) -> list[JsonRoute]:
-    def signed_in(did: str, key_hash: str | None, next_path: str) -> Response:
+    def signed_in(request: Request, did: str, key_hash: str | None, next_path: str) -> Response:
         response = RedirectResponse(next_path, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
@@ -53,6 +53,7 @@ def routes(
             max_age=max_age,
             httponly=True,
             samesite="lax",
+            secure=request.url.scheme == "https",  # behind TLS, never sent in clear
             path="/",
         )
         return response
@@ -60,6 +61,9 @@ def routes(
     async def page(request: Request) -> Response:
         if request.method == "GET":
             return form(_next(request.query_params.get("next")))
+        if not _same_origin(request):
+            # Another site could otherwise sign a visitor in as someone else (login CSRF).
+            return form("/", '<p class="error">Sign in from this hub\'s own page.</p>', 403)
         # A urlencoded form of one field: parsed here rather than with python-multipart.
         body = await request.body()
         if len(body) > 4096:  # a public route: no reading of large bodies
@@ -77,7 +81,7 @@ def routes(
         if record is None or record.revoked or expired:
             message = '<p class="error">That key is not a valid hub key.</p>'
             return form(next_path, message, status_code=401)
-        return signed_in(record.user_did, record_hash, next_path)
+        return signed_in(request, record.user_did, record_hash, next_path)
 
     async def link(request: Request) -> Response:
         did = await admin.use_login_link(request.query_params.get("token", ""))
@@ -87,9 +91,11 @@ def routes(
                 "another.</p>"
             )
             return form("/", message, status_code=401)
-        return signed_in(did, None, _next(request.query_params.get("next")))
+        return signed_in(request, did, None, _next(request.query_params.get("next")))
 
     async def logout(request: Request) -> Response:
+        if not _same_origin(request):
+            return form("/", '<p class="error">Sign out from this hub\'s own page.</p>', 403)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -112,3 +118,14 @@ def _next(path: str | None) -> str:
     if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
         return "/"
     return path
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether a form post came from a page of this hub. Browsers send Origin with every
+    POST; a request without it is not from a browser form, so not forged by another site."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    # The host only: behind a proxy that ends TLS, the hub sees http where the browser has
+    # https.
+    return urlsplit(origin).netloc == request.headers.get("host")

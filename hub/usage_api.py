@@ -16,6 +16,7 @@ from hub.analytics import BUCKETS, DIMENSIONS, Window, usage
 from hub.json_route import JsonRoute
 from hub.query import MAX_OFFSET, moment, whole
 from hub.store.admin import Admin
+from hub.store.schema import model_calls
 from middleware.call import Identity, get_identity
 from middleware.errors import error_body
 from middleware.money import credits_text
@@ -146,7 +147,8 @@ async def _calls(
         # ids are the operator's business, not the caller's.
         rows = [{k: v for k, v in row.items() if k not in OPERATOR_ONLY} for row in rows]
     if as_csv:
-        return _csv(rows)
+        columns = [k for k in model_calls.c.keys() if not (own and k in OPERATOR_ONLY)]
+        return _csv(rows, columns)
     return page_of(request, rows, filters["limit"])
 
 
@@ -187,13 +189,13 @@ def _bad(param: str, message: str) -> Response:
     )
 
 
-def _csv(rows: list[dict[str, Any]]) -> Response:
-    """Calls for a spreadsheet: times as ISO 8601 UTC, booleans as true/false."""
+def _csv(rows: list[dict[str, Any]], columns: list[str]) -> Response:
+    """Calls for a spreadsheet: times as ISO 8601 UTC, booleans as true/false; the header
+    row even when no call matched."""
     out = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(_for_spreadsheet(shown(row)) for row in rows)
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(_for_spreadsheet(shown(row)) for row in rows)
     return Response(
         out.getvalue(),
         media_type="text/csv",

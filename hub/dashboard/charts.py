@@ -34,7 +34,8 @@ LEFT, BOTTOM, TOP = 8, 20, 16  # room for the axis labels
 
 def bar_chart(title: str, series: tuple[Series, ...], bars: list[Bar], unit: str = "") -> Markup:
     """A stacked bar chart; each bar's tooltip lists its exact values."""
-    peak = max((sum(bar.values, Decimal(0)) for bar in bars), default=Decimal(0))
+    # Whole numbers stay ints (shown with thousands separators), credits stay Decimals.
+    peak: Number = max((sum(bar.values, 0) for bar in bars), default=0)
     parts = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-label="{escape(title)}">',

@@ -120,3 +120,19 @@ async def test_revoking_the_key_signed_in_with_ends_the_session(hub: Hub) -> Non
 
     assert before.status_code == 200
     assert after.status_code == 401 and page.headers["location"].startswith("/login")
+
+
+async def test_another_site_cannot_sign_a_visitor_in_or_out(hub: Hub) -> None:
+    async with browser(hub) as person:
+        forged = await person.post(
+            "/login", data={"key": hub.key}, headers={"origin": "https://evil.example"}
+        )
+        own = await person.post(
+            "/login", data={"key": hub.key}, headers={"origin": "http://hub.test"}
+        )
+        forged_out = await person.post("/logout", headers={"origin": "https://evil.example"})
+        still_in = await person.get("/api/user/balance")
+
+    assert forged.status_code == 403 and "set-cookie" not in forged.headers
+    assert own.status_code == 303
+    assert forged_out.status_code == 403 and still_in.status_code == 200
