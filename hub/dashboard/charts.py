@@ -69,8 +69,14 @@ def bar_chart(title: str, series: tuple[Series, ...], bars: list[Bar], unit: str
             )
         parts.append("</g>")
         if i % every == 0:
-            # The first label starts at its bar rather than centring on it, or it is cut off.
-            anchor, at = ("start", x) if i == 0 else ("middle", x + slot / 2)
+            # The end labels align with the chart's edges rather than centring, or are cut off.
+            anchor, at = (
+                ("start", x)
+                if i == 0
+                else ("end", x + slot)
+                if i == len(bars) - 1
+                else ("middle", x + slot / 2)
+            )
             parts.append(
                 f'<text x="{at:.1f}" y="{HEIGHT - 5}" class="axis" '
                 f'text-anchor="{anchor}">{escape(bar.label.split(" ")[-1])}</text>'
