@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from hub.json_route import JsonRoute
+from hub.provider_health import provider_report
+from hub.providers.registry import ProviderRegistry
 from hub.secrets import load_box
 from hub.settings import Settings
 from hub.store.admin import CALL_TYPES, Admin
@@ -26,7 +28,7 @@ from middleware.money import to_units
 MAX_KEY_DAYS = 36_500  # a hundred years: later dates do not fit a calendar
 
 
-def routes(admin: Admin, settings: Settings) -> list[JsonRoute]:
+def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list[JsonRoute]:
     async def accounts(request: Request) -> Response:
         return JSONResponse([shown(a) for a in await admin.list_accounts()])
 
@@ -99,6 +101,9 @@ def routes(admin: Admin, settings: Settings) -> list[JsonRoute]:
             return JSONResponse(added, status_code=201)
         return JSONResponse(await admin.list_credentials())
 
+    async def providers(request: Request) -> Response:
+        return JSONResponse(await provider_report(registry, settings, admin.store))
+
     async def remove_credential(request: Request) -> Response:
         credential_id = request.path_params["credential_id"]
         if not await admin.remove_credential(credential_id):
@@ -111,6 +116,7 @@ def routes(admin: Admin, settings: Settings) -> list[JsonRoute]:
         ("/api/admin/keys/{key_id}", revoke, ["DELETE"]),
         ("/api/admin/grants", grants, ["GET", "POST"]),
         ("/api/admin/rates", rates, ["GET", "PUT", "DELETE"]),
+        ("/api/admin/providers", providers, ["GET"]),
         ("/api/admin/credentials", credentials, ["GET", "POST"]),
         ("/api/admin/credentials/{credential_id}", remove_credential, ["DELETE"]),
     ]

@@ -127,7 +127,7 @@ def build_router(
             JsonRoute("/api/v2/status", status),
             JsonRoute("/metrics", prometheus),
             *usage_api.routes(admin),
-            *admin_api.routes(admin, settings),
+            *admin_api.routes(admin, registry, settings),
             *login.routes(
                 admin,
                 store,

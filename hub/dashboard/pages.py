@@ -25,6 +25,7 @@ from hub.catalog import listed_models
 from hub.dashboard.charts import Bar, Series, bar_chart
 from hub.json_route import JsonRoute
 from hub.metrics import Metrics
+from hub.provider_health import provider_report
 from hub.providers.registry import ProviderRegistry
 from hub.query import MAX_OFFSET, whole
 from hub.settings import Settings
@@ -198,38 +199,11 @@ def routes(
     async def providers(request: Request) -> Response:
         if (refused := admins_only(request)) is not None:
             return refused
-        hour = Window(since=time.time() - 3600)
-        last_hour = {e["provider"]: e for e in await usage(admin.store, hour, None, "provider")}
-        now_mono = time.monotonic()
-        cards = []
-        for name, adapter in registry.providers.items():
-            configured = settings.providers[name]
-            credentials = [
-                {
-                    "masked": c.masked,
-                    "weight": c.weight,
-                    "stored": c.stored_as is not None,
-                    "state": _credential_state(c.disabled_until, c.cooled_until, now_mono),
-                }
-                for c in adapter.pool.credentials
-            ]
-            figures = last_hour.get(name)
-            cards.append(
-                {
-                    "name": name,
-                    "kind": configured.kind,
-                    "base_url": configured.base_url,
-                    "models": configured.models,
-                    "credentials": credentials,
-                    "last_hour": figures,
-                    "health": _health(figures, credentials),
-                }
-            )
         return render(
             request,
             "providers.html",
             title="Providers",
-            providers=cards,
+            providers=await provider_report(registry, settings, admin.store),
             stored=await admin.list_credentials(),
         )
 
@@ -276,24 +250,6 @@ def _ranked(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _out_of_credit(account: dict[str, Any]) -> bool:
     """Spent past zero, or spent all it was given; not an account never given any."""
     return bool(account["balance"] < 0 or (account["balance"] == 0 and account["granted"] > 0))
-
-
-def _credential_state(disabled_until: float, cooled_until: float, now: float) -> str:
-    if disabled_until > now:
-        return f"refused, retried in {disabled_until - now:.0f} s"
-    if cooled_until > now:
-        return f"cooling down for {cooled_until - now:.0f} s"
-    return "ok"
-
-
-def _health(figures: dict[str, Any] | None, credentials: list[dict[str, Any]]) -> str:
-    """One word for a provider: what its keys and its last hour of calls say."""
-    usable = [c for c in credentials if not c["state"].startswith("refused")]
-    if not usable or (figures and figures["calls"] >= 3 and figures["error_rate"] >= 0.5):
-        return "down"
-    if any(c["state"] != "ok" for c in credentials) or (figures and figures["error_rate"] >= 0.05):
-        return "degraded"
-    return "healthy" if figures else "idle"
 
 
 def _when(timestamp: float | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import anyio
 import httpx
 import pytest
+import respx
 from itsdangerous import URLSafeTimedSerializer
 
 from middleware.auth import SESSION_COOKIE
@@ -204,3 +205,18 @@ async def test_key_fields_the_store_cannot_hold_are_400s_not_500s(admin_hub: Hub
     ]
     assert note.status_code == 400
     assert (await api.get("/dashboard/keys")).status_code == 200
+
+
+async def test_providers_report_their_keys_masked_and_their_health(
+    admin_hub: Hub, mock_upstream: respx.MockRouter
+) -> None:
+    mock_upstream.post("/chat/completions").respond(503, json={"error": {"message": "down"}})
+    await admin_hub.chat()  # the provider's only key cools down after a 503
+    report = await admin_hub.client.get("/api/admin/providers")
+
+    [mock] = report.json()
+    assert (mock["name"], mock["kind"], mock["health"]) == ("mock", "openai", "degraded")
+    assert mock["credentials"][0]["masked"] == "sk-p...6789"
+    assert mock["credentials"][0]["state"].startswith("cooling down")
+    assert (mock["last_hour"]["calls"], mock["last_hour"]["errors"]) == (1, 1)
+    assert PROVIDER_KEY not in report.text
