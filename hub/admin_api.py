@@ -35,7 +35,13 @@ def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list
     async def all_keys(request: Request) -> Response:
         if request.method == "POST":
             body = await _json(request)
-            return await _create_key(admin, _text(body, "user"), body)
+            user = _text(body, "user")
+            make_admin = body.get("admin", False)
+            if not isinstance(make_admin, bool):
+                raise HubError(400, "invalid_field", "'admin' must be true or false.", "admin")
+            if make_admin:  # as `aigne-hub keys create --admin`: the owner becomes an admin
+                await admin.ensure_account(user, is_admin=True)
+            return await _create_key(admin, user, body)
         return JSONResponse(await admin.list_keys(request.query_params.get("user")))
 
     async def my_keys(request: Request) -> Response:

@@ -34,6 +34,7 @@ def client(hub: Hub, key: str | None = None, **headers: str) -> httpx.AsyncClien
 async def test_an_admin_creates_keys_grants_credit_and_sets_rates(admin_hub: Hub) -> None:
     api = admin_hub.client
     created = await api.post("/api/admin/keys", json={"user": BOB, "name": "bob's laptop"})
+    carols = await api.post("/api/admin/keys", json={"user": "did:abt:carol", "admin": True})
     granted = await api.post("/api/admin/grants", json={"user": BOB, "amount": "2.5"})
     rates = await api.put(
         "/api/admin/rates",
@@ -51,6 +52,8 @@ async def test_an_admin_creates_keys_grants_credit_and_sets_rates(admin_hub: Hub
     assert by_model["mock/gpt-4o"]["output_rate"] == "0.00001"
     assert by_model["mock/img"]["image_rate"] == "0.04"
     assert {a["did"]: a["balance"] for a in accounts}[BOB] == "2.5"
+    roles = {a["did"]: a["is_admin"] for a in accounts}
+    assert carols.status_code == 201 and roles["did:abt:carol"] and not roles[BOB]
     assert [k["name"] for k in keys] == ["bob's laptop"]
     assert created.json()["key"] not in str(keys)  # shown once, stored as a hash
 

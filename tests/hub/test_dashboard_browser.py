@@ -84,7 +84,7 @@ async def test_sign_in_overview_playground_and_calls_table(live: Live, tmp_path:
             await page.screenshot(path=str(shots / "overview.png"), full_page=True)
 
             # The playground streams an answer: words show while the stream is still open.
-            await page.click("text=Playground")
+            await page.get_by_role("link", name="Playground").click()
             await page.select_option("#model", SLOW_MODEL)
             await page.fill("#prompt", "Tell me about the lighthouse keeper")
             await page.click("#send")
@@ -108,7 +108,7 @@ async def test_sign_in_overview_playground_and_calls_table(live: Live, tmp_path:
             assert shown[3] == str(to_credits(call["credits"])) and call["credits"] > 0
 
             # And the calls table lists it first, with the same credits.
-            await page.click("text=Calls")
+            await page.get_by_role("link", name="Calls").click()
             newest = page.locator("tr.call").first
             await expect(newest).to_have_attribute("data-call-id", call["id"])
             await expect(newest.locator("td.credits")).to_have_text(shown[3])
@@ -123,3 +123,44 @@ async def test_sign_in_overview_playground_and_calls_table(live: Live, tmp_path:
     assert to_units("5") - (await live.admin.ledger(USER))["balance"] == sum(
         c["credits"] for c in await live.calls()
     )
+
+
+async def test_forms_create_and_revoke_a_key_and_grant_credits(live: Live) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    token = await live.admin.create_login_link(USER)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
+        page = await browser.new_page()
+        page.on("dialog", lambda dialog: dialog.accept())  # "Revoke key ...?"
+        try:
+            await page.goto(f"{live.hub_url}/login/link?token={token}&next=/dashboard/keys")
+            create = page.locator("form[data-api]")
+            await create.locator("input[name=user]").fill("did:abt:dora")
+            await create.locator("input[name=name]").fill("dora's laptop")
+            await create.get_by_role("button", name="Create key").click()
+            secret = page.locator("[data-revealed]")
+            await expect(secret).to_contain_text("ahk_")
+            shown = await secret.inner_text()
+            await page.get_by_role("button", name="Done").click()
+            row = page.locator("tr", has_text="dora's laptop")
+            await expect(row).to_contain_text("live")
+            await row.get_by_role("button", name="Revoke").click()
+            await expect(page.locator("tr", has_text="dora's laptop")).to_contain_text("revoked")
+
+            await page.goto(f"{live.hub_url}/dashboard/accounts")
+            grant = page.locator("form[data-api]")
+            await grant.locator("input[name=user]").fill("did:abt:dora")
+            await grant.locator("input[name=amount]").fill("2.5")
+            await grant.get_by_role("button", name="Grant").click()
+            dora = page.locator("table").first.locator("tr", has_text="did:abt:dora")
+            await expect(dora).to_contain_text("2.5")
+        finally:
+            await browser.close()
+
+    async with httpx.AsyncClient(base_url=live.hub_url) as client:
+        revoked = await client.get(
+            "/api/user/balance", headers={"authorization": f"Bearer {shown}"}
+        )
+    assert revoked.json()["error"]["code"] == "revoked_api_key"
+    assert (await live.admin.ledger("did:abt:dora"))["granted"] == to_units("2.5")

@@ -28,7 +28,8 @@ function formBody(form) {
   const body = {};
   for (const [name, value] of new FormData(form)) {
     if (value === "") continue; // an empty optional field is left out, not sent as ""
-    body[name] = form.elements[name].type === "number" ? Number(value) : value;
+    const type = form.elements[name].type;
+    body[name] = type === "number" ? Number(value) : type === "checkbox" ? true : value;
   }
   return "asList" in form.dataset ? [body] : body;
 }
