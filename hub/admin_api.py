@@ -256,6 +256,7 @@ def _rate(entry: Any, index: int) -> tuple[str, Any, dict[str, Any]]:
         "input_rate": units("input", True) or 0,
         "output_rate": units("output", call_type == "chatCompletion") or 0,
         "cached_rate": units("cached", False),
+        "cache_write_rate": units("cache_write", False),
         "image_rate": units("image", call_type == "imageGeneration"),
     }
     return _text(entry, "model"), call_type, values

@@ -27,6 +27,7 @@ MONEY_COLUMNS = {
     "input_rate",
     "output_rate",
     "cached_rate",
+    "cache_write_rate",
     "image_rate",
     "amount",
 }
@@ -142,7 +143,10 @@ def _parser() -> argparse.ArgumentParser:
     set_rate.add_argument(
         "--output", help="credits per output token (required for chat; 0 makes output free)"
     )
-    set_rate.add_argument("--cached", help="credits per cached input token")
+    set_rate.add_argument("--cached", help="credits per cached input token (a cache read)")
+    set_rate.add_argument(
+        "--cache-write", help="credits per input token written to the provider's cache"
+    )
     set_rate.add_argument("--image", help="credits per image")
     set_rate.add_argument(
         "--per-million", action="store_true", help="token rates are per million tokens"
@@ -318,6 +322,7 @@ async def _rates_set(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
         "output_rate": rate(args.output),
         "cached_rate": rate(args.cached),
         "image_rate": rate(args.image, Decimal(1)),
+        "cache_write_rate": rate(args.cache_write),
     }
     await admin.set_rate(
         args.model,
@@ -326,6 +331,7 @@ async def _rates_set(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
         output_rate=values["output_rate"] or 0,
         cached_rate=values["cached_rate"],
         image_rate=values["image_rate"],
+        cache_write_rate=values["cache_write_rate"],
     )
     return {"model": args.model, "type": args.type, **values}
 

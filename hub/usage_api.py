@@ -34,6 +34,7 @@ _MONEY = {
     "input_rate",
     "output_rate",
     "cached_rate",
+    "cache_write_rate",
     "image_rate",
 }
 

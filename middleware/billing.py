@@ -24,17 +24,21 @@ async def rate_of(rates: RateBook, call: Call) -> Rate | None:
 def price(usage: Usage, rate: Rate) -> int:
     """The charge in integer units for this usage at this rate.
 
-    `input_tokens` counts the whole prompt, cached tokens included (as OpenAI reports it);
-    the cached part is charged at the cached-read rate, falling back to the input rate.
+    `input_tokens` counts the whole prompt, cache reads and writes included (as OpenAI
+    reports it); reads are charged at the cached rate and writes at the cache-write rate,
+    each falling back to the input rate.
     """
     if rate.call_type == "imageGeneration":
         per_image = rate.image_rate if rate.image_rate is not None else rate.output_rate
         return usage.images * per_image + usage.input_tokens * rate.input_rate
     cached = min(usage.cached_tokens, usage.input_tokens)
+    written = min(usage.cache_write_tokens, usage.input_tokens - cached)
     cached_rate = rate.cached_rate if rate.cached_rate is not None else rate.input_rate
+    write_rate = rate.cache_write_rate if rate.cache_write_rate is not None else rate.input_rate
     return (
-        (usage.input_tokens - cached) * rate.input_rate
+        (usage.input_tokens - cached - written) * rate.input_rate
         + cached * cached_rate
+        + written * write_rate
         + usage.output_tokens * rate.output_rate
     )
 

@@ -45,6 +45,9 @@ class Usage:
     output_tokens: int = 0
     cached_tokens: int = 0
     images: int = 0
+    # Prompt tokens written to the provider's cache (Anthropic charges them above the input
+    # rate); like cached_tokens, part of input_tokens.
+    cache_write_tokens: int = 0
 
 
 @dataclass(slots=True)

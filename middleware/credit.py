@@ -36,7 +36,10 @@ def worst_case(call: Call, rate: Rate, default_output_tokens: int) -> int:
         output_tokens = min(output, MAX_HELD_OUTPUT_TOKENS)
     else:
         output_tokens = default_output_tokens
-    return price(Usage(input_tokens=input_tokens, output_tokens=output_tokens), rate)
+    # The prompt may all be written to a cache, at a rate above the input rate.
+    written = input_tokens if (rate.cache_write_rate or 0) > rate.input_rate else 0
+    usage = Usage(input_tokens, output_tokens, cache_write_tokens=written)
+    return price(usage, rate)
 
 
 class CreditCheckMiddleware:

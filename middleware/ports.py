@@ -31,6 +31,7 @@ class Rate:
     output_rate: int
     cached_rate: int | None = None
     image_rate: int | None = None
+    cache_write_rate: int | None = None
 
 
 class KeyStore(Protocol):

@@ -206,8 +206,9 @@ def _tool_call(block: dict[str, Any], index: int) -> dict[str, Any]:
 def usage_of(raw: Any) -> Usage:
     """OpenAI-style usage from Anthropic's: the prompt counts cache reads and writes too."""
     cached = count(raw, "cache_read_input_tokens")
-    prompt = count(raw, "input_tokens") + cached + count(raw, "cache_creation_input_tokens")
-    return Usage(prompt, count(raw, "output_tokens"), cached)
+    written = count(raw, "cache_creation_input_tokens")
+    prompt = count(raw, "input_tokens") + cached + written
+    return Usage(prompt, count(raw, "output_tokens"), cached, cache_write_tokens=written)
 
 
 class AnthropicStream:
@@ -265,7 +266,12 @@ class AnthropicStream:
             self.finished = True
             out = usage_of(payload.get("usage")).output_tokens
             base = self.usage or Usage()
-            self.usage = Usage(base.input_tokens, out, base.cached_tokens)
+            self.usage = Usage(
+                base.input_tokens,
+                out,
+                base.cached_tokens,
+                cache_write_tokens=base.cache_write_tokens,
+            )
             reason = FINISH.get(str((payload.get("delta") or {}).get("stop_reason")), "stop")
             return [chunk(call, self.id, {}, reason)]
         if kind == "error":

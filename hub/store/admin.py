@@ -205,6 +205,7 @@ class Admin:
         output_rate: int,
         cached_rate: int | None = None,
         image_rate: int | None = None,
+        cache_write_rate: int | None = None,
     ) -> None:
         """Create or replace the rate of a model for one call type."""
         values = {
@@ -213,6 +214,7 @@ class Admin:
             "p_input_rate": input_rate,
             "p_output_rate": output_rate,
             "p_cached_rate": cached_rate,
+            "p_cache_write_rate": cache_write_rate,
             "p_image_rate": image_rate,
             "p_now": time.time(),
         }

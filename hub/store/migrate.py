@@ -67,7 +67,10 @@ def _meter_triggers(dialect: Dialect) -> list[str]:
     return ([_PG_METER_FUNCTION] if dialect.name == "postgresql" else []) + triggers
 
 
-_ADDED_LATER = {"model_calls": ("usage_estimated", "attempts", "credential")}
+_ADDED_LATER = {
+    "model_calls": ("usage_estimated", "attempts", "credential", "cache_write_tokens"),
+    "ai_model_rates": ("cache_write_rate",),
+}
 _TABLES_ADDED_LATER = {"ai_credentials", "login_links"}
 _INDEXES_ADDED_LATER = {"ix_model_calls_time"}
 
@@ -108,6 +111,13 @@ def _v6_calls_by_time(dialect: Dialect) -> list[str]:
     return [str(CreateIndex(index).compile(dialect=dialect))]
 
 
+def _v7_cache_writes(dialect: Dialect) -> list[str]:
+    return [
+        "ALTER TABLE ai_model_rates ADD COLUMN cache_write_rate BIGINT",
+        "ALTER TABLE model_calls ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0",
+    ]
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
     (2, "model_calls.usage_estimated", _v2_usage_estimated),
@@ -115,6 +125,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (4, "ai_credentials", _v4_credentials),
     (5, "login_links", _v5_login_links),
     (6, "model_calls by time", _v6_calls_by_time),
+    (7, "cache-write rates and tokens", _v7_cache_writes),
 ]
 LATEST = MIGRATIONS[-1][0]
 

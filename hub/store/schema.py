@@ -65,6 +65,8 @@ ai_model_rates = Table(
     Column("output_rate", BigInteger, nullable=False),
     Column("cached_rate", BigInteger, nullable=True),
     Column("image_rate", BigInteger, nullable=True),
+    # Added by migration 7: credits per prompt token written to a provider's cache.
+    Column("cache_write_rate", BigInteger, nullable=True),
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("model", "type", name="uq_ai_model_rates_model_type"),
 )
@@ -101,6 +103,8 @@ model_calls = Table(
     # Added by migration 3: upstream attempts (credentials tried), and the one that answered.
     Column("attempts", Integer, nullable=False, default=0),
     Column("credential", String(40), nullable=True),
+    # Added by migration 7: prompt tokens written to the provider's cache (of input_tokens).
+    Column("cache_write_tokens", Integer, nullable=False, default=0),
 )
 Index("ix_model_calls_user_time", model_calls.c.user_did, model_calls.c.request_at)
 # Added by migration 6: the dashboard and the admin usage API read every user's calls of a

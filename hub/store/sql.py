@@ -211,6 +211,7 @@ class SqlStore:
                 output_rate=int(r[3]),
                 cached_rate=None if r[4] is None else int(r[4]),
                 image_rate=None if r[5] is None else int(r[5]),
+                cache_write_rate=None if r[6] is None else int(r[6]),
             )
             for r in rows
         }
@@ -268,6 +269,7 @@ def _call_values(call: Call) -> dict[str, Any]:
         "p_input_tokens": usage.input_tokens if usage else 0,
         "p_output_tokens": usage.output_tokens if usage else 0,
         "p_cached_tokens": usage.cached_tokens if usage else 0,
+        "p_cache_write_tokens": usage.cache_write_tokens if usage else 0,
         "p_image_count": usage.images if usage else 0,
         "p_credits": call.charge or 0,
         "p_http_status": call.http_status,

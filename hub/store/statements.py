@@ -28,6 +28,7 @@ FINAL_COLUMNS = [
     "input_tokens",
     "output_tokens",
     "cached_tokens",
+    "cache_write_tokens",
     "image_count",
     "credits",
     "http_status",
@@ -105,6 +106,7 @@ class Statements:
                 ai_model_rates.c.output_rate,
                 ai_model_rates.c.cached_rate,
                 ai_model_rates.c.image_rate,
+                ai_model_rates.c.cache_write_rate,
                 ai_model_rates.c.updated_at,
             ).order_by(ai_model_rates.c.model, ai_model_rates.c.type)
         )
@@ -113,6 +115,7 @@ class Statements:
             "output_rate": _p("output_rate"),
             "cached_rate": _p("cached_rate"),
             "image_rate": _p("image_rate"),
+            "cache_write_rate": _p("cache_write_rate"),
             "updated_at": _p("now"),
         }
         self.update_rate = prep(

@@ -40,6 +40,13 @@ async def test_an_admin_creates_keys_grants_credit_and_sets_rates(admin_hub: Hub
         "/api/admin/rates",
         json=[
             {"model": "mock/gpt-4o", "input": "0.0000025", "output": "0.00001"},
+            {
+                "model": "mock/claude",
+                "input": "3",
+                "output": "15",
+                "cache_write": "3.75",
+                "per": "million",
+            },
             {"model": "mock/img", "type": "imageGeneration", "input": "0", "image": "0.04"},
         ],
     )
@@ -51,6 +58,7 @@ async def test_an_admin_creates_keys_grants_credit_and_sets_rates(admin_hub: Hub
     by_model = {r["model"]: r for r in rates.json()}
     assert by_model["mock/gpt-4o"]["output_rate"] == "0.00001"
     assert by_model["mock/img"]["image_rate"] == "0.04"
+    assert by_model["mock/claude"]["cache_write_rate"] == "0.00000375"
     assert {a["did"]: a["balance"] for a in accounts}[BOB] == "2.5"
     roles = {a["did"]: a["is_admin"] for a in accounts}
     assert carols.status_code == 201 and roles["did:abt:carol"] and not roles[BOB]

@@ -247,6 +247,26 @@ def test_setting_a_rate_again_replaces_it(cli: Cli) -> None:
     ]
 
 
+def test_a_rate_may_price_cache_writes(cli: Cli) -> None:
+    cli.json(
+        "rates",
+        "set",
+        "anthropic/claude-sonnet-4-5",
+        "--input",
+        "3",
+        "--output",
+        "15",
+        "--cache-write",
+        "3.75",
+        "--cached",
+        "0.3",
+        "--per-million",
+    )
+    [rate] = cli.json("rates", "list")
+
+    assert (rate["cache_write_rate"], rate["cached_rate"]) == ("0.00000375", "0.0000003")
+
+
 def test_a_rate_can_be_removed_once(cli: Cli) -> None:
     cli.json("rates", "set", "openai/gpt-4o", "--input", "0.000002", "--output", "0")
     removed = cli.json("rates", "remove", "openai/gpt-4o")

@@ -7,7 +7,8 @@ from decimal import Decimal
 import pytest
 
 from middleware.billing import price
-from middleware.call import Usage
+from middleware.call import Call, Identity, Usage
+from middleware.credit import BYTES_PER_TOKEN, worst_case
 from middleware.money import to_credits, to_units
 from middleware.ports import Rate
 
@@ -35,6 +36,36 @@ def test_chat_price_matches_decimal_arithmetic() -> None:
 def test_cached_tokens_fall_back_to_the_input_rate() -> None:
     rate = Rate("m", "chatCompletion", input_rate=10, output_rate=20)
     assert price(Usage(input_tokens=100, cached_tokens=40), rate) == 100 * 10
+
+
+def test_cache_writes_have_their_own_rate_and_fall_back_to_the_input_rate() -> None:
+    rate = Rate("m", "chatCompletion", input_rate=10, output_rate=20, cache_write_rate=12)
+    usage = Usage(input_tokens=100, output_tokens=1, cached_tokens=30, cache_write_tokens=50)
+    without = Rate("m", "chatCompletion", input_rate=10, output_rate=20)
+
+    # 20 plain at 10, 30 read at 10 (no cached rate), 50 written at 12, 1 out at 20.
+    assert price(usage, rate) == 20 * 10 + 30 * 10 + 50 * 12 + 20
+    assert price(usage, without) == 100 * 10 + 20
+    # Never more tokens written than the prompt holds beside its cache reads.
+    assert price(Usage(input_tokens=10, cached_tokens=8, cache_write_tokens=50), rate) == (
+        8 * 10 + 2 * 12
+    )
+
+
+def test_a_hold_assumes_the_prompt_may_all_be_written_to_the_cache() -> None:
+    call = Call(
+        identity=Identity(account_id=1, user_did="u"),
+        call_type="chatCompletion",
+        model="m",
+        body={"max_tokens": 10},
+        raw_body=b"x" * 399,
+    )
+    dear = Rate("m", "chatCompletion", input_rate=10, output_rate=20, cache_write_rate=13)
+    cheap = Rate("m", "chatCompletion", input_rate=10, output_rate=20, cache_write_rate=1)
+
+    prompt = 399 // BYTES_PER_TOKEN + 1
+    assert worst_case(call, dear, 4096) == prompt * 13 + 10 * 20
+    assert worst_case(call, cheap, 4096) == prompt * 10 + 10 * 20
 
 
 def test_float_would_drift_but_units_do_not() -> None:

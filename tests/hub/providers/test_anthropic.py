@@ -163,7 +163,52 @@ async def test_answer_with_a_tool_call_becomes_an_openai_completion(
     assert answer["usage"]["prompt_tokens_details"]["cached_tokens"] == 30
     [call] = await hub.calls()
     assert (call["input_tokens"], call["output_tokens"], call["cached_tokens"]) == (45, 4, 30)
+    assert call["cache_write_tokens"] == 5  # without a cache-write rate, at the input rate
     assert call["credits"] == 15 * 1_000 + 30 * 100 + 4 * 5_000
+
+
+async def test_cache_writes_are_billed_at_their_own_rate_streamed_or_not(
+    hub: Hub, upstream: respx.MockRouter
+) -> None:
+    await hub.admin.set_rate(
+        MODEL,
+        "chatCompletion",
+        input_rate=1_000,
+        output_rate=5_000,
+        cached_rate=100,
+        cache_write_rate=1_250,  # Anthropic's 1.25x the input price
+    )
+    usage = {"cache_read_input_tokens": 30, "cache_creation_input_tokens": 200}
+    started = {"id": "msg_c", "usage": {"input_tokens": 10, "output_tokens": 1, **usage}}
+    upstream.post(MESSAGES_URL).mock(
+        side_effect=[
+            httpx.Response(200, json=message([{"type": "text", "text": "Hi"}], **usage)),
+            httpx.Response(
+                200,
+                content=events(
+                    ("message_start", {"type": "message_start", "message": started}),
+                    (
+                        "message_delta",
+                        {
+                            "type": "message_delta",
+                            "delta": {"stop_reason": "end_turn"},
+                            "usage": {"output_tokens": 4},
+                        },
+                    ),
+                    ("message_stop", {"type": "message_stop"}),
+                ),
+                headers={"content-type": "text/event-stream"},
+            ),
+        ]
+    )
+
+    await hub.chat(model=MODEL)
+    await hub.chat(model=MODEL, stream=True)
+
+    calls = await hub.calls()
+    assert [(c["input_tokens"], c["cache_write_tokens"]) for c in calls] == [(240, 200)] * 2
+    # 10 plain input, 30 cache reads, 200 cache writes, 4 output tokens.
+    assert [c["credits"] for c in calls] == [10 * 1_000 + 30 * 100 + 200 * 1_250 + 4 * 5_000] * 2
 
 
 STREAM = events(
