@@ -65,7 +65,12 @@ class HubApp:
             max_connections=limits.upstream_max_connections
         )
         self.metrics = Metrics(log_prompts=settings.log_prompts)
-        proxy = Proxy(self.registry, self.transport, self._price if settings.billing else None)
+        proxy = Proxy(
+            self.registry,
+            self.transport,
+            self._price if settings.billing else None,
+            client_send_timeout=limits.client_send_timeout,
+        )
         router = build_router(self.store, self.registry, settings, self.metrics)
 
         async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:

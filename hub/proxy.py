@@ -42,8 +42,13 @@ class Proxy:
         registry: ProviderRegistry,
         transport: httpx.AsyncBaseTransport,
         pricer: Callable[[Call], Awaitable[int]] | None = None,
+        client_send_timeout: float = 60.0,
     ) -> None:
         self.registry = registry
+        # How long one piece of the answer may wait for the client to take it: a client that
+        # stops reading but keeps its socket open would otherwise hold the upstream
+        # connection, and its credit hold, for as long as it likes.
+        self.client_send_timeout = client_send_timeout
         # What a finished call costs, for client formats that show it in the answer (AIGNE);
         # the charge itself is still made by the billing layer.
         self.pricer = pricer or _free
@@ -78,8 +83,18 @@ class Proxy:
         task = asyncio.current_task()
         assert task is not None
         watch = _Watch(call, task, receive)
+        limit = self.client_send_timeout
+        loop = asyncio.get_running_loop()
+
+        async def send_in_time(message: Message) -> None:
+            stalled = loop.call_later(limit, watch.too_slow, limit)
+            try:
+                await send(message)
+            finally:
+                stalled.cancel()
+
         try:
-            await self._exchange(send, call, providers)
+            await self._exchange(send_in_time, call, providers)
         except asyncio.CancelledError:
             if not watch.cancelled or task.uncancel() > 0:
                 raise  # cancelled by someone else too
@@ -659,6 +674,18 @@ class _Watch:
     def _start(self, loop: asyncio.AbstractEventLoop, receive: Receive) -> None:
         if self.active:
             self.watcher = loop.create_task(self.run(receive))
+
+    def too_slow(self, limit: float) -> None:
+        """The client took nothing of the answer for `limit` seconds: end the exchange as if
+        it had hung up (the upstream request is closed, what was delivered is billed)."""
+        if self.active and not self.cancelled:
+            self.call.fail(
+                "client_too_slow",
+                f"The client read nothing for {limit:g} s; the answer was cut off.",
+            )
+            self.call.client_gone = True
+            self.cancelled = True
+            self.task.cancel()
 
     def stop(self) -> None:
         self.active = False

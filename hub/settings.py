@@ -64,6 +64,9 @@ class Limits:
     rate_cache_seconds: float = 5.0
     # Output tokens assumed for a call's credit hold when it sets no max_tokens.
     hold_output_tokens: int = 4096
+    # Seconds a piece of an answer may wait for the client to read it before the call is
+    # ended (client_too_slow): the upstream connection and credit hold are not kept forever.
+    client_send_timeout: float = 60.0
 
 
 @dataclass(frozen=True)

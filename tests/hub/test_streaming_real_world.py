@@ -7,6 +7,7 @@ what the test itself measures.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import time
@@ -272,3 +273,39 @@ async def test_client_hang_up_before_a_whole_answer_closes_the_upstream_request(
     assert latency < 0.1, f"the provider saw the hang-up {latency * 1000:.0f} ms later"
     call = await live.wait_for_call(status="failed")
     assert call["error_code"] == "client_disconnected" and call["credits"] == 0
+
+
+@pytest.fixture
+async def live_impatient(tmp_path: Path) -> AsyncIterator[Live]:
+    limits = Limits(client_send_timeout=0.5, key_cache_seconds=0.2, balance_cache_seconds=0.2)
+    async with live_hub(f"sqlite:///{tmp_path / 'hub.db'}", limits) as started:
+        yield started
+
+
+async def test_a_client_that_stops_reading_is_cut_off_and_billed_what_it_took(
+    live_impatient: Live,
+) -> None:
+    live = live_impatient
+    host, port = live.hub_url.removeprefix("http://").split(":")
+    body = json.dumps(chat(f"fake/big-{BIG_MEGABYTES}", stream=True)).encode()
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: hub\r\n"
+        + f"authorization: Bearer {live.key}\r\ncontent-type: application/json\r\n".encode()
+        + f"content-length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")  # the answer starts, then nothing is read
+    started = time.monotonic()
+    call = await live.wait_for_call(model=f"fake/big-{BIG_MEGABYTES}", status="failed")
+    waited = time.monotonic() - started
+    writer.close()
+
+    assert head.startswith(b"HTTP/1.1 200")
+    assert call["error_code"] == "client_too_slow"
+    assert waited < 8  # the socket buffers fill in a moment, then 0.5 s of no progress
+    # Billed for what reached the client's socket, estimated as the stream was cut off.
+    assert call["usage_estimated"] is True and 0 < call["output_tokens"]
+    assert call["output_tokens"] < BIG_MEGABYTES * 2**20 // len(BIG_CHUNK)
+    assert live.fake.closed_early >= 1  # the provider was told to stop
