@@ -109,6 +109,21 @@ async def anthropic(payload: dict[str, Any], send: Send) -> None:
     await _body(send, b"", more=False)
 
 
+# A 1x1 transparent PNG: what every fake image is.
+PIXEL = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6"
+    "kgAAAABJRU5ErkJggg=="
+)
+
+
+async def imagen(payload: dict[str, Any], send: Send) -> None:
+    """POST /v1beta/models/{model}:predict: `sampleCount` images, each one pixel."""
+    count = int((payload.get("parameters") or {}).get("sampleCount", 1))
+    predictions = [{"bytesBase64Encoded": PIXEL, "mimeType": "image/png"}] * count
+    await _start(send, 200, b"application/json")
+    await _body(send, json.dumps({"predictions": predictions}).encode(), more=False)
+
+
 async def gemini(path: str, payload: dict[str, Any], send: Send) -> None:
     """POST /v1beta/models/{model}:generateContent or :streamGenerateContent?alt=sse."""
     prompt = _words(payload.get("contents")) + _words(payload.get("systemInstruction"))

@@ -1,8 +1,8 @@
 """A small fake provider, to try the hub (and test it) with no real key.
 
 It speaks the OpenAI API, and also Anthropic Messages (POST /v1/messages) and Gemini
-(POST /v1beta/models/{model}:generateContent / :streamGenerateContent), see
-fake_protocols.py.
+(POST /v1beta/models/{model}:generateContent / :streamGenerateContent, and Imagen's
+:predict), see fake_protocols.py.
 
     python examples/fake_provider.py --port 8100
 
@@ -98,6 +98,8 @@ class FakeProvider:
             await fake_protocols.anthropic(payload, send)
         elif ":generateContent" in scope["path"] or ":streamGenerateContent" in scope["path"]:
             await fake_protocols.gemini(scope["path"], payload, send)
+        elif scope["path"].endswith(":predict"):
+            await fake_protocols.imagen(payload, send)
         elif scope["path"].endswith("/chat/completions"):
             await self._chat(payload, receive, send)
         elif scope["path"].endswith("/embeddings"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -64,13 +65,16 @@ class GeminiProvider:
         return url
 
     def supports(self, call_type: CallType) -> bool:
-        return call_type in ("chatCompletion", "embedding")
+        return call_type in ("chatCompletion", "embedding", "imageGeneration")
 
     def build_request(self, call: Call, credential: Credential) -> httpx.Request:
         model = str(call.upstream_model)
         if call.call_type == "embedding":
             url = self._url(model, "batchEmbedContents")
             return json_request(url, credential.headers, to_gemini_embeddings(call), self.timeout)
+        if call.call_type == "imageGeneration":
+            url = self._url(model, "predict")
+            return json_request(url, credential.headers, to_imagen(call), self.timeout)
         method = "streamGenerateContent?alt=sse" if call.stream else "generateContent"
         return json_request(
             self._url(model, method), credential.headers, to_gemini(call), self.timeout
@@ -100,6 +104,8 @@ class GeminiProvider:
                 "usage": {"prompt_tokens": estimate, "total_tokens": estimate},
             }
             return json.dumps(result).encode(), None
+        if call.call_type == "imageGeneration":
+            return _images(answer)
         usage = usage_of(answer.get("usageMetadata"))
         candidate = (answer.get("candidates") or [{}])[0]
         text, calls = _parts(candidate, 0)
@@ -220,6 +226,36 @@ def to_gemini_embeddings(call: Call) -> dict[str, Any]:
     if isinstance(call.body.get("dimensions"), int):
         request["outputDimensionality"] = call.body["dimensions"]
     return {"requests": [{**request, "content": {"parts": [{"text": t}]}} for t in texts]}
+
+
+# The aspect ratios Imagen draws, for the OpenAI `size` nearest to each.
+_ASPECTS = {"1:1": 1.0, "4:3": 4 / 3, "3:4": 3 / 4, "16:9": 16 / 9, "9:16": 9 / 16}
+
+
+def to_imagen(call: Call) -> dict[str, Any]:
+    """The Imagen :predict request for an OpenAI image generation request."""
+    body = call.body
+    parameters: dict[str, Any] = {}
+    n = body.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+        parameters["sampleCount"] = n
+    width, _, height = str(body.get("size") or "").partition("x")
+    if width.isdigit() and height.isdigit() and int(width) and int(height):
+        ratio = int(width) / int(height)
+        parameters["aspectRatio"] = min(_ASPECTS, key=lambda a: abs(_ASPECTS[a] - ratio))
+    return {"instances": [{"prompt": body["prompt"]}], "parameters": parameters}
+
+
+def _images(answer: dict[str, Any]) -> tuple[bytes, Usage]:
+    """Imagen's predictions as an OpenAI images answer: base64 images (Imagen makes no URLs),
+    billed per image."""
+    images = [
+        {"b64_json": p["bytesBase64Encoded"]}
+        for p in answer.get("predictions") or []
+        if isinstance(p, dict) and p.get("bytesBase64Encoded")
+    ]
+    result = {"created": int(time.time()), "data": images}
+    return json.dumps(result).encode(), Usage(images=len(images))
 
 
 def _user_parts(content: Any) -> list[dict[str, Any]]:

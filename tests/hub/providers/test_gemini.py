@@ -255,3 +255,39 @@ async def test_token_arrays_cannot_be_embedded_by_gemini(hub: Hub) -> None:
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_request"
+
+
+async def test_images_go_to_imagen_predict_and_are_billed_per_image(
+    hub: Hub, upstream: respx.MockRouter
+) -> None:
+    await hub.admin.set_rate(
+        "gem/imagen-4.0-generate-001",
+        "imageGeneration",
+        input_rate=0,
+        output_rate=0,
+        image_rate=400_000_000,  # 0.04 credits an image
+    )
+    picture = {"bytesBase64Encoded": "aW1hZ2U=", "mimeType": "image/png"}
+    route = upstream.post(
+        "http://gemini.test/v1beta/models/imagen-4.0-generate-001:predict"
+    ).respond(json={"predictions": [picture, picture]})
+
+    response = await hub.client.post(
+        "/v1/images/generations",
+        json={
+            "model": "gem/imagen-4.0-generate-001",
+            "prompt": "a lighthouse at dusk",
+            "n": 2,
+            "size": "1792x1024",
+        },
+    )
+
+    sent = json.loads(route.calls.last.request.content)
+    assert sent == {
+        "instances": [{"prompt": "a lighthouse at dusk"}],
+        "parameters": {"sampleCount": 2, "aspectRatio": "16:9"},
+    }
+    assert route.calls.last.request.headers["x-goog-api-key"] == PROVIDER_KEY
+    assert [d["b64_json"] for d in response.json()["data"]] == ["aW1hZ2U="] * 2
+    [call] = await hub.calls()
+    assert (call["image_count"], call["credits"]) == (2, 2 * 400_000_000)

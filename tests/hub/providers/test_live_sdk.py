@@ -6,6 +6,7 @@ the hub in front of it with one provider of each kind.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 
@@ -87,3 +88,23 @@ async def test_sdk_gets_text_streamed_and_whole(live: Live, model: str) -> None:
     assert whole.choices[0].message.content == text
     assert text.startswith("Hello! I am a fake model")
     assert whole.usage is not None and whole.usage.completion_tokens == len(text.split())
+
+
+async def test_sdk_generates_images_with_imagen(live: Live) -> None:
+    await live.admin.set_rate(
+        "gemini/imagen-4.0-generate-001",
+        "imageGeneration",
+        input_rate=0,
+        output_rate=0,
+        image_rate=400_000_000,
+    )
+    client = AsyncOpenAI(base_url=live.hub_url + "/v1", api_key=live.key, max_retries=0)
+
+    result = await client.images.generate(
+        model="gemini/imagen-4.0-generate-001", prompt="a lighthouse", n=3
+    )
+    await client.close()
+
+    assert [base64.b64decode(d.b64_json or "")[:4] for d in result.data or []] == [b"\x89PNG"] * 3
+    recorded = await live.wait_for_call(model="gemini/imagen-4.0-generate-001", status="success")
+    assert (recorded["image_count"], recorded["credits"]) == (3, 3 * 400_000_000)
