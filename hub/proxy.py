@@ -100,8 +100,9 @@ class Proxy:
                 raise  # cancelled by someone else too
         finally:
             watch.stop()
-        if call.client_gone and call.stream:
-            _ensure_usage(call, complete=False)  # bill what was delivered before the hang-up
+        if call.client_gone and call.stream and call.usage is None:
+            # Gone before the stream began (a started stream billed itself as it ended).
+            _ensure_usage(call, complete=False)
 
     async def _exchange(self, send: Send, call: Call, providers: list[Adapter]) -> None:
         connected = await self._connect(call, providers)
@@ -678,14 +679,19 @@ class _Watch:
     def too_slow(self, limit: float) -> None:
         """The client took nothing of the answer for `limit` seconds: end the exchange as if
         it had hung up (the upstream request is closed, what was delivered is billed)."""
+        # Also on the last piece of the answer: a client that stops reading there would
+        # otherwise hold the exchange as long as any other.
         if self.active and not self.cancelled:
-            self.call.fail(
-                "client_too_slow",
-                f"The client read nothing for {limit:g} s; the answer was cut off.",
-            )
-            self.call.client_gone = True
-            self.cancelled = True
-            self.task.cancel()
+            message = f"The client read nothing for {limit:g} s; the answer was cut off."
+            self.call.fail("client_too_slow", message)
+            self._cut()
+
+    def _cut(self) -> None:
+        # Once only (both callers check `cancelled`): a second cancel, a hang-up just after
+        # a timeout, would escape the proxy as an error.
+        self.call.client_gone = True
+        self.cancelled = True
+        self.task.cancel()
 
     def stop(self) -> None:
         self.active = False
@@ -699,8 +705,6 @@ class _Watch:
             if message["type"] == "http.disconnect":
                 # Servers also report a disconnect once the whole answer is sent: only one
                 # before that is a client hanging up.
-                if self.active and not self.call.answered:
-                    self.call.client_gone = True
-                    self.cancelled = True
-                    self.task.cancel()
+                if self.active and not self.cancelled and not self.call.answered:
+                    self._cut()
                 return
