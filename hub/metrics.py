@@ -138,6 +138,8 @@ def _line(call: Call) -> dict[str, object]:
         "error": call.error_code,
         "input_tokens": usage.input_tokens if usage else 0,
         "output_tokens": usage.output_tokens if usage else 0,
+        "cached_tokens": usage.cached_tokens if usage else 0,
+        "cache_write_tokens": usage.cache_write_tokens if usage else 0,
         "estimated": call.usage_estimated,
         "credits": credits_text(call.charge or 0),
         "duration_ms": call.duration_ms,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import tomllib
@@ -186,7 +187,7 @@ def _limits(table: dict[str, Any]) -> Limits:
         whole = isinstance(getattr(defaults, key), int)
         kind = "a positive whole number" if whole else "a positive number"
         number = isinstance(value, int if whole else int | float) and not isinstance(value, bool)
-        if not number or value <= 0:
+        if not number or not math.isfinite(value) or value <= 0:  # TOML allows nan and inf
             raise ConfigError(f"limits.{key}", f"must be {kind}, not {value!r}")
         values[key] = value if whole else float(value)
     return Limits(**values)

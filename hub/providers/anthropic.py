@@ -88,7 +88,7 @@ class AnthropicProvider:
 def to_anthropic(call: Call) -> dict[str, Any]:
     """The Messages request for an OpenAI chat request."""
     body = call.body
-    system: list[str] = []
+    system: list[dict[str, Any]] = []
     turns = Turns("content")  # Anthropic wants user and assistant turns to alternate
     add = turns.add
 
@@ -98,9 +98,9 @@ def to_anthropic(call: Call) -> dict[str, Any]:
         role = message.get("role")
         content = message.get("content")
         if role in ("system", "developer"):
-            system.append(text_of(content))
+            system.extend(_cached(message, _text_blocks(content)))
         elif role == "user":
-            add("user", _user_blocks(content))
+            add("user", _cached(message, _user_blocks(content)))
         elif role == "assistant":
             blocks: list[dict[str, Any]] = []
             if text_of(content):
@@ -132,8 +132,10 @@ def to_anthropic(call: Call) -> dict[str, Any]:
         "messages": turns.turns,
         "max_tokens": max_output_tokens(body, DEFAULT_MAX_TOKENS),
     }
-    if system:
-        request["system"] = "\n\n".join(s for s in system if s)
+    if any("cache_control" in block for block in system):
+        request["system"] = [block for block in system if block["text"]]  # kept as blocks
+    elif system:
+        request["system"] = "\n\n".join(b["text"] for b in system if b["text"])
     for name in ("temperature", "top_p"):
         if isinstance(body.get(name), int | float):
             request[name] = body[name]
@@ -146,6 +148,7 @@ def to_anthropic(call: Call) -> dict[str, Any]:
                 "name": t["function"].get("name", ""),
                 "description": t["function"].get("description", ""),
                 "input_schema": t["function"].get("parameters") or {"type": "object"},
+                **_cache_mark(t),
             }
             for t in tools
         ]
@@ -165,10 +168,30 @@ def _user_blocks(content: Any) -> list[dict[str, Any]]:
         if not isinstance(part, dict):
             continue
         if part.get("type") == "text":
-            blocks.append({"type": "text", "text": str(part.get("text", ""))})
+            blocks.append({"type": "text", "text": str(part.get("text", "")), **_cache_mark(part)})
         elif part.get("type") == "image_url":
             url = str((part.get("image_url") or {}).get("url", ""))
-            blocks.append({"type": "image", "source": _image_source(url)})
+            blocks.append({"type": "image", "source": _image_source(url), **_cache_mark(part)})
+    return blocks
+
+
+def _text_blocks(content: Any) -> list[dict[str, Any]]:
+    """System text as blocks, each keeping its cache mark."""
+    return [b for b in _user_blocks(content) if b["type"] == "text"]
+
+
+# Prompt caching, as OpenAI-format clients ask Anthropic for it (LiteLLM's convention): a
+# `cache_control` on a content part, a tool, or a whole message (its last block) goes
+# through; Anthropic then reports cache writes and reads, which rates may price apart.
+def _cache_mark(item: dict[str, Any]) -> dict[str, Any]:
+    mark = item.get("cache_control")
+    return {"cache_control": mark} if isinstance(mark, dict) else {}
+
+
+def _cached(message: dict[str, Any], blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    mark = _cache_mark(message)
+    if mark and blocks:
+        blocks[-1] = {**blocks[-1], **mark}
     return blocks
 
 

@@ -183,6 +183,20 @@ BAD = [
         '[server]\nhostname = "x"\n', {}, "server.hostname", "unknown setting", id="server-key"
     ),
     pytest.param(
+        "[limits]\nclient_send_timeout = nan\n",
+        {},
+        "limits.client_send_timeout",
+        "positive number",
+        id="limits-nan",
+    ),
+    pytest.param(
+        "[limits]\nupstream_read_timeout = inf\n",
+        {},
+        "limits.upstream_read_timeout",
+        "positive number",
+        id="limits-inf",
+    ),
+    pytest.param(
         '[providers.openai]\napikeys = ["sk"]\n',
         {},
         "providers.openai.apikeys",

@@ -447,3 +447,35 @@ async def test_a_stream_cut_off_after_its_partial_usage_is_billed_for_what_it_de
     [call] = await hub.calls()
     assert call["usage_estimated"] is True and call["input_tokens"] == 12
     assert call["output_tokens"] >= 400  # not the 1 of the partial report
+
+
+async def test_cache_marks_reach_anthropic_on_system_parts_messages_and_tools(
+    hub: Hub, upstream: respx.MockRouter
+) -> None:
+    route = upstream.post(MESSAGES_URL).respond(json=message([{"type": "text", "text": "ok"}]))
+    ephemeral = {"type": "ephemeral"}
+
+    await hub.chat(
+        model=MODEL,
+        messages=[
+            {
+                "role": "system",
+                "content": [
+                    {"type": "text", "text": "A long manual.", "cache_control": ephemeral},
+                    {"type": "text", "text": "Be brief."},
+                ],
+            },
+            {"role": "user", "content": "The contract text.", "cache_control": ephemeral},
+        ],
+        tools=[{**WEATHER_TOOL, "cache_control": ephemeral}],
+    )
+
+    sent = json.loads(route.calls.last.request.content)
+    assert sent["system"] == [
+        {"type": "text", "text": "A long manual.", "cache_control": ephemeral},
+        {"type": "text", "text": "Be brief."},
+    ]
+    assert sent["messages"][0]["content"] == [
+        {"type": "text", "text": "The contract text.", "cache_control": ephemeral}
+    ]
+    assert sent["tools"][0]["cache_control"] == ephemeral
