@@ -12,7 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from hub.analytics import BUCKETS, DIMENSIONS, Window, usage
+from hub.analytics import BUCKETS, DIMENSIONS, TIMED_CALLS, Window, usage
 from hub.json_route import JsonRoute
 from hub.query import MAX_OFFSET, moment, whole
 from hub.store.admin import Admin
@@ -172,7 +172,9 @@ async def _usage(request: Request, admin: Admin, user_did: str | None) -> Respon
         model=q.get("model"),
     )
     data = await usage(admin.store, window, BUCKETS[group], None if by == "total" else by)
-    return JSONResponse({"group": group, "by": by, "data": data})
+    # Percentiles rank the window's latest TIMED_CALLS calls only: say when that cut in.
+    sampled = sum(entry["calls"] for entry in data) > TIMED_CALLS
+    return JSONResponse({"group": group, "by": by, "percentiles_sampled": sampled, "data": data})
 
 
 def page_of(request: Request, rows: list[dict[str, Any]], limit: int) -> Response:

@@ -92,3 +92,26 @@ async def test_time_slots_split_a_window_and_hold_every_call(store: SqlStore) ->
         (hour, 1),
         (3 * hour, 1),
     ]
+
+
+async def test_the_usage_api_says_when_percentiles_were_sampled(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch, db_url: str
+) -> None:
+    from hub import usage_api
+    from tests.conftest import make_settings, start_hub
+
+    now = time.time()
+    for age in (3, 2, 1):
+        await record(store, "a/m", 10, now - age)
+    hub = await start_hub(make_settings(db_url), None)
+    try:
+        whole = (await hub.client.get("/api/user/usage", params={"by": "total"})).json()
+        monkeypatch.setattr(usage_api, "TIMED_CALLS", 2)
+        monkeypatch.setattr(usage_store, "TIMED_CALLS", 2)
+        cut = (await hub.client.get("/api/user/usage", params={"by": "total"})).json()
+    finally:
+        await hub.client.aclose()
+        await hub.app.shutdown()
+
+    assert whole["percentiles_sampled"] is False and cut["percentiles_sampled"] is True
+    assert sum(e["calls"] for e in cut["data"]) == 3  # the counts are still whole
