@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
+from itsdangerous import URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from hub.json_route import JsonRoute
 from hub.store.admin import Admin
-from middleware.auth import SESSION_COOKIE, hash_key
+from middleware.auth import (
+    SESSION_COOKIE,
+    hash_key,
+    read_session,
+    session_cookie_of,
+    session_value,
+)
 from middleware.ports import KeyStore
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -42,14 +48,18 @@ placeholder="ahk_..." autocomplete="off" autofocus required><button>Sign in</but
 def routes(
     admin: Admin,
     keys: KeyStore,
-    session_cookie: Callable[[str, str | None], str],
+    signer: URLSafeTimedSerializer,
     max_age: int,
 ) -> list[JsonRoute]:
-    def signed_in(request: Request, did: str, key_hash: str | None, next_path: str) -> Response:
+    async def signed_in(
+        request: Request, did: str, key_hash: str | None, next_path: str
+    ) -> Response:
+        account = await admin.store.find_account(did)
+        epoch = account.session_epoch if account is not None else 0
         response = RedirectResponse(next_path, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
-            session_cookie(did, key_hash),
+            session_value(signer, did, key_hash, epoch),
             max_age=max_age,
             httponly=True,
             samesite="lax",
@@ -81,7 +91,7 @@ def routes(
         if record is None or record.revoked or expired:
             message = '<p class="error">That key is not a valid hub key.</p>'
             return form(next_path, message, status_code=401)
-        return signed_in(request, record.user_did, record_hash, next_path)
+        return await signed_in(request, record.user_did, record_hash, next_path)
 
     async def link(request: Request) -> Response:
         did = await admin.use_login_link(request.query_params.get("token", ""))
@@ -91,11 +101,17 @@ def routes(
                 "another.</p>"
             )
             return form("/", message, status_code=401)
-        return signed_in(request, did, None, _next(request.query_params.get("next")))
+        return await signed_in(request, did, None, _next(request.query_params.get("next")))
 
     async def logout(request: Request) -> Response:
         if not _same_origin(request):
             return form("/", '<p class="error">Sign out from this hub\'s own page.</p>', 403)
+        cookie = session_cookie_of(request.headers)
+        session = read_session(signer, cookie, max_age) if cookie else None
+        if session is not None:
+            # Every session of this person ends, here and on other devices: a copied
+            # cookie stops working too.
+            await admin.end_sessions(session[0])
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response

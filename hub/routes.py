@@ -131,7 +131,7 @@ def build_router(
             *login.routes(
                 admin,
                 store,
-                lambda did, key_hash: str(signer.dumps([did, key_hash])),
+                signer,
                 SESSION_MAX_AGE,
             ),
             *dashboard.routes(admin, registry, settings, metrics),

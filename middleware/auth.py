@@ -177,26 +177,21 @@ class AuthMiddleware:
         cookie = _cookie(headers.get("cookie", ""), SESSION_COOKIE)
         if cookie is None:
             return None
-        try:
-            payload = self.sessions.loads(cookie, max_age=self.session_max_age)
-        except BadSignature:
+        session = read_session(self.sessions, cookie, self.session_max_age)
+        if session is None:
             return None
-        # [did, hash of the key signed in with] or [did, None] (a one-time link).
-        if not (isinstance(payload, list) and len(payload) == 2):
-            return None
-        did, key_hash = payload
-        if not isinstance(did, str) or not isinstance(key_hash, str | None):
-            return None
+        did, key_hash, epoch = session
         if key_hash is not None:
             # A session opened with a key ends when that key is revoked or expires.
             by_key = await self._from_hash(key_hash)
             if isinstance(by_key, tuple) or by_key.user_did != did:
                 return None
         found = await self.accounts.find_account(did)
-        if found is None:
+        if found is None or found.session_epoch != epoch:  # signed out since
             return None
-        account_id, is_admin = found
-        return Identity(account_id=account_id, user_did=did, is_admin=is_admin, via="session")
+        return Identity(
+            account_id=found.account_id, user_did=did, is_admin=found.is_admin, via="session"
+        )
 
     def _wants_page(self, scope: Scope, headers: Headers) -> bool:
         return (
@@ -205,12 +200,45 @@ class AuthMiddleware:
             and "text/html" in headers.get("accept", "")
         )
 
-    def session_cookie(self, user_did: str, key_hash: str | None = None) -> str:
-        """A signed cookie value that logs `user_did` in (used by the login pages); with
-        the hash of the key the person signed in with, the session lasts while the key does."""
+    def session_cookie(self, user_did: str, key_hash: str | None = None, epoch: int = 0) -> str:
+        """A signed cookie value that logs `user_did` in (see `session_value`)."""
         if self.sessions is None:
             raise RuntimeError("sessions are not configured: set a session secret")
-        return str(self.sessions.dumps([user_did, key_hash]))
+        return session_value(self.sessions, user_did, key_hash, epoch)
+
+
+def session_value(
+    signer: URLSafeTimedSerializer, user_did: str, key_hash: str | None, epoch: int
+) -> str:
+    """The signed session: who, the hash of the key they signed in with (None for a
+    one-time link: the session then lasts while the key does), and the account's session
+    epoch (signing out bumps it, voiding every session signed before)."""
+    return str(signer.dumps([user_did, key_hash, epoch]))
+
+
+def read_session(
+    signer: URLSafeTimedSerializer, cookie: str, max_age: int
+) -> tuple[str, str | None, int] | None:
+    """(did, key hash, epoch) of a valid, unexpired session cookie, else None."""
+    try:
+        payload = signer.loads(cookie, max_age=max_age)
+    except BadSignature:
+        return None
+    if not (isinstance(payload, list) and len(payload) == 3):
+        return None
+    did, key_hash, epoch = payload
+    if (
+        not isinstance(did, str)
+        or not isinstance(key_hash, str | None)
+        or not isinstance(epoch, int)
+        or isinstance(epoch, bool)
+    ):
+        return None
+    return did, key_hash, epoch
+
+
+def session_cookie_of(headers: Headers) -> str | None:
+    return _cookie(headers.get("cookie", ""), SESSION_COOKIE)
 
 
 def _is_json(headers: Headers) -> bool:

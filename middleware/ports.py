@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from middleware.call import Call, CallType
 
@@ -44,9 +44,16 @@ class KeyStore(Protocol):
         ...
 
 
+class AccountRecord(NamedTuple):
+    account_id: int
+    is_admin: bool
+    # Sessions signed with an older number are void (the person signed out since).
+    session_epoch: int = 0
+
+
 class AccountLookup(Protocol):
-    async def find_account(self, user_did: str) -> tuple[int, bool] | None:
-        """(account id, is admin) for a user DID, for session logins."""
+    async def find_account(self, user_did: str) -> AccountRecord | None:
+        """The account of a user DID, for session logins."""
         ...
 
 

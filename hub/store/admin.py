@@ -152,6 +152,14 @@ class Admin:
         self.store.forget_caches()
         return balance
 
+    async def end_sessions(self, did: str) -> None:
+        """Void every session cookie of this person (each carries the epoch it was signed
+        with, and this moves the account's on)."""
+        c = accounts.c
+        await self.store.execute(
+            accounts.update().where(c.did == did).values(session_epoch=c.session_epoch + 1)
+        )
+
     async def ledger(self, did: str) -> dict[str, int]:
         """The balance beside its ledger: granted, metered, and whether they agree."""
 

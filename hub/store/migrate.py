@@ -70,6 +70,7 @@ def _meter_triggers(dialect: Dialect) -> list[str]:
 _ADDED_LATER = {
     "model_calls": ("usage_estimated", "attempts", "credential", "cache_write_tokens"),
     "ai_model_rates": ("cache_write_rate",),
+    "accounts": ("session_epoch",),
 }
 _TABLES_ADDED_LATER = {"ai_credentials", "login_links"}
 _INDEXES_ADDED_LATER = {"ix_model_calls_time"}
@@ -118,6 +119,10 @@ def _v7_cache_writes(dialect: Dialect) -> list[str]:
     ]
 
 
+def _v8_session_epoch(dialect: Dialect) -> list[str]:
+    return ["ALTER TABLE accounts ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0"]
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
     (2, "model_calls.usage_estimated", _v2_usage_estimated),
@@ -126,6 +131,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (5, "login_links", _v5_login_links),
     (6, "model_calls by time", _v6_calls_by_time),
     (7, "cache-write rates and tokens", _v7_cache_writes),
+    (8, "accounts.session_epoch", _v8_session_epoch),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -37,6 +37,9 @@ accounts = Table(
     Column("is_admin", Boolean, nullable=False, default=False),
     # Materialized: always equals the account's grants minus its meter events.
     Column("balance", BigInteger, nullable=False, default=0),
+    # Added by migration 8: bumped when the person signs out, which voids every session
+    # cookie signed before (each carries the number it was signed with).
+    Column("session_epoch", Integer, nullable=False, default=0),
     Column("created_at", Float, nullable=False),
 )
 

@@ -28,7 +28,7 @@ from hub.store.raw import (
 )
 from hub.store.statements import Statements
 from middleware.call import Call, CallType
-from middleware.ports import KeyRecord, Rate
+from middleware.ports import AccountRecord, KeyRecord, Rate
 
 T = TypeVar("T")
 
@@ -167,9 +167,9 @@ class SqlStore:
         self._touched[key_id] = now
         self._submit(Bulk(self.sql.touch_key, {"p_id": key_id, "p_now": now}, phase=1))
 
-    async def find_account(self, user_did: str) -> tuple[int, bool] | None:
+    async def find_account(self, user_did: str) -> AccountRecord | None:
         row = await self.fetchone(self.sql.find_account, {"p_did": user_did})
-        return None if row is None else (int(row[0]), bool(row[1]))
+        return None if row is None else AccountRecord(int(row[0]), bool(row[1]), int(row[2]))
 
     async def balance(self, account_id: int, *, fresh: bool = False) -> int:
         cached = self._balances.get(account_id)

@@ -77,7 +77,9 @@ class Statements:
             api_keys.update().where(api_keys.c.id == _p("id")).values(last_used_at=_p("now"))
         )
         self.find_account = prep(
-            select(accounts.c.id, accounts.c.is_admin).where(accounts.c.did == _p("did"))
+            select(accounts.c.id, accounts.c.is_admin, accounts.c.session_epoch).where(
+                accounts.c.did == _p("did")
+            )
         )
         self.insert_account = prep(
             accounts.insert().values(
@@ -85,6 +87,7 @@ class Statements:
                 name=_p("name"),
                 is_admin=_p("is_admin"),
                 balance=0,
+                session_epoch=0,
                 created_at=_p("now"),
             )
         )

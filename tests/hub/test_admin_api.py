@@ -121,7 +121,7 @@ async def test_provider_keys_are_write_only_and_shown_masked(admin_hub: Hub) -> 
 
 
 async def test_a_session_must_send_json_to_change_anything(admin_hub: Hub) -> None:
-    cookie = URLSafeTimedSerializer("test-secret", salt="aigne-hub-session").dumps([USER, None])
+    cookie = URLSafeTimedSerializer("test-secret", salt="aigne-hub-session").dumps([USER, None, 0])
     async with client(admin_hub, cookie=f"{SESSION_COOKIE}={cookie}") as browser:
         forged = await browser.post(
             "/api/admin/grants",

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from hub.cli import main
+from middleware.auth import SESSION_COOKIE
 from tests.conftest import USER, Hub
 
 pytestmark = pytest.mark.anyio
@@ -136,3 +137,19 @@ async def test_another_site_cannot_sign_a_visitor_in_or_out(hub: Hub) -> None:
     assert forged.status_code == 403 and "set-cookie" not in forged.headers
     assert own.status_code == 303
     assert forged_out.status_code == 403 and still_in.status_code == 200
+
+
+async def test_signing_out_ends_the_session_everywhere_and_a_new_one_works(hub: Hub) -> None:
+    async with browser(hub) as laptop, browser(hub) as phone:
+        await laptop.post("/login", data={"key": hub.key})
+        cookie = laptop.cookies[SESSION_COOKIE]
+        phone.cookies.set(SESSION_COOKIE, cookie)  # the same session, copied elsewhere
+        before = await phone.get("/api/user/balance")
+        await laptop.post("/logout")
+        copied = await phone.get("/api/user/balance")
+        again = await laptop.post("/login", data={"key": hub.key})
+        inside = await laptop.get("/api/user/balance")
+
+    assert before.status_code == 200
+    assert copied.status_code == 401  # signing out voided every copy
+    assert again.status_code == 303 and inside.status_code == 200

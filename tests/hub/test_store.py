@@ -210,7 +210,11 @@ async def test_a_version_1_database_is_upgraded_in_place(
     monkeypatch.setattr(migrate, "LATEST", 1)
     old = SqlStore(db_url)
     await old.open(upgrade=True)  # a hub of schema version 1...
-    account = await Admin(old).ensure_account(USER)
+    # Written as a version-1 hub wrote them: today's statements know later columns.
+    await old.database.execute(
+        f"INSERT INTO accounts (did, is_admin, balance, created_at) VALUES ('{USER}', false, 0, 1)"
+    )
+    account = await old.database.fetch_val(f"SELECT id FROM accounts WHERE did = '{USER}'")
     await old.database.execute(
         "INSERT INTO model_calls (id, account_id, user_did, model, type, status, stream, "
         "request_at, input_tokens, output_tokens, cached_tokens, image_count, credits) "

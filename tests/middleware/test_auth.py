@@ -77,7 +77,7 @@ async def test_signed_session_cookie_is_a_second_way_in(
     hub: Hub, mock_upstream: respx.MockRouter
 ) -> None:
     mock_upstream.post("/chat/completions").respond(json=completion())
-    cookie = URLSafeTimedSerializer("test-secret", salt="aigne-hub-session").dumps([USER, None])
+    cookie = URLSafeTimedSerializer("test-secret", salt="aigne-hub-session").dumps([USER, None, 0])
 
     ok = await status_with(hub, {"cookie": f"{SESSION_COOKIE}={cookie}"})
     forged = await status_with(hub, {"cookie": f"{SESSION_COOKIE}={cookie[:-2]}xx"})
