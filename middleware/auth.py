@@ -113,6 +113,15 @@ class AuthMiddleware:
                 back = scope["path"] + (f"?{query}" if query else "")
                 await _redirect(send, f"{self.login_path}?{urlencode({'next': back})}")
                 return
+            if identity is None and session_cookie_of(headers) is not None:
+                await send_error(
+                    send,
+                    401,
+                    "invalid_session",
+                    "This session has ended (signed out, expired, or its key revoked): "
+                    "sign in again.",
+                )
+                return
             if identity is None:
                 await send_error(
                     send,

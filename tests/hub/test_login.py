@@ -152,4 +152,5 @@ async def test_signing_out_ends_the_session_everywhere_and_a_new_one_works(hub: 
 
     assert before.status_code == 200
     assert copied.status_code == 401  # signing out voided every copy
+    assert copied.json()["error"]["code"] == "invalid_session"
     assert again.status_code == 303 and inside.status_code == 200

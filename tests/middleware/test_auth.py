@@ -83,6 +83,6 @@ async def test_signed_session_cookie_is_a_second_way_in(
     forged = await status_with(hub, {"cookie": f"{SESSION_COOKIE}={cookie[:-2]}xx"})
 
     assert ok == (200, None)
-    assert forged == (401, "missing_api_key")
+    assert forged == (401, "invalid_session")
     [call] = await hub.calls()
     assert call["user_did"] == USER and call["api_key_id"] is None
