@@ -82,16 +82,16 @@ class Proxy:
         # request at once so the provider stops generating.
         task = asyncio.current_task()
         assert task is not None
-        watch = _Watch(call, task, receive)
-        limit = self.client_send_timeout
-        loop = asyncio.get_running_loop()
+        watch = _Watch(call, task, receive, self.client_send_timeout)
+        clock = watch.loop.time
 
         async def send_in_time(message: Message) -> None:
-            stalled = loop.call_later(limit, watch.too_slow, limit)
+            # Two stores a send: the watch's one timer does the checking (see _Watch).
+            watch.send_started = clock()
             try:
                 await send(message)
             finally:
-                stalled.cancel()
+                watch.send_started = None
 
         try:
             await self._exchange(send_in_time, call, providers)
@@ -661,27 +661,50 @@ WATCH_AFTER = 0.02
 
 
 class _Watch:
-    """Watches receive() for a client that hangs up while the exchange is under way."""
+    """Watches an exchange under way for a client that hangs up (receive() says so) or
+    stops reading (a send to it waits longer than `send_limit`)."""
 
-    def __init__(self, call: Call, task: asyncio.Task[Any], receive: Receive) -> None:
+    def __init__(
+        self, call: Call, task: asyncio.Task[Any], receive: Receive, send_limit: float
+    ) -> None:
         self.call = call
         self.task = task
         self.active = True  # the exchange is under way (reset with no await in between)
         self.cancelled = False
         self.watcher: asyncio.Task[None] | None = None
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(WATCH_AFTER, self._start, loop, receive)
+        self.send_limit = send_limit
+        # When the send under way began (loop time), None between sends.
+        self.send_started: float | None = None
+        self.send_timer: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_running_loop()
+        self.timer = self.loop.call_later(WATCH_AFTER, self._start, receive)
 
-    def _start(self, loop: asyncio.AbstractEventLoop, receive: Receive) -> None:
+    def _start(self, receive: Receive) -> None:
+        # Only exchanges that outlast WATCH_AFTER get a watcher task and a send timer: a
+        # timer per send cost 2% of a short call's CPU.
         if self.active:
-            self.watcher = loop.create_task(self.run(receive))
+            self.watcher = self.loop.create_task(self.run(receive))
+            self.send_timer = self.loop.call_later(self.send_limit, self._check_send)
 
-    def too_slow(self, limit: float) -> None:
-        """The client took nothing of the answer for `limit` seconds: end the exchange as if
-        it had hung up (the upstream request is closed, what was delivered is billed)."""
+    def _check_send(self) -> None:
+        if not self.active:
+            return
+        began = self.send_started
+        now = self.loop.time()
+        if began is not None and now - began >= self.send_limit:
+            self.too_slow()
+            return
+        # Look again when the send under way (or one starting now) would be over the limit.
+        due = (began if began is not None else now) + self.send_limit
+        self.send_timer = self.loop.call_at(due, self._check_send)
+
+    def too_slow(self) -> None:
+        """The client took nothing of the answer for `send_limit` seconds: end the exchange
+        as if it had hung up (the upstream request is closed, what was delivered is billed)."""
         # Also on the last piece of the answer: a client that stops reading there would
         # otherwise hold the exchange as long as any other.
         if self.active and not self.cancelled:
+            limit = self.send_limit
             message = f"The client read nothing for {limit:g} s; the answer was cut off."
             self.call.fail("client_too_slow", message)
             self._cut()
@@ -696,6 +719,8 @@ class _Watch:
     def stop(self) -> None:
         self.active = False
         self.timer.cancel()
+        if self.send_timer is not None:
+            self.send_timer.cancel()
         if self.watcher is not None:
             self.watcher.cancel()
 
