@@ -11,9 +11,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from hub.secrets import load_box
+from cryptography.fernet import Fernet
+
+from hub.secrets import SecretBox, load_box, stage_key_file
 from hub.settings import ConfigError, Settings, load_settings
 from hub.store import SqlStore
 from hub.store.admin import CALL_TYPES, Admin
@@ -172,6 +175,17 @@ def _parser() -> argparse.ArgumentParser:
     remove_cred = creds.add_parser("remove", parents=[common], help="remove a stored key")
     remove_cred.add_argument("credential_id")
     remove_cred.set_defaults(handler=_run(_credentials_remove))
+    rotate = creds.add_parser(
+        "rotate-key",
+        parents=[common],
+        help="encrypt the stored keys again with a new encryption key",
+    )
+    rotate.add_argument(
+        "--new-key-file",
+        help="where to write the new key (default: the configured key file; required "
+        "when the key comes from AIGNE_HUB_ENCRYPTION_KEY or the config)",
+    )
+    rotate.set_defaults(handler=_run(_credentials_rotate_key))
 
     admin_cmd = commands.add_parser(
         "admin", parents=[common], help="people's access to the dashboard"
@@ -370,6 +384,37 @@ async def _credentials_remove(admin: Admin, args: argparse.Namespace) -> dict[st
     if not await admin.remove_credential(args.credential_id):
         raise LookupError(f"no stored key with id {args.credential_id}")
     return {"id": args.credential_id, "removed": True}
+
+
+async def _credentials_rotate_key(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    settings: Settings = args.settings
+    old = load_box(settings.encryption_key, settings.encryption_key_file)
+    if old is None:
+        raise ValueError(
+            f"no encryption key is configured (looked for {settings.encryption_key_file}): "
+            "nothing is stored encrypted yet"
+        )
+    if settings.encryption_key and not args.new_key_file:
+        raise ValueError(
+            "the key comes from AIGNE_HUB_ENCRYPTION_KEY or the config: give --new-key-file "
+            "for the new one, then point the hubs at it"
+        )
+    target = Path(args.new_key_file or settings.encryption_key_file)
+    new_key = Fernet.generate_key()
+    # On disk before anything is sealed with it; in place only once the database is.
+    staged = stage_key_file(target, new_key)
+    try:
+        resealed = await admin.reseal_credentials(old, SecretBox(new_key))
+    except BaseException:
+        staged.unlink(missing_ok=True)  # nothing changed: the old key still opens them all
+        raise
+    os.replace(staged, target)
+    print(
+        "Hubs reading this key file switch to it within 30 s; restart those given the key "
+        "another way, with the new one.",
+        file=sys.stderr,
+    )
+    return {"resealed": resealed, "key_file": str(target)}
 
 
 async def _login_link(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:

@@ -32,6 +32,19 @@ class SecretBox:
             ) from exc
 
 
+def stage_key_file(path: Path, key: bytes) -> Path:
+    """Write a key beside `path` (as `<name>.new`, owner-only, on disk) for `os.replace` to
+    put in place in one step: a reader then sees the old key or the new one, never half."""
+    staged = path.with_name(path.name + ".new")
+    staged.unlink(missing_ok=True)
+    fd = os.open(staged, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key)
+        out.flush()
+        os.fsync(out.fileno())
+    return staged
+
+
 def load_box(key: str | None, key_file: str, *, create: bool = False) -> SecretBox | None:
     """The box for the configured key: the key itself, else the key file (made on first use
     when `create`, readable by its owner only); None when there is neither."""

@@ -6,10 +6,10 @@ import secrets
 import time
 from typing import Any
 
-from sqlalchemy import BigInteger, cast, func, select
+from sqlalchemy import BigInteger, bindparam, cast, func, select
 
 from hub.secrets import SecretBox, mask
-from hub.store.raw import Exec, Fetch, Operation, rows_changed
+from hub.store.raw import Exec, Fetch, Operation, Prepared, rows_changed
 from hub.store.schema import (
     accounts,
     ai_credentials,
@@ -314,6 +314,27 @@ class Admin:
             .values(removed_at=time.time())
         )
         return removed > 0
+
+    async def reseal_credentials(self, old: SecretBox, new: SecretBox) -> int:
+        """Seal every stored provider key again, removed ones too, with a new encryption
+        key, in one transaction; the number resealed. A key the old box cannot open stops
+        it before anything is written."""
+        c = ai_credentials.c
+        rows = await self.store.query(select(c.id, c.sealed))
+        resealed = [(row["id"], new.seal(old.open(row["sealed"]))) for row in rows]
+        update = Prepared(
+            ai_credentials.update()
+            .where(c.id == bindparam("p_id"))
+            .values(sealed=bindparam("p_sealed")),
+            self.store.dialect,
+        )
+
+        def op() -> Operation[int]:
+            for credential_id, sealed in resealed:
+                yield Exec(update, {"p_id": credential_id, "p_sealed": sealed})
+            return len(resealed)
+
+        return await self.store.run(op)
 
     async def sealed_credentials(self) -> list[dict[str, Any]]:
         """Every live stored key, still sealed: for the hub to open at start."""

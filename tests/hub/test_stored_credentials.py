@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -135,3 +137,97 @@ async def test_keys_added_or_removed_while_the_hub_runs_take_effect_on_reload(
             await hub.app.shutdown()
 
     assert before is None and during == f"Bearer {STORED_KEY}" and after is None
+
+
+def test_rotating_the_encryption_key_reseals_every_stored_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIGNE_HUB_ENCRYPTION_KEY", raising=False)
+    config = tmp_path / "hub.toml"
+    key_file = tmp_path / "hub.key"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n'
+        f'[security]\nencryption_key_file = "{key_file}"\n'
+        '[providers.openai]\napi_keys = ["sk-from-config-0000"]\n'
+    )
+    for secret in (STORED_KEY, "sk-second-stored-key-0001"):
+        assert main(["credentials", "add", "openai", "--key", secret, "--config", str(config)]) == 0
+    old_key = key_file.read_bytes()
+    capsys.readouterr()
+
+    code = main(["credentials", "rotate-key", "--config", str(config), "--json"])
+
+    out, err = capsys.readouterr()
+    assert code == 0 and json.loads(out)["resealed"] == 2
+    new_key = key_file.read_bytes()
+    assert new_key != old_key and oct(key_file.stat().st_mode)[-3:] == "600"
+    assert not (tmp_path / "hub.key.new").exists()
+    sealed = sealed_keys(tmp_path / "cli.db")
+    opened = sorted(SecretBox(new_key).open(s) for s in sealed)
+    assert opened == sorted([STORED_KEY, "sk-second-stored-key-0001"])
+    with pytest.raises(ValueError, match="cannot be decrypted"):
+        SecretBox(old_key).open(sealed[0])
+    assert STORED_KEY not in out + err and new_key.decode() not in out + err
+
+
+def test_a_key_from_the_environment_is_rotated_into_a_file_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old_key = Fernet.generate_key()
+    monkeypatch.setenv("AIGNE_HUB_ENCRYPTION_KEY", old_key.decode())
+    config = tmp_path / "hub.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n'
+        '[providers.openai]\napi_keys = ["sk-from-config-0000"]\n'
+    )
+    assert main(["credentials", "add", "openai", "--key", STORED_KEY, "--config", str(config)]) == 0
+    capsys.readouterr()
+
+    refused = main(["credentials", "rotate-key", "--config", str(config)])
+    _, why = capsys.readouterr()
+    target = tmp_path / "rotated.key"
+    rotated = main(
+        ["credentials", "rotate-key", "--new-key-file", str(target), "--config", str(config)]
+    )
+
+    assert refused == 1 and "--new-key-file" in why
+    assert rotated == 0
+    [sealed] = sealed_keys(tmp_path / "cli.db")
+    assert SecretBox(target.read_bytes()).open(sealed) == STORED_KEY
+
+
+def sealed_keys(database: Path) -> list[str]:
+    with closing(sqlite3.connect(database)) as connection:
+        return [row[0] for row in connection.execute("SELECT sealed FROM ai_credentials")]
+
+
+async def test_a_running_hub_follows_a_rotated_key_file(db_url: str, tmp_path: Path) -> None:
+    key_file = tmp_path / "hub.key"
+    key_file.write_bytes(Fernet.generate_key())
+    keyless = ProviderSettings("mock", "openai", UPSTREAM, (), ("gpt-4o-mini",))
+    settings = replace(
+        make_settings(db_url),
+        providers={"mock": keyless},
+        encryption_key=None,
+        encryption_key_file=str(key_file),
+    )
+    with respx.mock(base_url=UPSTREAM, assert_all_called=False) as upstream:
+        route = upstream.post("/chat/completions").respond(
+            json={"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+        )
+        hub = await start_hub(settings, httpx.MockTransport(upstream.async_handler))
+        try:
+            old = SecretBox(key_file.read_bytes())
+            await hub.admin.add_credential("mock", STORED_KEY, old)
+            await hub.app.load_stored_keys()
+            # What `aigne-hub credentials rotate-key` does: reseal, then the new key file.
+            new_key = Fernet.generate_key()
+            await hub.admin.reseal_credentials(old, SecretBox(new_key))
+            key_file.write_bytes(new_key)
+            await hub.app.load_stored_keys()  # what the hub does every 30 s
+            await hub.chat()
+        finally:
+            await hub.client.aclose()
+            await hub.app.shutdown()
+
+    assert route.calls.last.request.headers.get("authorization") == f"Bearer {STORED_KEY}"
