@@ -118,26 +118,33 @@ class HubApp:
         """Provider keys kept in the database join their providers' pools; keys removed
         from it leave them (keys from the configuration stay)."""
         stored = await Admin(self.store).sealed_credentials()
+        opened: list[tuple[str, str, int, str]] = []
+        if stored:
+            settings = self.settings
+            box = load_box(settings.encryption_key, settings.encryption_key_file)
+            if box is None:
+                raise RuntimeError(
+                    "the database holds provider keys but no encryption key is configured: "
+                    "set AIGNE_HUB_ENCRYPTION_KEY or security.encryption_key_file "
+                    f"(looked for {settings.encryption_key_file})"
+                )
+            # Every key opened before any pool changes: a key that cannot be opened (the
+            # encryption key was rotated and this hub has the old one) leaves the pools as
+            # they were, rather than emptied.
+            opened = [
+                (row["provider"], box.open(row["sealed"]), int(row["weight"]), row["sealed"])
+                for row in stored
+            ]
         for adapter in self.registry.providers.values():
             adapter.pool.keep_only_configured_and(
                 {row["sealed"] for row in stored if row["provider"] == adapter.name}
             )
-        if not stored:
-            return
-        settings = self.settings
-        box = load_box(settings.encryption_key, settings.encryption_key_file)
-        if box is None:
-            raise RuntimeError(
-                "the database holds provider keys but no encryption key is configured: set "
-                "AIGNE_HUB_ENCRYPTION_KEY or security.encryption_key_file "
-                f"(looked for {settings.encryption_key_file})"
-            )
-        for row in stored:
-            provider = self.registry.providers.get(row["provider"])
+        for provider_name, secret, weight, sealed in opened:
+            provider = self.registry.providers.get(provider_name)
             if provider is None:
-                logger.warning("a stored key is for provider '%s', not configured", row["provider"])
+                logger.warning("a stored key is for provider '%s', not configured", provider_name)
                 continue
-            provider.pool.add(box.open(row["sealed"]), int(row["weight"]), row["sealed"])
+            provider.pool.add(secret, weight, sealed)
 
     async def _reload_stored_keys(self) -> None:
         # `credentials add` and `remove` take effect without a restart, on every instance.

@@ -16,7 +16,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 
-from hub.secrets import SecretBox, load_box, stage_key_file
+from hub.secrets import SecretBox, load_box, write_key_file
 from hub.settings import ConfigError, Settings, load_settings
 from hub.store import SqlStore
 from hub.store.admin import CALL_TYPES, Admin
@@ -401,17 +401,19 @@ async def _credentials_rotate_key(admin: Admin, args: argparse.Namespace) -> dic
         )
     target = Path(args.new_key_file or settings.encryption_key_file)
     new_key = Fernet.generate_key()
-    # On disk before anything is sealed with it; in place only once the database is.
-    staged = stage_key_file(target, new_key)
-    try:
-        resealed = await admin.reseal_credentials(old, SecretBox(new_key))
-    except BaseException:
-        staged.unlink(missing_ok=True)  # nothing changed: the old key still opens them all
-        raise
-    os.replace(staged, target)
+    # Readable at every step, whatever fails and whenever a hub reloads: first the file
+    # holds the new key and the old (the new one seals, either opens), then every stored
+    # key is sealed with the new one, then the old key leaves the file. A run cut short
+    # can be run again.
+    write_key_file(target, [new_key, *old.keys])
+    both, new = SecretBox(b"\n".join([new_key, *old.keys])), SecretBox(new_key)
+    resealed = await admin.reseal_credentials(both, done=new)
+    # A key added meanwhile by a process still holding the old key: sealed again too.
+    resealed += await admin.reseal_credentials(both, done=new)
+    write_key_file(target, [new_key])
     print(
-        "Hubs reading this key file switch to it within 30 s; restart those given the key "
-        "another way, with the new one.",
+        "Hubs reading this key file follow within 30 s; hubs given the key another way keep "
+        "the keys they have and need the new key (this file) and a restart.",
         file=sys.stderr,
     )
     return {"resealed": resealed, "key_file": str(target)}

@@ -108,10 +108,11 @@ def routes(
             return form("/", '<p class="error">Sign out from this hub\'s own page.</p>', 403)
         cookie = session_cookie_of(request.headers)
         session = read_session(signer, cookie, max_age) if cookie else None
-        if session is not None:
+        if session is not None and await _still_valid(keys, session):
+            did, _, epoch = session
             # Every session of this person ends, here and on other devices: a copied
             # cookie stops working too.
-            await admin.end_sessions(session[0])
+            await admin.end_sessions(did, epoch)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -134,6 +135,21 @@ def _next(path: str | None) -> str:
     if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
         return "/"
     return path
+
+
+async def _still_valid(keys: KeyStore, session: tuple[str, str | None, int]) -> bool:
+    """A session opened with a key that is revoked, expired or not the person's is over
+    already: it may not sign its owner out of their other sessions."""
+    did, key_hash, _ = session
+    if key_hash is None:
+        return True
+    record = await keys.find_key(key_hash)
+    return (
+        record is not None
+        and not record.revoked
+        and record.user_did == did
+        and (record.expires_at is None or record.expires_at > time.time())
+    )
 
 
 def _same_origin(request: Request) -> bool:

@@ -684,7 +684,9 @@ class _Watch:
         # timer per send cost 2% of a short call's CPU.
         if self.active:
             self.watcher = self.loop.create_task(self.run(receive))
-            self.send_timer = self.loop.call_later(self.send_limit, self._check_send)
+            began = self.send_started
+            due = (began if began is not None else self.loop.time()) + self.send_limit
+            self.send_timer = self.loop.call_at(due, self._check_send)
 
     def _check_send(self) -> None:
         if not self.active:

@@ -1,12 +1,16 @@
 """Provider keys kept in the database are encrypted at rest (Fernet: AES-128-CBC with an
-HMAC-SHA256, from the `cryptography` package), and only ever shown masked."""
+HMAC-SHA256, from the `cryptography` package), and only ever shown masked.
+
+An encryption key may be several keys, one per line (or comma-separated in
+AIGNE_HUB_ENCRYPTION_KEY): the first seals, any opens. That is how a rotation stays
+readable at every moment (`aigne-hub credentials rotate-key`)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 
 def mask(secret: str) -> str:
@@ -16,10 +20,28 @@ def mask(secret: str) -> str:
 
 class SecretBox:
     def __init__(self, key: bytes) -> None:
-        self._fernet = Fernet(key)
+        keys = key.replace(b",", b"\n").split()
+        if not keys:
+            raise ValueError("no encryption key given")
+        self.keys = keys
+        self._fernet = MultiFernet([Fernet(k) for k in keys])
 
     def seal(self, secret: str) -> str:
         return self._fernet.encrypt(secret.encode()).decode()
+
+    def opens(self, sealed: str) -> bool:
+        try:
+            self._fernet.decrypt(sealed.encode())
+        except InvalidToken:
+            return False
+        return True
+
+    def reseal(self, sealed: str) -> str:
+        """The same secret sealed with the first key (ValueError if no key opens it)."""
+        try:
+            return self._fernet.rotate(sealed.encode()).decode()
+        except InvalidToken as exc:
+            raise ValueError("a stored provider key cannot be decrypted with these keys") from exc
 
     def open(self, sealed: str) -> str:
         try:
@@ -32,17 +54,30 @@ class SecretBox:
             ) from exc
 
 
-def stage_key_file(path: Path, key: bytes) -> Path:
-    """Write a key beside `path` (as `<name>.new`, owner-only, on disk) for `os.replace` to
-    put in place in one step: a reader then sees the old key or the new one, never half."""
-    staged = path.with_name(path.name + ".new")
-    staged.unlink(missing_ok=True)
+def write_key_file(path: Path, keys: list[bytes]) -> None:
+    """Put these keys (one per line, the sealing one first) in the key file in one step: a
+    reader sees the old file or the new, never half. Owner-only, owned like the file it
+    replaces, through a symlink to its target, and on disk before this returns."""
+    target = Path(os.path.realpath(path))
+    staged = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     fd = os.open(staged, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(key)
-        out.flush()
-        os.fsync(out.fileno())
-    return staged
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(b"\n".join(keys) + b"\n")
+            out.flush()
+            if target.exists() and os.geteuid() == 0:  # hubs may run as the file's owner
+                owner = target.stat()
+                os.fchown(out.fileno(), owner.st_uid, owner.st_gid)
+            os.fsync(out.fileno())
+        os.replace(staged, target)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    folder = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself on disk too
+    finally:
+        os.close(folder)
 
 
 def load_box(key: str | None, key_file: str, *, create: bool = False) -> SecretBox | None:

@@ -113,7 +113,11 @@ class AuthMiddleware:
                 back = scope["path"] + (f"?{query}" if query else "")
                 await _redirect(send, f"{self.login_path}?{urlencode({'next': back})}")
                 return
-            if identity is None and session_cookie_of(headers) is not None:
+            if (
+                identity is None
+                and self.sessions is not None
+                and session_cookie_of(headers) is not None
+            ):
                 await send_error(
                     send,
                     401,

@@ -152,13 +152,17 @@ class Admin:
         self.store.forget_caches()
         return balance
 
-    async def end_sessions(self, did: str) -> None:
+    async def end_sessions(self, did: str, epoch: int) -> bool:
         """Void every session cookie of this person (each carries the epoch it was signed
-        with, and this moves the account's on)."""
+        with, and this moves the account's on) — if `epoch` is still the current one: a
+        cookie voided before cannot sign its owner out again."""
         c = accounts.c
-        await self.store.execute(
-            accounts.update().where(c.did == did).values(session_epoch=c.session_epoch + 1)
+        changed = await self.store.execute(
+            accounts.update()
+            .where(c.did == did, c.session_epoch == epoch)
+            .values(session_epoch=c.session_epoch + 1)
         )
+        return changed > 0
 
     async def ledger(self, did: str) -> dict[str, int]:
         """The balance beside its ledger: granted, metered, and whether they agree."""
@@ -315,21 +319,23 @@ class Admin:
         )
         return removed > 0
 
-    async def reseal_credentials(self, old: SecretBox, new: SecretBox) -> int:
-        """Seal every stored provider key again, removed ones too, with a new encryption
-        key, in one transaction; the number resealed. A key the old box cannot open stops
-        it before anything is written."""
+    async def reseal_credentials(self, box: SecretBox, done: SecretBox) -> int:
+        """Seal again with `box`'s first key every stored provider key (removed ones too)
+        that `done` cannot open yet, reading and writing in one transaction; the number
+        resealed. A key `box` cannot open stops it before anything is written."""
         c = ai_credentials.c
-        rows = await self.store.query(select(c.id, c.sealed))
-        resealed = [(row["id"], new.seal(old.open(row["sealed"]))) for row in rows]
+        dialect = self.store.dialect
+        read = Prepared(select(c.id, c.sealed).with_for_update(), dialect)
         update = Prepared(
             ai_credentials.update()
             .where(c.id == bindparam("p_id"))
             .values(sealed=bindparam("p_sealed")),
-            self.store.dialect,
+            dialect,
         )
 
         def op() -> Operation[int]:
+            rows = yield Fetch(read, {}, all=True)
+            resealed = [(row[0], box.reseal(row[1])) for row in rows if not done.opens(row[1])]
             for credential_id, sealed in resealed:
                 yield Exec(update, {"p_id": credential_id, "p_sealed": sealed})
             return len(resealed)

@@ -154,3 +154,15 @@ async def test_signing_out_ends_the_session_everywhere_and_a_new_one_works(hub: 
     assert copied.status_code == 401  # signing out voided every copy
     assert copied.json()["error"]["code"] == "invalid_session"
     assert again.status_code == 303 and inside.status_code == 200
+
+
+async def test_a_voided_cookie_cannot_sign_its_owner_out_again(hub: Hub) -> None:
+    async with browser(hub) as owner, browser(hub) as thief:
+        await owner.post("/login", data={"key": hub.key})
+        thief.cookies.set(SESSION_COOKIE, owner.cookies[SESSION_COOKIE])  # copied
+        await owner.post("/logout")  # voids the copy too
+        await owner.post("/login", data={"key": hub.key})
+        await thief.post("/logout")  # the stale copy tries to end the new session
+        still_in = await owner.get("/api/user/balance")
+
+    assert still_in.status_code == 200

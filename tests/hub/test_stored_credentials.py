@@ -220,14 +220,86 @@ async def test_a_running_hub_follows_a_rotated_key_file(db_url: str, tmp_path: P
             old = SecretBox(key_file.read_bytes())
             await hub.admin.add_credential("mock", STORED_KEY, old)
             await hub.app.load_stored_keys()
-            # What `aigne-hub credentials rotate-key` does: reseal, then the new key file.
+            # What `aigne-hub credentials rotate-key` does, with a reload at each step.
             new_key = Fernet.generate_key()
-            await hub.admin.reseal_credentials(old, SecretBox(new_key))
-            key_file.write_bytes(new_key)
+            key_file.write_bytes(new_key + b"\n" + key_file.read_bytes())
             await hub.app.load_stored_keys()  # what the hub does every 30 s
+            both = SecretBox(key_file.read_bytes())
+            await hub.admin.reseal_credentials(both, done=SecretBox(new_key))
+            await hub.app.load_stored_keys()
+            key_file.write_bytes(new_key)
+            await hub.app.load_stored_keys()
             await hub.chat()
         finally:
             await hub.client.aclose()
             await hub.app.shutdown()
 
     assert route.calls.last.request.headers.get("authorization") == f"Bearer {STORED_KEY}"
+
+
+async def test_a_hub_with_the_old_key_keeps_its_stored_keys_after_a_rotation(
+    db_url: str,
+) -> None:
+    old_key = Fernet.generate_key()
+    keyless = ProviderSettings("mock", "openai", UPSTREAM, (), ("gpt-4o-mini",))
+    settings = replace(
+        make_settings(db_url), providers={"mock": keyless}, encryption_key=old_key.decode()
+    )
+    with respx.mock(base_url=UPSTREAM, assert_all_called=False) as upstream:
+        route = upstream.post("/chat/completions").respond(
+            json={"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+        )
+        hub = await start_hub(settings, httpx.MockTransport(upstream.async_handler))
+        try:
+            await hub.admin.add_credential("mock", STORED_KEY, SecretBox(old_key))
+            await hub.app.load_stored_keys()
+            new = Fernet.generate_key()
+            await hub.admin.reseal_credentials(SecretBox(new + b"," + old_key), done=SecretBox(new))
+            with pytest.raises(ValueError, match="cannot be decrypted"):
+                await hub.app.load_stored_keys()  # this hub was given the old key only
+            await hub.chat()
+        finally:
+            await hub.client.aclose()
+            await hub.app.shutdown()
+
+    # The pool kept what it had, rather than calling the provider with no key at all.
+    assert route.calls.last.request.headers.get("authorization") == f"Bearer {STORED_KEY}"
+
+
+def test_a_rotation_cut_short_leaves_every_key_readable_and_can_be_run_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIGNE_HUB_ENCRYPTION_KEY", raising=False)
+    real = tmp_path / "keys" / "hub.key"
+    real.parent.mkdir()
+    link = tmp_path / "hub.key"
+    config = tmp_path / "hub.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n'
+        f'[security]\nencryption_key_file = "{link}"\n'
+        '[providers.openai]\napi_keys = ["sk-from-config-0000"]\n'
+    )
+    real.write_bytes(Fernet.generate_key())
+    real.chmod(0o600)
+    link.symlink_to(real)  # a key file mounted or linked into place
+    assert main(["credentials", "add", "openai", "--key", STORED_KEY, "--config", str(config)]) == 0
+
+    async def fails(*args: object, **kwargs: object) -> int:
+        raise OSError("the database went away")
+
+    monkeypatch.setattr(Admin, "reseal_credentials", fails)
+    assert main(["credentials", "rotate-key", "--config", str(config)]) == 1
+    midway = SecretBox(real.read_bytes())
+    [sealed] = sealed_keys(tmp_path / "cli.db")
+    assert len(midway.keys) == 2 and midway.open(sealed) == STORED_KEY
+    monkeypatch.undo()
+    monkeypatch.delenv("AIGNE_HUB_ENCRYPTION_KEY", raising=False)
+    capsys.readouterr()
+
+    assert main(["credentials", "rotate-key", "--config", str(config), "--json"]) == 0
+
+    final = SecretBox(real.read_bytes())
+    [sealed] = sealed_keys(tmp_path / "cli.db")
+    assert len(final.keys) == 1 and final.open(sealed) == STORED_KEY
+    assert link.is_symlink() and oct(real.stat().st_mode)[-3:] == "600"
+    assert not [p for p in real.parent.iterdir() if p.name.endswith(".tmp")]
