@@ -7,7 +7,6 @@ middleware reads; programs keep using Bearer keys.
 from __future__ import annotations
 
 import html
-import time
 from urllib.parse import parse_qs, urlsplit
 
 from itsdangerous import URLSafeTimedSerializer
@@ -19,6 +18,7 @@ from hub.store.admin import Admin
 from middleware.auth import (
     SESSION_COOKIE,
     hash_key,
+    key_refusal,
     read_session,
     session_cookie_of,
     session_value,
@@ -83,12 +83,7 @@ def routes(
         next_path = _next((fields.get("next") or [""])[0])
         record_hash = hash_key(key)
         record = await keys.find_key(record_hash) if key else None
-        expired = (
-            record is not None
-            and record.expires_at is not None
-            and (record.expires_at <= time.time())
-        )
-        if record is None or record.revoked or expired:
+        if record is None or key_refusal(record) is not None:
             message = '<p class="error">That key is not a valid hub key.</p>'
             return form(next_path, message, status_code=401)
         return await signed_in(request, record.user_did, record_hash, next_path)
@@ -144,12 +139,7 @@ async def _still_valid(keys: KeyStore, session: tuple[str, str | None, int]) -> 
     if key_hash is None:
         return True
     record = await keys.find_key(key_hash)
-    return (
-        record is not None
-        and not record.revoked
-        and record.user_did == did
-        and (record.expires_at is None or record.expires_at > time.time())
-    )
+    return record is not None and key_refusal(record) is None and record.user_did == did
 
 
 def _same_origin(request: Request) -> bool:

@@ -169,12 +169,10 @@ class AuthMiddleware:
         if not hit:
             record = await self.keys.find_key(key_hash)
             self.cache.put(key_hash, record)
-        if record is None:
-            return ("invalid_api_key", "Invalid API key.")
-        if record.revoked:
-            return ("revoked_api_key", "This API key has been revoked.")
-        if record.expires_at is not None and record.expires_at <= time.time():
-            return ("expired_api_key", "This API key has expired.")
+        refusal = key_refusal(record)
+        if refusal is not None:
+            return refusal
+        assert record is not None
         self.keys.touch_key(record.key_id)
         return Identity(
             account_id=record.account_id,
@@ -220,12 +218,23 @@ class AuthMiddleware:
         return session_value(self.sessions, user_did, key_hash, epoch)
 
 
+def key_refusal(record: KeyRecord | None) -> tuple[str, str] | None:
+    """Why a key may not be used (error code, message), or None when it may."""
+    if record is None:
+        return ("invalid_api_key", "Invalid API key.")
+    if record.revoked:
+        return ("revoked_api_key", "This API key has been revoked.")
+    if record.expires_at is not None and record.expires_at <= time.time():
+        return ("expired_api_key", "This API key has expired.")
+    return None
+
+
 def session_value(
     signer: URLSafeTimedSerializer, user_did: str, key_hash: str | None, epoch: int
 ) -> str:
-    """The signed session: who, the hash of the key they signed in with (None for a
-    one-time link: the session then lasts while the key does), and the account's session
-    epoch (signing out bumps it, voiding every session signed before)."""
+    """The signed session: who, the hash of the key they signed in with (the session then
+    lasts while the key does; None after a one-time link), and the account's session epoch
+    (signing out bumps it, voiding every session signed before)."""
     return str(signer.dumps([user_did, key_hash, epoch]))
 
 
