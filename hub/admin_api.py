@@ -21,7 +21,7 @@ from hub.providers.registry import ProviderRegistry
 from hub.secrets import load_box
 from hub.settings import Settings
 from hub.store.admin import CALL_TYPES, Admin
-from hub.usage_api import admin_only, identity_of, limit_of, offset_of, page_of, shown
+from hub.usage_api import admin_only, identity_of, ledger_page, shown
 from middleware.errors import HubError, error_body
 from middleware.money import to_units
 
@@ -62,10 +62,7 @@ def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list
 
     async def grants(request: Request) -> Response:
         if request.method == "GET":
-            limit = limit_of(request)
-            user = request.query_params.get("user")
-            rows = await admin.list_grants(user, limit=limit, offset=offset_of(request))
-            return page_of(request, rows, limit)
+            return await ledger_page(request, admin.list_grants, request.query_params.get("user"))
         body = await _json(request)
         units = _credits(body, "amount")
         if units == 0:

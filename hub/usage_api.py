@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -52,27 +53,16 @@ def routes(admin: Admin) -> list[JsonRoute]:
         return await _usage(request, admin, user_did=identity_of(request).user_did)
 
     async def my_grants(request: Request) -> Response:
-        limit = limit_of(request)
-        rows = await admin.list_grants(
-            identity_of(request).user_did, limit=limit, offset=offset_of(request)
-        )
-        return page_of(request, rows, limit)
+        return await ledger_page(request, admin.list_grants, identity_of(request).user_did)
 
     async def my_meter_events(request: Request) -> Response:
-        limit = limit_of(request)
-        rows = await admin.list_meter_events(
-            identity_of(request).user_did, limit=limit, offset=offset_of(request)
-        )
-        return page_of(request, rows, limit)
+        return await ledger_page(request, admin.list_meter_events, identity_of(request).user_did)
 
     async def all_meter_events(request: Request) -> Response:
         if (refused := admin_only(request)) is not None:
             return refused
-        limit = limit_of(request)
-        rows = await admin.list_meter_events(
-            request.query_params.get("user"), limit=limit, offset=offset_of(request)
-        )
-        return page_of(request, rows, limit)
+        user = request.query_params.get("user")
+        return await ledger_page(request, admin.list_meter_events, user)
 
     async def all_calls(request: Request) -> Response:
         if (refused := admin_only(request)) is not None:
@@ -110,6 +100,15 @@ def admin_only(request: Request) -> Response | None:
         status_code=403,
         media_type="application/json",
     )
+
+
+async def ledger_page(
+    request: Request, lister: Callable[..., Awaitable[list[dict[str, Any]]]], user: str | None
+) -> Response:
+    """One page of a ledger listing (grants, meter events), of one user or everyone's."""
+    limit = limit_of(request)
+    rows = await lister(user, limit=limit, offset=offset_of(request))
+    return page_of(request, rows, limit)
 
 
 def limit_of(request: Request) -> int:

@@ -6,7 +6,7 @@ import secrets
 import time
 from typing import Any
 
-from sqlalchemy import BigInteger, bindparam, cast, func, select
+from sqlalchemy import BigInteger, Table, bindparam, cast, func, select
 
 from hub.secrets import SecretBox, mask
 from hub.store.raw import Exec, Fetch, Operation, Prepared, rows_changed
@@ -181,26 +181,24 @@ class Admin:
     ) -> list[dict[str, Any]]:
         """Credit grants, newest first: one user's, or everyone's."""
         g = credit_grants.c
-        query = (
-            select(g.id, accounts.c.did.label("user_did"), g.amount, g.note, g.created_at)
-            .select_from(credit_grants.join(accounts, g.account_id == accounts.c.id))
-            .order_by(g.created_at.desc(), g.id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-        if did is not None:
-            query = query.where(accounts.c.did == did)
-        return await self.store.query(query)
+        return await self._ledger(credit_grants, (g.amount, g.note), did, limit, offset)
 
     async def list_meter_events(
         self, did: str | None = None, *, limit: int = 50, offset: int = 0
     ) -> list[dict[str, Any]]:
         """What calls took from balances, newest first: one ledger row per billed call."""
         m = meter_events.c
+        return await self._ledger(meter_events, (m.call_id, m.amount), did, limit, offset)
+
+    async def _ledger(
+        self, table: Table, columns: tuple[Any, ...], did: str | None, limit: int, offset: int
+    ) -> list[dict[str, Any]]:
+        """Rows of a ledger table (grants, meter events) with their owner's DID."""
+        t = table.c
         query = (
-            select(m.id, accounts.c.did.label("user_did"), m.call_id, m.amount, m.created_at)
-            .select_from(meter_events.join(accounts, m.account_id == accounts.c.id))
-            .order_by(m.created_at.desc(), m.id.desc())
+            select(t.id, accounts.c.did.label("user_did"), *columns, t.created_at)
+            .select_from(table.join(accounts, t.account_id == accounts.c.id))
+            .order_by(t.created_at.desc(), t.id.desc())
             .limit(limit)
             .offset(offset)
         )
