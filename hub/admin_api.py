@@ -22,7 +22,7 @@ from hub.secrets import load_box
 from hub.settings import Settings
 from hub.store.admin import CALL_TYPES, Admin
 from hub.usage_api import admin_only, identity_of, ledger_page, shown
-from middleware.errors import HubError, error_body
+from middleware.errors import HubError
 from middleware.money import to_units
 
 MAX_KEY_DAYS = 36_500  # a hundred years: later dates do not fit a calendar
@@ -137,25 +137,16 @@ def _endpoint(handler: Any, admins_only: bool = False) -> Any:
     async def endpoint(request: Request) -> Response:
         if admins_only and (refused := admin_only(request)) is not None:
             return refused
+        # A HubError (also these, as one) is answered by JsonRoute, as on every route.
         try:
             response: Response = await handler(request)
             return response
-        except HubError as exc:
-            return _error(exc)
         except LookupError as exc:
-            return _error(HubError(404, "not_found", str(exc)))
+            raise HubError(404, "not_found", str(exc)) from exc
         except ValueError as exc:
-            return _error(HubError(400, "invalid_request", str(exc)))
+            raise HubError(400, "invalid_request", str(exc)) from exc
 
     return endpoint
-
-
-def _error(exc: HubError) -> Response:
-    return Response(
-        error_body(exc.status, exc.code, exc.message, exc.param),
-        status_code=exc.status,
-        media_type="application/json",
-    )
 
 
 async def _json(request: Request) -> Any:

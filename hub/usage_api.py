@@ -19,7 +19,7 @@ from hub.query import MAX_OFFSET, moment, whole
 from hub.store.admin import Admin
 from hub.store.schema import model_calls
 from middleware.call import Identity, get_identity
-from middleware.errors import error_body
+from middleware.errors import HubError, error_body
 from middleware.money import credits_text
 
 MAX_PAGE = 500
@@ -159,9 +159,11 @@ async def _usage(request: Request, admin: Admin, user_did: str | None) -> Respon
     group = q.get("group", "day")
     by = q.get("by", "model")
     if group not in BUCKETS:
-        return _bad("group", "'group' must be hour or day.")
+        raise HubError(400, "invalid_field", "'group' must be hour or day.", "group")
     if by not in DIMENSIONS and by != "total":
-        return _bad("by", "'by' must be model, user, app, provider or total.")
+        raise HubError(
+            400, "invalid_field", "'by' must be model, user, app, provider or total.", "by"
+        )
     since = moment(request, "since")
     window = Window(
         since=time.time() - 7 * 86400 if since is None else since,
@@ -181,14 +183,6 @@ def page_of(request: Request, rows: list[dict[str, Any]], limit: int) -> Respons
     more = len(rows) == limit
     next_offset = offset_of(request) + len(rows) if more else None
     return JSONResponse({"data": [shown(r) for r in rows], "next_offset": next_offset})
-
-
-def _bad(param: str, message: str) -> Response:
-    return Response(
-        error_body(400, "invalid_field", message, param),
-        status_code=400,
-        media_type="application/json",
-    )
 
 
 def _csv(rows: list[dict[str, Any]], columns: list[str]) -> Response:
