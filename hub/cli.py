@@ -405,8 +405,9 @@ async def _credentials_rotate_key(admin: Admin, args: argparse.Namespace) -> dic
     # holds the new key and the old (the new one seals, either opens), then every stored
     # key is sealed with the new one, then the old key leaves the file. A run cut short
     # can be run again.
-    write_key_file(target, [new_key, *old.keys])
-    both, new = SecretBox(b"\n".join([new_key, *old.keys])), SecretBox(new_key)
+    keys = [new_key, *old.keys]
+    write_key_file(target, keys)
+    both, new = SecretBox(b"\n".join(keys)), SecretBox(new_key)
     resealed = await admin.reseal_credentials(both, done=new)
     # A key added meanwhile by a process still holding the old key: sealed again too.
     resealed += await admin.reseal_credentials(both, done=new)
