@@ -13,7 +13,8 @@ import httpx
 from starlette.types import Message, Receive, Scope, Send
 
 from hub.dialects import aigne
-from hub.estimate import answer_tokens, estimate_stream, prompt_tokens
+from hub.estimate import answer_usage, estimate_stream
+from hub.priced_fields import refused_field
 from hub.providers.base import Adapter, StreamTranslator, usage_chunk
 from hub.providers.openai import error_message, usage_from
 from hub.providers.pool import Credential
@@ -77,6 +78,14 @@ class Proxy:
                 return
             call.provider, call.upstream_model = resolved
         providers = self.registry.route(call.model, call.provider)
+        for provider in providers:
+            refused = refused_field(call, provider.kind)
+            if refused is not None:
+                param, why = refused
+                message = f"'{param}' is not allowed through this hub: {why}."
+                call.fail("unsupported_parameter", message)
+                await send_error(send, 400, "unsupported_parameter", message, param)
+                return
         # A hung-up client is only visible through receive(): a watcher task waits on it and,
         # if the client leaves mid-exchange, cancels the exchange, which closes the upstream
         # request at once so the provider stops generating.
@@ -100,9 +109,11 @@ class Proxy:
                 raise  # cancelled by someone else too
         finally:
             watch.stop()
-        if call.client_gone and call.stream and call.usage is None:
-            # Gone before the stream began (a started stream billed itself as it ended).
-            _ensure_usage(call, complete=False)
+        if call.client_gone and call.usage is None and call.sent_upstream:
+            # Hung up on after the provider had the prompt, before an answer or a stream
+            # began (a started stream billed itself as it ended): the provider bills the
+            # prompt, so the caller pays for it too.
+            _ensure_usage(call, complete=False, kind=self._kind(call))
 
     async def _exchange(self, send: Send, call: Call, providers: list[Adapter]) -> None:
         connected = await self._connect(call, providers)
@@ -174,6 +185,7 @@ class Proxy:
                     f"The request could not be translated for provider '{provider.name}': "
                     "check the shape of messages, tools and content parts.",
                 )
+            call.sent_upstream = True
             try:
                 response = await self.transport.handle_async_request(request)
             except httpx.HTTPError as exc:
@@ -256,7 +268,7 @@ class Proxy:
             body, usage = provider.translate_response(body, call)
             if usage is None:
                 # A valid answer without usage: estimated, rather than billed as nothing.
-                usage = Usage(prompt_tokens(call), answer_tokens(json.loads(body)))
+                usage = answer_usage(call, provider.kind, body)
                 call.usage_estimated = True
             if call.dialect == "aigne":
                 body = await self._aigne_answer(call, body, usage)
@@ -272,18 +284,21 @@ class Proxy:
                 f"Provider '{call.provider}' answered with something the hub cannot read.",
             )
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"x-request-id", call.request_id.encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", call.request_id.encode()),
+            ],
+        }
+        try:
+            await send(start)
+        except OSError:  # servers on ASGI spec 2.4 raise here when the client has gone
+            call.client_gone = True  # billed all the same: its usage is in
+            return
+        await _send_body(send, call, body, more=False)
 
     async def _aigne_answer(self, call: Call, body: bytes, usage: Usage) -> bytes:
         result = json.loads(body)
@@ -319,9 +334,14 @@ class Proxy:
         finally:
             # However the stream ended (cut off, failed, hung up on, or whole), what it
             # delivered is what it is billed for.
-            _ensure_usage(call, complete=error is None and relay.complete)
+            _ensure_usage(call, complete=error is None and relay.complete, kind=self._kind(call))
         credits = await self.pricer(call) if call.dialect != "openai" else 0
         await _send_body(send, call, tail + relay.close(error, credits), more=False)
+
+    def _kind(self, call: Call) -> str | None:
+        """The protocol of the provider the call went to, which counts its prompt."""
+        provider = self.registry.providers.get(call.provider or "")
+        return provider.kind if provider is not None else None
 
     def _relay(self, call: Call, provider: Adapter) -> _Relay:
         if call.dialect == "openai" and provider.passthrough:
@@ -537,13 +557,14 @@ def _delta_chars(chunk: dict[str, Any]) -> int:
     return chars
 
 
-def _ensure_usage(call: Call, complete: bool) -> None:
+def _ensure_usage(call: Call, complete: bool, kind: str | None) -> None:
     """Bill a stream for what it delivered, estimated and marked so, rather than give it
-    away: when no usage was reported (cut off, or a provider that reports none), or when
-    the stream ended early and its reported output (which may be partial) is below it."""
+    away: when no usage was reported (cut off, hung up on, or a provider that reports
+    none), or when the stream ended early and its reported output (which may be partial)
+    is below it. The prompt is counted the way provider `kind` counts it."""
     if call.usage is not None and complete:
         return
-    estimate = estimate_stream(call)
+    estimate = estimate_stream(call, kind)
     if call.usage is None:
         call.usage = estimate
     elif estimate.output_tokens > call.usage.output_tokens:

@@ -77,6 +77,9 @@ class Call:
     error_code: str | None = None
     error_message: str | None = None
     client_gone: bool = False
+    # The request was handed to a provider's connection: from then on the provider may bill
+    # the prompt, so the call is charged at least for it, even if the client hangs up.
+    sent_upstream: bool = False
     # The whole answer has been handed to the server (its last body message).
     answered: bool = False
     # Stream chunks that carried content or tool-call deltas to the client: about one token

@@ -11,6 +11,7 @@ from middleware.call import Call, Usage, get_call
 from middleware.errors import send_error
 from middleware.money import credits_text
 from middleware.ports import BalanceReader, Rate, RateBook
+from middleware.tokens import prompt_tokens
 
 # JSON-encoded text averages over three bytes per token; four errs on the generous side for
 # the caller while still counting every message.
@@ -18,6 +19,20 @@ BYTES_PER_TOKEN = 4
 # No model writes more than this in one answer; larger max_tokens values are held at it.
 MAX_HELD_OUTPUT_TOKENS = 10_000_000
 MAX_HELD_IMAGES = 100
+# Bytes that may stand for more tokens than their length: content parts that are not text,
+# and JSON escapes (which could spell either those or non-Latin text).
+_COSTLY_PARTS = (b'"image_url"', b'"input_audio"', b'"file"', b"\\u")
+
+
+def held_prompt_tokens(call: Call) -> int:
+    """The prompt's tokens, from above: its bytes, or what its images, files, audio and
+    non-Latin text count for, if more. A remote image is a few bytes of URL but over a
+    thousand tokens; the counting walks the body only for such bodies."""
+    raw = call.raw_body
+    by_bytes = len(raw) // BYTES_PER_TOKEN + 1
+    if raw.isascii() and not any(marker in raw for marker in _COSTLY_PARTS):
+        return by_bytes
+    return max(by_bytes, prompt_tokens(call.body))
 
 
 def worst_case(call: Call, rate: Rate, default_output_tokens: int) -> int:
@@ -27,8 +42,8 @@ def worst_case(call: Call, rate: Rate, default_output_tokens: int) -> int:
         n = body.get("n", 1)
         images = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
         images = min(images, MAX_HELD_IMAGES)
-        return price(Usage(images=images), rate)
-    input_tokens = len(call.raw_body) // BYTES_PER_TOKEN + 1
+        return price(Usage(input_tokens=held_prompt_tokens(call), images=images), rate)
+    input_tokens = held_prompt_tokens(call)
     output = body.get("max_completion_tokens", body.get("max_tokens"))
     if call.call_type == "embedding":
         output_tokens = 0

@@ -11,7 +11,6 @@ from urllib.parse import quote
 
 import httpx
 
-from hub.estimate import prompt_tokens
 from hub.providers.base import (
     Turns,
     assistant_message,
@@ -30,6 +29,7 @@ from hub.providers.pool import Credential, CredentialPool
 from hub.settings import ProviderSettings
 from hub.sse import event_data
 from middleware.call import Call, CallType, Usage
+from middleware.tokens import prompt_tokens
 
 FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
 # JSON Schema keywords Gemini's function declarations reject.
@@ -93,7 +93,7 @@ class GeminiProvider:
                 vectors = [
                     base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors
                 ]
-            estimate = prompt_tokens(call)
+            estimate = prompt_tokens(call.body, "gemini")
             result = {
                 "object": "list",
                 "data": [
