@@ -8,6 +8,7 @@ what it received; credits are checked exactly against it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
 import time
@@ -15,9 +16,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
+import httpx
 import pytest
+from starlette.types import Message
 
+from hub.providers.registry import ProviderRegistry
+from hub.proxy import Proxy
 from hub.settings import ProviderSettings
+from middleware.call import CALL_KEY, Call, Identity
 from tests.conftest import PROVIDER_KEY, Live, live_hub, make_settings
 
 pytestmark = pytest.mark.anyio
@@ -252,3 +258,40 @@ async def test_values_that_cost_no_more_than_the_default_pass(live: Live) -> Non
     assert marks == {"type": "ephemeral", "ttl": "5m"}
     images = [c for c in await live.wait_for_calls(len(ALLOWED)) if c["type"] == "imageGeneration"]
     assert len(images) == 3 and all(c["credits"] == IMAGE_RATE for c in images)
+
+
+async def test_a_whole_answer_that_arrived_before_the_hang_up_is_charged_its_usage() -> None:
+    # Driven directly, so the hang-up lands exactly while the answer is being sent.
+    answer = {
+        "id": "c",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}}],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 9},
+    }
+
+    class Upstream(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, json=answer)
+
+    provider = ProviderSettings("mock", "openai", "http://up.test/v1", ("sk-0123456789ab",))
+    registry = ProviderRegistry(
+        {"mock": provider}, {"connect": 1, "read": 5, "write": 5, "pool": 1}
+    )
+    body = {"model": "mock/m", "messages": [{"role": "user", "content": "x"}]}
+    call = Call(Identity(1, "did:abt:u"), "chatCompletion", "mock/m", body, b"")
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", CALL_KEY: call}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            await asyncio.Event().wait()  # the client is gone: this send never completes
+
+    async def receive() -> Message:
+        await asyncio.sleep(0.1)
+        return {"type": "http.disconnect"}
+
+    with anyio.fail_after(5):
+        await Proxy(registry, Upstream())(scope, receive, send)
+
+    assert call.client_gone and call.sent_upstream
+    assert call.usage is not None and not call.usage_estimated
+    assert (call.usage.input_tokens, call.usage.output_tokens) == (40, 9)
