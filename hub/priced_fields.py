@@ -37,15 +37,16 @@ _CHAT_EXTRAS = {
 
 def refused_field(call: Call, kind: str) -> tuple[str, str] | None:
     """(param, why) for the first field this provider kind would charge extra for."""
-    if kind == "openai":
-        if call.call_type == "imageGeneration":
-            return _image_field(call.body)
-        if call.call_type == "chatCompletion":
-            return _chat_field(call.body)
-    elif kind == "anthropic" and (b'"ttl"' in call.raw_body or b"\\u" in call.raw_body):
-        # The TTL sits deep in messages and tools: walked only when the bytes mention one.
-        return _cache_ttl(call.body)
-    return None
+    if kind == "openai" and call.call_type == "imageGeneration":
+        return _image_field(call.body)
+    if kind not in ("openai", "anthropic") or call.call_type != "chatCompletion":
+        return None
+    refused = _chat_field(call.body) if kind == "openai" else None
+    if refused is None and (b'"ttl"' in call.raw_body or b"\\u" in call.raw_body):
+        # Anthropic's, or OpenRouter's for Claude models. The TTL sits deep in messages and
+        # tools: walked only when the bytes mention one.
+        refused = _cache_ttl(call.body)
+    return refused
 
 
 def _chat_field(body: dict[str, Any]) -> tuple[str, str] | None:

@@ -163,6 +163,17 @@ async def test_cjk_text_cut_off_mid_stream_is_estimated_at_a_token_a_character(
 
 # Fields that change the price -----------------------------------------------------------
 
+
+def cached(ttl: str) -> dict[str, Any]:
+    """A prompt with a cache mark of this lifetime on its content part."""
+    part = {
+        "type": "text",
+        "text": "A long document",
+        "cache_control": {"type": "ephemeral", "ttl": ttl},
+    }
+    return {"messages": [{"role": "user", "content": [part]}]}
+
+
 REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("fake/gpt-4o-mini", {"service_tier": "priority"}, "service_tier"),
     ("fake/gpt-4o-mini", {"service_tier": "scale"}, "service_tier"),
@@ -172,24 +183,8 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("fake/gpt-4o-mini", {"plugins": [{"id": "web"}]}, "plugins"),
     ("fake/gpt-4o-mini", {"web_search_options": {}}, "web_search_options"),
     ("fake/gpt-4o-mini", {"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
-    (
-        "claude/claude-test",
-        {
-            "messages": [
-                {
-                    "role": "user",
-                    "content": [
-                        {
-                            "type": "text",
-                            "text": "A long document",
-                            "cache_control": {"type": "ephemeral", "ttl": "1h"},
-                        }
-                    ],
-                }
-            ]
-        },
-        "messages[0].content[0].cache_control.ttl",
-    ),
+    ("claude/claude-test", cached("1h"), "messages[0].content[0].cache_control.ttl"),
+    ("fake/gpt-4o-mini", cached("1h"), "messages[0].content[0].cache_control.ttl"),
     (IMAGE_MODEL, {"quality": "hd"}, "quality"),
     (IMAGE_MODEL, {"quality": "high"}, "quality"),
     (IMAGE_MODEL, {"size": "1792x1024"}, "size"),
@@ -200,23 +195,7 @@ ALLOWED: list[tuple[str, dict[str, Any]]] = [
     ("fake/gpt-4o-mini", {"service_tier": "flex"}),
     ("fake/gpt-4o-mini", {"service_tier": "default"}),
     ("fake/gpt-4o-mini", {"service_tier": "auto"}),
-    (
-        "claude/claude-test",
-        {
-            "messages": [
-                {
-                    "role": "user",
-                    "content": [
-                        {
-                            "type": "text",
-                            "text": "A long document",
-                            "cache_control": {"type": "ephemeral", "ttl": "5m"},
-                        }
-                    ],
-                }
-            ]
-        },
-    ),
+    ("claude/claude-test", cached("5m")),
     (IMAGE_MODEL, {"quality": "standard", "size": "1024x1024"}),
     (IMAGE_MODEL, {"quality": "low", "size": "512x512"}),
     (IMAGE_MODEL, {"size": "auto"}),
