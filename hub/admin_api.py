@@ -7,7 +7,6 @@ Bodies are JSON. A state-changing request made with a session cookie (not a key)
 
 from __future__ import annotations
 
-import json
 import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from hub.bodies import json_list, json_object
 from hub.json_route import JsonRoute
 from hub.provider_health import provider_report
 from hub.providers.registry import ProviderRegistry
@@ -34,7 +34,7 @@ def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list
 
     async def all_keys(request: Request) -> Response:
         if request.method == "POST":
-            body = await _json(request)
+            body = await json_object(request)
             user = _text(body, "user")
             make_admin = body.get("admin", False)
             if not isinstance(make_admin, bool):
@@ -47,7 +47,7 @@ def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list
     async def my_keys(request: Request) -> Response:
         user = identity_of(request).user_did
         if request.method == "POST":
-            return await _create_key(admin, user, await _json(request))
+            return await _create_key(admin, user, await json_object(request))
         return JSONResponse(await admin.list_keys(user))
 
     async def revoke(request: Request) -> Response:
@@ -63,7 +63,7 @@ def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list
     async def grants(request: Request) -> Response:
         if request.method == "GET":
             return await ledger_page(request, admin.list_grants, request.query_params.get("user"))
-        body = await _json(request)
+        body = await json_object(request)
         units = _credits(body, "amount")
         if units == 0:
             raise HubError(400, "invalid_field", "'amount' must not be zero.", "amount")
@@ -79,9 +79,7 @@ def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list
                 raise HubError(404, "not_found", f"No {call_type} rate for '{model}'.")
             return JSONResponse({"model": model, "type": call_type, "removed": True})
         if request.method == "PUT":
-            entries = await _json(request)
-            if not isinstance(entries, list):
-                raise HubError(400, "invalid_request", "Send a list of rates.")
+            entries = await json_list(request)
             parsed = [_rate(entry, i) for i, entry in enumerate(entries)]  # all, or none
             for model, call_type, values in parsed:
                 await admin.set_rate(model, call_type, **values)
@@ -89,7 +87,7 @@ def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list
 
     async def credentials(request: Request) -> Response:
         if request.method == "POST":
-            body = await _json(request)
+            body = await json_object(request)
             provider = _text(body, "provider")
             if provider not in settings.providers:
                 raise HubError(404, "not_found", f"No provider '{provider}' is configured.")
@@ -147,13 +145,6 @@ def _endpoint(handler: Any, admins_only: bool = False) -> Any:
             raise HubError(400, "invalid_request", str(exc)) from exc
 
     return endpoint
-
-
-async def _json(request: Request) -> Any:
-    try:
-        return json.loads(await request.body())
-    except ValueError as exc:
-        raise HubError(400, "invalid_json", f"The request body is not valid JSON: {exc}") from exc
 
 
 def _text(body: Any, name: str, longest: int = 200) -> str:

@@ -26,7 +26,8 @@ from middleware import (
     ModelCallMiddleware,
 )
 from middleware.billing import price, rate_of
-from middleware.call import Call
+from middleware.call import Call, get_call
+from middleware.errors import answer_unhandled, refuse_websocket, request_id_of
 from middleware.parse import APP_DID_HEADER
 
 logger = logging.getLogger("aigne_hub")
@@ -180,10 +181,23 @@ class HubApp:
             self.started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
+        kind = scope["type"]
+        if kind == "http":
+            try:
+                await self.entry(scope, receive, send)
+            except Exception as exc:  # free until raised: nothing is wrapped per request
+                call = get_call(scope)
+                request_id = call.request_id if call is not None else request_id_of(scope)
+                await answer_unhandled(scope, send, exc, request_id)
+        elif kind == "lifespan":
             await self._lifespan(receive, send)
-            return
-        await self.entry(scope, receive, send)
+        elif kind == "websocket":
+            # The hub serves no websocket: refused before any layer could mistake one for
+            # an HTTP request (they carry no method, and answer with other messages).
+            await refuse_websocket(
+                scope, send, 403, "websocket_refused", "This hub serves no WebSocket routes."
+            )
+        # Any other kind of scope is a server's own extension: nothing here answers it.
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -13,6 +13,7 @@ from itsdangerous import URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from hub.bodies import read_body
 from hub.json_route import JsonRoute
 from hub.store.admin import Admin
 from middleware.auth import (
@@ -23,7 +24,10 @@ from middleware.auth import (
     session_cookie_of,
     session_value,
 )
+from middleware.errors import HubError
 from middleware.ports import KeyStore
+
+MAX_FORM_BYTES = 4096  # a key and a path back
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -74,11 +78,7 @@ def routes(
         if not _same_origin(request):
             # Another site could otherwise sign a visitor in as someone else (login CSRF).
             return form("/", '<p class="error">Sign in from this hub\'s own page.</p>', 403)
-        # A urlencoded form of one field: parsed here rather than with python-multipart.
-        body = await request.body()
-        if len(body) > 4096:  # a public route: no reading of large bodies
-            return form("/", status_code=413)
-        fields = parse_qs(body.decode("utf-8", "replace"))
+        fields = await _form_fields(request)
         key = (fields.get("key") or [""])[0].strip()
         next_path = _next((fields.get("next") or [""])[0])
         record_hash = hash_key(key)
@@ -148,6 +148,17 @@ def _same_origin(request: Request) -> bool:
     origin = request.headers.get("origin")
     if origin is None:
         return True
+    try:
+        host = urlsplit(origin).netloc
+    except ValueError as exc:  # e.g. `http://[`: no browser sends that
+        raise HubError(400, "invalid_header", "The Origin header is not a URL.", "origin") from exc
     # The host only: behind a proxy that ends TLS, the hub sees http where the browser has
     # https.
-    return urlsplit(origin).netloc == request.headers.get("host")
+    return host == request.headers.get("host")
+
+
+async def _form_fields(request: Request) -> dict[str, list[str]]:
+    """A urlencoded form of a field or two, parsed here rather than with python-multipart.
+    A public route: the body is refused (413) as soon as it passes the bound, unread."""
+    body = await read_body(request, MAX_FORM_BYTES)
+    return parse_qs(body.decode("utf-8", "replace"))

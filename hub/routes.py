@@ -6,13 +6,12 @@ import json
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
 
 from hub import admin_api, dashboard, login, usage_api
 from hub.catalog import listed_models
 from hub.dialects import aigne
-from hub.json_route import JsonRoute
+from hub.json_route import JsonRoute, JsonRouter
 from hub.metrics import Metrics
 from hub.providers.registry import ProviderRegistry
 from hub.settings import Settings
@@ -55,7 +54,7 @@ SESSION_MAX_AGE = 7 * 24 * 3600
 
 def build_router(
     store: SqlStore, registry: ProviderRegistry, settings: Settings, metrics: Metrics
-) -> Router:
+) -> JsonRouter:
     billing = settings.billing
     signer = session_signer(settings.session_secret)
     admin = Admin(store)
@@ -116,7 +115,7 @@ def build_router(
     async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
         await send_error(send, 404, "not_found", f"No route for {scope['path']}.")
 
-    return Router(
+    return JsonRouter(
         routes=[
             JsonRoute("/health", health),
             JsonRoute("/api/health", health),

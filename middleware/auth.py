@@ -13,7 +13,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from middleware.call import IDENTITY_KEY, Identity
-from middleware.errors import send_error
+from middleware.errors import refuse_websocket, send_error
 from middleware.ports import AccountLookup, KeyRecord, KeyStore
 
 KEY_PREFIX = "ahk_"
@@ -101,7 +101,10 @@ class AuthMiddleware:
         self.login_path = login_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public_paths:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
+        if scope["type"] != "http" or scope["path"] in self.public_paths:  # lifespan
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
@@ -140,26 +143,42 @@ class AuthMiddleware:
                 await send_error(send, 403, "csrf", "Send JSON (content-type: application/json).")
                 return
         else:
-            scheme, _, token = authorization.strip().partition(" ")
-            token = token.strip()
-            if scheme.lower() == "bearer" and not token:
-                await send_error(send, 401, "missing_api_key", "The Bearer token is empty.")
-                return
-            if scheme.lower() != "bearer" or not token.startswith(KEY_PREFIX):
-                await send_error(
-                    send,
-                    401,
-                    "malformed_api_key",
-                    "Malformed Authorization header: expected 'Bearer ahk_...'.",
-                )
-                return
-            identity_or_error = await self._from_key(token)
+            identity_or_error = await self._from_authorization(authorization)
             if isinstance(identity_or_error, tuple):
                 await send_error(send, 401, *identity_or_error)
                 return
             identity = identity_or_error
         scope[IDENTITY_KEY] = identity
         await self.app(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A websocket needs a key like any request: refused before it is accepted. A
+        session cookie does not count: a browser sends it with a websocket any other site
+        opens, and no preflight or content type stands in the way."""
+        if scope["path"] not in self.public_paths:
+            authorization = Headers(scope=scope).get("authorization")
+            if authorization is None:
+                found: Identity | tuple[str, str] = ("missing_api_key", "Missing API key.")
+            else:
+                found = await self._from_authorization(authorization)
+            if isinstance(found, tuple):
+                await refuse_websocket(scope, send, 401, *found)
+                return
+            scope[IDENTITY_KEY] = found
+        await self.app(scope, receive, send)
+
+    async def _from_authorization(self, authorization: str) -> Identity | tuple[str, str]:
+        """The identity of a Bearer key, or why there is none (error code, message)."""
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and not token:
+            return ("missing_api_key", "The Bearer token is empty.")
+        if scheme.lower() != "bearer" or not token.startswith(KEY_PREFIX):
+            return (
+                "malformed_api_key",
+                "Malformed Authorization header: expected 'Bearer ahk_...'.",
+            )
+        return await self._from_key(token)
 
     async def _from_key(self, token: str) -> Identity | tuple[str, str]:
         return await self._from_hash(hash_key(token))

@@ -1,10 +1,16 @@
-"""The one JSON error shape every layer of the hub answers with."""
+"""The one JSON error shape every layer of the hub answers with, and the last resort for
+an exception nothing else answered."""
 
 from __future__ import annotations
 
 import json
+import logging
+import re
+import uuid
 
-from starlette.types import Send
+from starlette.types import Scope, Send
+
+logger = logging.getLogger("aigne_hub.errors")
 
 # Stable `type` per status, mirroring the OpenAI error vocabulary that SDKs understand.
 _TYPES = {
@@ -19,6 +25,9 @@ _TYPES = {
     502: "upstream_error",
     504: "upstream_timeout",
 }
+# A client's request id is echoed in a header and a log line: only a short, plain token.
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+REQUEST_ID_HEADER = b"x-request-id"
 
 
 def error_body(status: int, code: str, message: str, param: str | None = None) -> bytes:
@@ -33,9 +42,15 @@ def error_body(status: int, code: str, message: str, param: str | None = None) -
 
 
 async def send_error(
-    send: Send, status: int, code: str, message: str, param: str | None = None
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    param: str | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    """Answer the request with a complete JSON error response."""
+    """Answer an HTTP request with a complete JSON error response (never a websocket: see
+    `refuse_websocket`)."""
     body = error_body(status, code, message, param)
     await send(
         {
@@ -44,10 +59,76 @@ async def send_error(
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *(headers or ()),
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def refuse_websocket(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+    """Refuse a websocket before accepting it. A server that offers the denial-response
+    extension sends our JSON error with `status`; any other answers the close with 403."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = error_body(status, code, message)
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
+        return
+    await send({"type": "websocket.close", "code": 1008})  # policy violation
+
+
+def request_id_of(scope: Scope) -> str:
+    """The client's x-request-id when it is a plain token, else a fresh one."""
+    for name, value in scope.get("headers", ()):
+        if name == REQUEST_ID_HEADER:
+            text: str = value.decode("latin-1")
+            if _SAFE_REQUEST_ID.fullmatch(text):
+                return text
+            break
+    return uuid.uuid4().hex
+
+
+async def answer_unhandled(scope: Scope, send: Send, exc: Exception, request_id: str) -> None:
+    """The last resort for an exception that escaped every handler: one ERROR line naming
+    the request (the traceback only at DEBUG, so a request that always fails cannot fill
+    the log), then a JSON 500 if the response has not started, or else its end."""
+    logger.error(
+        "unhandled %s on %s %r (request %s)",
+        type(exc).__name__,
+        scope.get("method", scope["type"]),
+        scope.get("path", ""),
+        request_id,
+    )
+    logger.debug("traceback of request %s", request_id, exc_info=exc)
+    # Whether the response started is known to the server alone; asking it costs nothing
+    # per request, where watching every message sent would not. A server refuses a second
+    # start (uvicorn, hypercorn and httpx's test transport all raise).
+    try:
+        await send_error(
+            send,
+            500,
+            "internal_error",
+            f"The hub failed to handle this request (request id {request_id}).",
+            headers=[(REQUEST_ID_HEADER, request_id.encode())],
+        )
+        return
+    except Exception:
+        pass
+    try:
+        # Started: end the body where it is. Under a declared length the server refuses,
+        # and closes the connection, which tells the client the answer is cut.
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except Exception:
+        pass
 
 
 class HubError(Exception):

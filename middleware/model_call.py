@@ -10,7 +10,7 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from middleware.call import Call, get_call
-from middleware.errors import send_error
+from middleware.errors import answer_unhandled
 from middleware.ports import CallLog, CallObserver
 
 logger = logging.getLogger("aigne_hub.model_call")
@@ -40,12 +40,9 @@ class ModelCallMiddleware:
         self.log.open_call(call)
         for observer in self.observers:
             observer.opened(call)
-        started = False
 
         async def watch(message: Message) -> None:
-            nonlocal started
             if message["type"] == "http.response.start":
-                started = True
                 call.http_status = message["status"]
             else:
                 if call.first_byte_clock is None and message.get("body"):
@@ -57,11 +54,9 @@ class ModelCallMiddleware:
         try:
             await self.app(scope, receive, watch)
         except Exception as exc:
-            logger.exception("call %s raised", call.id)
             call.fail("internal_error", f"{type(exc).__name__} inside the hub")
-            if started:
-                raise
-            await send_error(send, 500, "internal_error", "The hub failed to handle this call.")
+            # Answered here, so the call is settled as failed, with one log line.
+            await answer_unhandled(scope, send, exc, call.request_id)
         finally:
             call.ended_clock = time.perf_counter()
             _finish(call)
