@@ -6,9 +6,9 @@ import asyncio
 import logging
 
 import httpx
-from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hub.cors import JsonCORSMiddleware
 from hub.metrics import Metrics
 from hub.providers.registry import ProviderRegistry
 from hub.proxy import Proxy
@@ -105,7 +105,7 @@ class HubApp:
         self.entry: ASGIApp = self.auth
         if settings.cors_origins:
             # Outermost, so a browser's preflight is answered before auth asks for a key.
-            self.entry = CORSMiddleware(
+            self.entry = JsonCORSMiddleware(
                 self.auth,
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST"],

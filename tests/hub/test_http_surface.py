@@ -16,7 +16,7 @@ from hub.routes import PUBLIC_PATHS
 from hub.store.admin import Admin
 from middleware.auth import SESSION_COOKIE
 from tests.asgi_call import call
-from tests.conftest import Hub
+from tests.conftest import Hub, make_settings, start_hub
 
 pytestmark = pytest.mark.anyio
 
@@ -50,6 +50,21 @@ async def test_unknown_routes_and_methods_are_json(hub: Hub) -> None:
     for response in (odd_method, wrong_method):
         assert response.status_code == 405 and error_of(response)["code"] == "method_not_allowed"
     assert wrong_method.headers["allow"] == "GET, HEAD"
+
+
+async def test_a_refused_cors_preflight_is_json(db_url: str) -> None:
+    hub = await start_hub(make_settings(db_url, cors_origins=("https://chat.example",)), None)
+    try:
+        refused = await hub.client.options(
+            "/v1/chat/completions",
+            headers={"origin": "https://evil.example", "access-control-request-method": "PUT"},
+        )
+    finally:
+        await hub.client.aclose()
+        await hub.app.shutdown()
+
+    assert refused.status_code == 400 and error_of(refused)["code"] == "cors_refused"
+    assert "origin, method" in error_of(refused)["message"]
 
 
 def hub_log_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
