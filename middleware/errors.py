@@ -87,13 +87,11 @@ async def refuse_websocket(scope: Scope, send: Send, status: int, code: str, mes
 
 
 def request_id_of(scope: Scope) -> str:
-    """The client's x-request-id when it is a plain token, else a fresh one."""
+    """The client's x-request-id, else a fresh one."""
     for name, value in scope.get("headers", ()):
         if name == REQUEST_ID_HEADER:
             text: str = value.decode("latin-1")
-            if _SAFE_REQUEST_ID.fullmatch(text):
-                return text
-            break
+            return text
     return uuid.uuid4().hex
 
 
@@ -101,6 +99,8 @@ async def answer_unhandled(scope: Scope, send: Send, exc: Exception, request_id:
     """The last resort for an exception that escaped every handler: one ERROR line naming
     the request (the traceback only at DEBUG, so a request that always fails cannot fill
     the log), then a JSON 500 if the response has not started, or else its end."""
+    if not _SAFE_REQUEST_ID.fullmatch(request_id):  # the client's, for a header and a log
+        request_id = uuid.uuid4().hex
     logger.error(
         "unhandled %s on %s %r (request %s)",
         type(exc).__name__,

@@ -113,18 +113,21 @@ async def test_a_model_call_that_raises_answers_with_its_request_id(
 
     monkeypatch.setattr(Proxy, "__call__", broken)
     caplog.set_level(logging.INFO)
+    body = {"model": "mock/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
     response = await hub.client.post(
-        "/v1/chat/completions",
-        headers={"x-request-id": "call-7"},
-        json={"model": "mock/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+        "/v1/chat/completions", headers={"x-request-id": "call-7"}, json=body
+    )
+    odd_id = await hub.client.post(
+        "/v1/chat/completions", headers={"x-request-id": "call 8; forged"}, json=body
     )
 
     assert response.status_code == 500 and error_of(response)["code"] == "internal_error"
     assert response.headers["x-request-id"] == "call-7"
-    [line] = [r for r in hub_log_lines(caplog) if r.levelno >= logging.WARNING]
+    assert re.fullmatch(r"[0-9a-f]{32}", odd_id.headers["x-request-id"])
+    line, _ = [r for r in hub_log_lines(caplog) if r.levelno >= logging.WARNING]
     assert "RuntimeError" in line.message and "call-7" in line.message and not line.exc_info
-    [record] = await hub.calls()
-    assert record["status"] == "failed" and record["error_code"] == "internal_error"
+    records = await hub.calls()
+    assert {(r["status"], r["error_code"]) for r in records} == {("failed", "internal_error")}
 
 
 async def test_an_exception_after_the_answer_started_ends_it_with_one_log_line(
