@@ -67,6 +67,10 @@ def _refusal(scope: Scope) -> HubError | None:
         # PostgreSQL refuses NUL in text, and file names cannot hold it: say so here rather
         # than fail in a query or a stat.
         return HubError(400, "invalid_request", "Parameters may not contain NUL.")
+    if not query.isascii():
+        # Starlette decodes it as UTF-8 into every request.url; bytes past ASCII are to be
+        # percent-encoded anyway (RFC 3986).
+        return HubError(400, "invalid_request", "Percent-encode the query string's bytes.")
     for name, value in scope["headers"]:
         if name == b"host":
             if not _valid_host(value.decode("latin-1")):

@@ -67,6 +67,13 @@ async def test_a_refused_cors_preflight_is_json(db_url: str) -> None:
     assert "origin, method" in error_of(refused)["message"]
 
 
+async def test_a_query_string_of_raw_bytes_is_a_400_on_every_page(hub: Hub) -> None:
+    key = [(b"authorization", f"Bearer {hub.key}".encode())]
+    for path in ("/dashboard", "/dashboard/calls", "/playground", "/api/user/calls"):
+        answer = await call(hub.app, "GET", path, query=b"model=\xff\xfe", headers=key)
+        assert (answer.status, answer.error()["code"]) == (400, "invalid_request"), path
+
+
 def hub_log_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name.startswith("aigne_hub")]
 
