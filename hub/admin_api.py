@@ -61,7 +61,7 @@ def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list
         return JSONResponse({"id": key_id, "revoked": True, "was_live": revoked})
 
     async def grants(request: Request) -> Response:
-        if request.method == "GET":
+        if request.method != "POST":  # GET, or HEAD (which Starlette adds to GET)
             return await ledger_page(request, admin.list_grants, request.query_params.get("user"))
         body = await json_object(request)
         units = _credits(body, "amount")

@@ -73,7 +73,7 @@ def routes(
         return response
 
     async def page(request: Request) -> Response:
-        if request.method == "GET":
+        if request.method != "POST":  # GET, or HEAD (which Starlette adds to GET)
             return form(_next(request.query_params.get("next")))
         if not _same_origin(request):
             # Another site could otherwise sign a visitor in as someone else (login CSRF).

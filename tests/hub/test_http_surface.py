@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 
+import anyio
 import httpx
 import pytest
 from itsdangerous import URLSafeTimedSerializer
@@ -16,7 +17,7 @@ from hub.routes import PUBLIC_PATHS
 from hub.store.admin import Admin
 from middleware.auth import SESSION_COOKIE
 from tests.asgi_call import call
-from tests.conftest import Hub, make_settings, start_hub
+from tests.conftest import USER, Hub, make_settings, start_hub
 
 pytestmark = pytest.mark.anyio
 
@@ -212,3 +213,19 @@ def _json(answer: object) -> bool:
     except (AssertionError, ValueError, KeyError):
         return False
     return True
+
+
+async def test_head_only_reads(hub: Hub) -> None:
+    """Starlette answers HEAD wherever GET is allowed: it may not take the POST branch."""
+    await hub.admin.ensure_account(USER, is_admin=True)
+    await anyio.sleep(0.3)  # key lookups are cached for 0.2 s in these tests
+    before = await hub.admin.ledger(USER)
+    grant = await hub.client.request(
+        "HEAD", "/api/admin/grants", json={"user": USER, "amount": "1000"}
+    )
+    sign_in = await hub.client.request(
+        "HEAD", "/login", content=f"key={hub.key}".encode(), headers={"authorization": ""}
+    )
+
+    assert grant.status_code == 200 and await hub.admin.ledger(USER) == before
+    assert sign_in.status_code == 200 and "set-cookie" not in sign_in.headers
