@@ -27,26 +27,38 @@ from middleware.auth import (
 from middleware.errors import HubError
 from middleware.ports import KeyStore
 
-MAX_FORM_BYTES = 4096  # a key and a path back
+MAX_FORM_BYTES = 4096  # a key and a path back (or a link's token)
 
-PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+# The sign-in pages' only style, inline so that they need nothing behind the sign-in; the
+# Content-Security-Policy (hub/page_headers.py) allows exactly this text by its hash.
+PAGE_STYLE = (
+    "body{margin:0;background:#f6f7f9;color:#1c2024;font:14px system-ui,sans-serif}"
+    "header{background:#111827;color:#fff;padding:.7rem 1.5rem;font-weight:700}"
+    "main{max-width:26rem;margin:3rem auto;background:#fff;border:1px solid #e4e7ec;"
+    "border-radius:8px;padding:1.2rem 1.5rem}h1{font-size:1.3rem;margin:.2rem 0 .8rem}"
+    "label{display:block;font-size:.85rem;color:#667085;margin-top:.8rem}"
+    "input{width:100%;box-sizing:border-box;padding:.5rem;margin:.3rem 0 .8rem;font:inherit;"
+    "border:1px solid #d0d5dd;border-radius:6px}button{padding:.5rem 1.1rem;font:inherit;"
+    "color:#fff;background:#3d7eff;border:0;border-radius:6px;cursor:pointer}"
+    ".error{color:#d92d20}"
+)
+PAGE_TOP = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Sign in · AIGNE Hub</title><link rel="icon" href="data:,">
-<style>body{{margin:0;background:#f6f7f9;color:#1c2024;font:14px system-ui,sans-serif}}
-header{{background:#111827;color:#fff;padding:.7rem 1.5rem;font-weight:700}}
-main{{max-width:26rem;margin:3rem auto;background:#fff;border:1px solid #e4e7ec;
-border-radius:8px;padding:1.2rem 1.5rem}}h1{{font-size:1.3rem;margin:.2rem 0 .8rem}}
-label{{display:block;font-size:.85rem;color:#667085;margin-top:.8rem}}
-input{{width:100%;box-sizing:border-box;padding:.5rem;margin:.3rem 0 .8rem;font:inherit;
-border:1px solid #d0d5dd;border-radius:6px}}button{{padding:.5rem 1.1rem;font:inherit;
-color:#fff;background:#3d7eff;border:0;border-radius:6px;cursor:pointer}}
-.error{{color:#d92d20}}</style></head><body><header>AIGNE Hub</header><main>
-<h1>Sign in</h1><p>With one of your API keys, or a one-time link from
+<style>{PAGE_STYLE}</style></head><body><header>AIGNE Hub</header><main>
+<h1>Sign in</h1>"""
+PAGE_END = "</main></body></html>"
+KEY_FORM = """<p>With one of your API keys, or a one-time link from
 <code>aigne-hub admin login-link</code>.</p>{error}
 <form method="post" action="/login"><input type="hidden" name="next" value="{next}">
 <label for="key">API key</label><input id="key" name="key" type="password"
-placeholder="ahk_..." autocomplete="off" autofocus required><button>Sign in</button></form>
-</main></body></html>"""
+placeholder="ahk_..." autocomplete="off" autofocus required><button>Sign in</button></form>"""
+# Opening a link only shows this; the button's POST spends it, so a mail scanner or a chat
+# app's link preview that fetches the link cannot use it up (or sign itself in).
+LINK_FORM = """<p>This one-time link signs you in to this hub's dashboard. It works once.</p>
+{error}<form method="post" action="/login/link"><input type="hidden" name="token"
+value="{token}"><input type="hidden" name="next" value="{next}"><button autofocus>Sign in
+</button></form>"""
 
 
 def routes(
@@ -54,7 +66,12 @@ def routes(
     keys: KeyStore,
     signer: URLSafeTimedSerializer,
     max_age: int,
+    *,
+    https_only: bool = False,
 ) -> list[JsonRoute]:
+    """The sign-in routes; `https_only`: people reach the hub over https (its public URL
+    says so), so the cookie is Secure even where the hub itself sees plain http."""
+
     async def signed_in(
         request: Request, did: str, key_hash: str | None, next_path: str
     ) -> Response:
@@ -67,7 +84,8 @@ def routes(
             max_age=max_age,
             httponly=True,
             samesite="lax",
-            secure=request.url.scheme == "https",  # behind TLS, never sent in clear
+            # Behind TLS, never sent in clear (a trusted proxy's X-Forwarded-Proto counts).
+            secure=https_only or request.url.scheme == "https",
             path="/",
         )
         return response
@@ -89,14 +107,22 @@ def routes(
         return await signed_in(request, record.user_did, record_hash, next_path)
 
     async def link(request: Request) -> Response:
-        did = await admin.use_login_link(request.query_params.get("token", ""))
+        if request.method != "POST":  # GET or HEAD: shows the button only (see LINK_FORM)
+            params = request.query_params
+            return link_form(params.get("token", ""), _next(params.get("next")))
+        if not _same_origin(request):
+            # Another site could post its own link and sign a visitor in as its owner.
+            refused = '<p class="error">Sign in from this hub\'s own page.</p>'
+            return link_form("", error=refused, status_code=403)
+        fields = await _form_fields(request)
+        did = await admin.use_login_link((fields.get("token") or [""])[0])
         if did is None:
             message = (
                 '<p class="error">This sign-in link is unknown, used or expired: ask for '
                 "another.</p>"
             )
             return form("/", message, status_code=401)
-        return await signed_in(request, did, None, _next(request.query_params.get("next")))
+        return await signed_in(request, did, None, _next((fields.get("next") or [""])[0]))
 
     async def logout(request: Request) -> Response:
         if not _same_origin(request):
@@ -114,14 +140,27 @@ def routes(
 
     return [
         JsonRoute("/login", page, methods=["GET", "POST"]),
-        JsonRoute("/login/link", link, methods=["GET"]),
+        JsonRoute("/login/link", link, methods=["GET", "POST"]),
         JsonRoute("/logout", logout, methods=["POST"]),
     ]
 
 
 def form(next_path: str, error: str = "", status_code: int = 200) -> Response:
+    """The sign-in page: paste a key."""
+    content = KEY_FORM.format(error=error, next=html.escape(next_path))
+    return HTMLResponse(PAGE_TOP + content + PAGE_END, status_code=status_code)
+
+
+def link_form(
+    token: str, next_path: str = "/", status_code: int = 200, error: str = ""
+) -> Response:
+    """The page a one-time link opens: a button whose POST spends the link."""
+    content = LINK_FORM.format(error=error, token=html.escape(token), next=html.escape(next_path))
+    # The token is in this page and its address: nothing on the way may keep a copy.
     return HTMLResponse(
-        PAGE.format(error=error, next=html.escape(next_path)), status_code=status_code
+        PAGE_TOP + content + PAGE_END,
+        status_code=status_code,
+        headers={"cache-control": "no-store"},
     )
 
 

@@ -24,13 +24,18 @@ def browser(hub: Hub) -> httpx.AsyncClient:
     )
 
 
+async def use_link(person: httpx.AsyncClient, token: str, **fields: str) -> httpx.Response:
+    """What the button on a link's page does: a POST of the form it carries."""
+    return await person.post("/login/link", data={"token": token, **fields})
+
+
 async def test_a_one_time_link_signs_in_once(hub: Hub) -> None:
     token = await hub.admin.create_login_link(USER)
     async with browser(hub) as person:
-        signed_in = await person.get("/login/link", params={"token": token})
+        signed_in = await use_link(person, token)
         cookie = signed_in.headers["set-cookie"]
         balance = await person.get("/api/user/balance")
-        again = await person.get("/login/link", params={"token": token})
+        again = await use_link(person, token)
 
     assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"
     assert "httponly" in cookie.lower() and "samesite=lax" in cookie.lower()
@@ -38,12 +43,44 @@ async def test_a_one_time_link_signs_in_once(hub: Hub) -> None:
     assert again.status_code == 401  # spent
 
 
+async def test_opening_a_link_shows_a_button_and_only_its_post_spends_it(hub: Hub) -> None:
+    # A mail scanner or a chat app's link preview fetches the link before its owner does.
+    token = await hub.admin.create_login_link(USER)
+    async with browser(hub) as scanner, browser(hub) as person:
+        previews = [
+            await scanner.get("/login/link", params={"token": token, "next": "/dashboard"})
+            for _ in range(2)
+        ]
+        scanner_in = await scanner.get("/api/user/balance")
+        signed_in = await use_link(person, token, next="/dashboard")
+
+    page = previews[0]
+    assert [r.status_code for r in previews] == [200, 200] and "set-cookie" not in page.headers
+    assert '<form method="post" action="/login/link">' in page.text
+    assert f'name="token"\nvalue="{token}"' in page.text and 'value="/dashboard"' in page.text
+    assert page.headers["cache-control"] == "no-store"
+    assert scanner_in.status_code == 401
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/dashboard"
+
+
+async def test_another_site_cannot_spend_a_link_for_a_visitor(hub: Hub) -> None:
+    # Its own link, posted from its page, would sign the visitor in as the site's owner.
+    token = await hub.admin.create_login_link(USER)
+    async with browser(hub) as person:
+        forged = await person.post(
+            "/login/link", data={"token": token}, headers={"origin": "https://evil.example"}
+        )
+        own = await person.post(
+            "/login/link", data={"token": token}, headers={"origin": "http://hub.test"}
+        )
+    assert forged.status_code == 403 and "set-cookie" not in forged.headers
+    assert own.status_code == 303  # the refused post did not spend the link
+
+
 async def test_an_expired_or_unknown_link_does_not_sign_in(hub: Hub) -> None:
     expired = await hub.admin.create_login_link(USER, minutes=-1)
     async with browser(hub) as person:
-        responses = [
-            await person.get("/login/link", params={"token": t}) for t in (expired, "made-up")
-        ]
+        responses = [await use_link(person, t) for t in (expired, "made-up")]
         assert "set-cookie" not in responses[0].headers
         assert (await person.get("/api/user/balance")).status_code == 401
     assert {r.status_code for r in responses} == {401}
@@ -97,7 +134,7 @@ async def test_a_browser_without_a_session_is_sent_to_sign_in_and_back(hub: Hub)
 async def test_a_session_cannot_post_a_model_call_as_a_form(hub: Hub) -> None:
     token = await hub.admin.create_login_link(USER)
     async with browser(hub) as person:
-        await person.get("/login/link", params={"token": token})
+        await use_link(person, token)
         forged = await person.post(
             "/v1/chat/completions",
             content=b'{"model": "mock/gpt-4o-mini", "messages": []}',
