@@ -57,8 +57,17 @@ def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list
         # A user may revoke only their own keys; to them, others' keys do not exist.
         if owner is None or (not caller.is_admin and owner != caller.user_did):
             raise HubError(404, "not_found", f"No key with id {key_id}.")
-        revoked = await admin.revoke_key(key_id)
+        # An admin revoking someone's key is cutting them off: every session of theirs ends
+        # too (one opened by a one-time link included). Revoking one's own key ends only the
+        # sessions opened with it; signing out ends the rest.
+        revoked = await admin.revoke_key(key_id, sign_out_owner=owner != caller.user_did)
         return JSONResponse({"id": key_id, "revoked": True, "was_live": revoked})
+
+    async def sign_out(request: Request) -> Response:
+        did = request.path_params["did"]
+        if not await admin.sign_out(did):
+            raise HubError(404, "not_found", f"No account {did}.")
+        return JSONResponse({"user_did": did, "signed_out": True})
 
     async def grants(request: Request) -> Response:
         if request.method != "POST":  # GET, or HEAD (which Starlette adds to GET)
@@ -113,6 +122,7 @@ def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list
 
     guarded = [
         ("/api/admin/accounts", accounts, ["GET"]),
+        ("/api/admin/accounts/{did}/sign-out", sign_out, ["POST"]),
         ("/api/admin/keys", all_keys, ["GET", "POST"]),
         ("/api/admin/keys/{key_id}", revoke, ["DELETE"]),
         ("/api/admin/grants", grants, ["GET", "POST"]),

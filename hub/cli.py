@@ -9,18 +9,22 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet
 
 from hub.secrets import SecretBox, load_box, write_key_file
-from hub.settings import ConfigError, Settings, load_settings
+from hub.settings import ConfigError, Settings, load_settings, public_url, trusted_proxies
 from hub.store import SqlStore
 from hub.store.admin import CALL_TYPES, Admin
 from middleware.money import credits_text, to_units
+
+if TYPE_CHECKING:
+    import uvicorn
 
 MONEY_COLUMNS = {
     "balance",
@@ -99,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="comma-separated proxy addresses or networks (or *) whose X-Forwarded-Proto and "
+        "X-Forwarded-For are believed (default: server.forwarded_allow_ips, else none)",
+    )
     serve.set_defaults(handler=_serve)
 
     db = commands.add_parser("db", parents=[common], help="database schema").add_subparsers(
@@ -120,7 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     listing = keys.add_parser("list", parents=[common], help="list keys (never the secrets)")
     listing.add_argument("--user", help="only this user's keys")
     listing.set_defaults(handler=_run(_keys_list))
-    revoke = keys.add_parser("revoke", parents=[common], help="revoke a key by its id")
+    revoke = keys.add_parser(
+        "revoke", parents=[common], help="revoke a key by its id (its owner is signed out)"
+    )
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=_run(_keys_revoke))
 
@@ -197,6 +209,11 @@ def _parser() -> argparse.ArgumentParser:
     link.add_argument("--minutes", type=float, default=10, help="how long it stays valid")
     link.add_argument("--url", help="the hub's address (default: from the configuration)")
     link.set_defaults(handler=_run(_login_link))
+    sign_out = admin_cmd.add_parser(
+        "sign-out", parents=[common], help="end every dashboard session of a user"
+    )
+    sign_out.add_argument("--user", required=True, help="the user DID to sign out")
+    sign_out.set_defaults(handler=_run(_sign_out))
 
     calls = commands.add_parser("calls", parents=[common], help="model calls").add_subparsers(
         title="calls"
@@ -221,24 +238,45 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from hub.app import create_app
-
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(
-        create_app(settings),
+    server = uvicorn.Server(server_config(settings, args))
+    server.run()
+    return 0 if server.started else 3  # as `uvicorn.run`: 3 when start-up failed
+
+
+def server_config(settings: Settings, args: argparse.Namespace) -> uvicorn.Config:
+    """How `serve` runs the hub under uvicorn (options over the configuration)."""
+    import uvicorn
+
+    from hub.app import create_app
+
+    trusted = (
+        trusted_proxies(args.forwarded_allow_ips, "--forwarded-allow-ips")
+        if args.forwarded_allow_ips is not None
+        else settings.forwarded_allow_ips
+    )
+    settings = replace(
+        settings,
         host=args.host or settings.host,
-        port=args.port or settings.port,
+        port=args.port if args.port is not None else settings.port,
+        forwarded_allow_ips=trusted,
+    )
+    return uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
         log_level=args.log_level,
         # The hub answers with its own JSON; the server header is noise on every response.
         server_header=False,
         # The hub records every model call itself; a line per request is opt-in.
         access_log=args.access_log,
-        # The hub does not use the client address; parsing X-Forwarded-* is wasted work.
-        proxy_headers=False,
+        # Only a proxy named here may say the visitor used https (which makes the session
+        # cookie Secure); nobody is believed by default, and the work is skipped.
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=list(trusted) or None,
     )
-    return 0
 
 
 Command = Callable[[Admin, argparse.Namespace], Awaitable[Any]]
@@ -290,7 +328,8 @@ async def _keys_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, A
 
 
 async def _keys_revoke(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
-    if not await admin.revoke_key(args.key_id):
+    # The operator is cutting the owner off: their sessions end too (see Admin.revoke_key).
+    if not await admin.revoke_key(args.key_id, sign_out_owner=True):
         raise LookupError(f"no live key with id {args.key_id}")
     return {"id": args.key_id, "revoked": True}
 
@@ -424,13 +463,19 @@ async def _login_link(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
     if args.minutes <= 0:
         raise ValueError("--minutes must be more than 0")
     settings: Settings = args.settings
-    base = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    base = public_url(args.url, "--url") if args.url else settings.public_address
     token = await admin.create_login_link(args.user, args.minutes)
     return {
         "user_did": args.user,
         "url": f"{base}/login/link?token={token}",
         "valid_minutes": args.minutes,
     }
+
+
+async def _sign_out(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    if not await admin.sign_out(args.user):
+        raise LookupError(f"no account {args.user}")
+    return {"user_did": args.user, "signed_out": True}
 
 
 async def _calls_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, Any]]:

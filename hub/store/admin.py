@@ -87,10 +87,40 @@ class Admin:
         await self.store.run(op)
         return key_id, secret
 
-    async def revoke_key(self, key_id: str) -> bool:
-        """Revoke a key; False if there is no such live key."""
+    async def revoke_key(self, key_id: str, *, sign_out_owner: bool = False) -> bool:
+        """Revoke a key; False if there is no such live key. Sessions opened with the key
+        end with it; `sign_out_owner` ends every other session of its owner too, in the
+        same transaction (an operator cutting someone off: see `sign_out`)."""
         values = {"p_id": key_id, "p_now": time.time()}
-        return await self.store.run(lambda: rows_changed(Exec(self.sql.revoke_key, values))) > 0
+        owner_out = Prepared(
+            accounts.update()
+            .where(
+                accounts.c.id
+                == select(api_keys.c.account_id)
+                .where(api_keys.c.id == bindparam("p_id"))
+                .scalar_subquery()
+            )
+            .values(session_epoch=accounts.c.session_epoch + 1),
+            self.store.dialect,
+        )
+
+        def op() -> Operation[bool]:
+            revoked = yield Exec(self.sql.revoke_key, values)
+            if revoked and sign_out_owner:
+                yield Exec(owner_out, {"p_id": key_id})
+            return bool(revoked)
+
+        return await self.store.run(op)
+
+    async def sign_out(self, did: str) -> bool:
+        """End every session of this person, whichever way it was opened (a one-time link
+        too): each cookie carries the account's session epoch, and this moves it on. False
+        if there is no such account."""
+        c = accounts.c
+        changed = await self.store.execute(
+            accounts.update().where(c.did == did).values(session_epoch=c.session_epoch + 1)
+        )
+        return changed > 0
 
     async def list_accounts(self) -> list[dict[str, Any]]:
         """Every account with its balance and all it was ever granted."""
