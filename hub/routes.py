@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Match, Router
 from starlette.types import Receive, Scope, Send
 
 from hub import admin_api, dashboard, login, usage_api
@@ -13,6 +15,7 @@ from hub.catalog import listed_models
 from hub.dialects import aigne
 from hub.json_route import JsonRoute, JsonRouter
 from hub.metrics import Metrics
+from hub.page_headers import SecurityHeaders
 from hub.providers.registry import ProviderRegistry
 from hub.settings import Settings
 from hub.store import SqlStore
@@ -66,27 +69,28 @@ def build_router(
         """The models this hub serves: every priced model, and those the providers list."""
         return JSONResponse({"object": "list", "data": await listed_models(admin, registry)})
 
+    # What the AIGNE SDK reads to find the hub: the hub's component at the root, at the
+    # configured address (never the request's Host header, which anyone can set).
+    discovery = {
+        "appName": "AIGNE Hub",
+        "appUrl": settings.public_address,
+        "prefix": "/",
+        "componentMountPoints": [
+            {
+                "did": aigne.AIGNE_HUB_DID,
+                "name": "ai-kit",
+                "title": "AIGNE Hub",
+                "mountPoint": "/",
+                "status": "running",
+            },
+        ],
+    }
+    discovery_script = f"window.blocklet = {json.dumps(discovery)};"
+
     async def blocklet(request: Request) -> Response:
-        """What the AIGNE SDK reads to find the hub: the hub's component at the root."""
-        info = {
-            "appName": "AIGNE Hub",
-            "appUrl": str(request.base_url).rstrip("/"),
-            "prefix": "/",
-            "componentMountPoints": [
-                {
-                    "did": aigne.AIGNE_HUB_DID,
-                    "name": "ai-kit",
-                    "title": "AIGNE Hub",
-                    "mountPoint": "/",
-                    "status": "running",
-                },
-            ],
-        }
         if request.query_params.get("type") == "json":
-            return JSONResponse(info)
-        return Response(
-            f"window.blocklet = {json.dumps(info)};", media_type="application/javascript"
-        )
+            return JSONResponse(discovery)
+        return Response(discovery_script, media_type="application/javascript")
 
     async def ai_models(request: Request) -> JSONResponse:
         served = {r["model"] for r in await admin.list_rates() if registry.serves(r["model"])}
@@ -113,9 +117,12 @@ def build_router(
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        if (trimmed := _without_trailing_slash(scope, router)) is not None:
+            await RedirectResponse(trimmed, status_code=307)(scope, receive, send)
+            return
         await send_error(send, 404, "not_found", f"No route for {scope['path']}.")
 
-    return JsonRouter(
+    router = JsonRouter(
         routes=[
             JsonRoute("/health", health),
             JsonRoute("/api/health", health),
@@ -132,8 +139,27 @@ def build_router(
                 store,
                 signer,
                 SESSION_MAX_AGE,
+                https_only=settings.public_address.startswith("https://"),
             ),
             *dashboard.routes(admin, registry, settings, metrics),
         ],
         default=not_found,
+        # Starlette's own slash redirect is absolute, built from the Host header.
+        redirect_slashes=False,
+        middleware=[Middleware(SecurityHeaders)],
     )
+    return router
+
+
+def _without_trailing_slash(scope: Scope, router: Router) -> str | None:
+    """`/dashboard/` -> `/dashboard` (with the query), as a relative address, when a route
+    has the path without the slash; else None."""
+    path: str = scope["path"]
+    trimmed = path.rstrip("/")
+    if not trimmed or trimmed.startswith("//") or scope["method"] not in ("GET", "HEAD"):
+        return None
+    probe = {**scope, "path": trimmed}
+    if all(route.matches(probe)[0] == Match.NONE for route in router.routes):
+        return None
+    query = scope.get("query_string", b"").decode("latin-1")
+    return trimmed + (f"?{query}" if query else "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import secrets
@@ -10,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 Mode = Literal["service-provider", "self-hosted"]
 
@@ -82,6 +84,13 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     # Browser origins allowed to call the API directly (chat UIs); empty: no CORS headers.
     cors_origins: tuple[str, ...] = ()
+    # The address people and SDKs reach the hub at (`https://hub.example`), for discovery
+    # documents and printed links; never taken from a request's Host header. None: the
+    # address `serve` listens on (see `public_address`).
+    public_url: str | None = None
+    # Proxies (IPs or networks, or "*") whose X-Forwarded-Proto/For `serve` believes, so a
+    # hub behind a TLS-ending proxy knows its visitors use https. Empty: none.
+    forwarded_allow_ips: tuple[str, ...] = ()
     # Encrypts provider keys stored in the database; the key file is made on first use.
     encryption_key: str | None = None
     encryption_key_file: str = "aigne-hub.key"
@@ -91,6 +100,15 @@ class Settings:
     @property
     def billing(self) -> bool:
         return self.mode == "service-provider"
+
+    @property
+    def public_address(self) -> str:
+        """The hub's address without a trailing slash: `public_url`, else where it listens
+        (a wildcard host shown as loopback, the one address sure to reach it)."""
+        if self.public_url is not None:
+            return self.public_url
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
 
 _TOP = {"mode", "server", "database", "limits", "providers", "session", "security", "logging"}
@@ -113,7 +131,9 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
     _no_unknown(data, _TOP, "")
-    server = _table(data, "server", {"host", "port", "cors_origins"})
+    server = _table(
+        data, "server", {"host", "port", "cors_origins", "public_url", "forwarded_allow_ips"}
+    )
     cors = server.get("cors_origins", [])
     if not isinstance(cors, list) or not all(isinstance(o, str) for o in cors):
         raise ConfigError("server.cors_origins", 'must be a list of origins, e.g. ["*"]')
@@ -158,10 +178,47 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         session_secret=str(secret) if secret else secrets.token_urlsafe(32),
         sqlite_synchronous=synchronous,
         cors_origins=tuple(cors),
+        public_url=_public_url(env.get("AIGNE_HUB_PUBLIC_URL") or server.get("public_url")),
+        forwarded_allow_ips=trusted_proxies(server.get("forwarded_allow_ips", [])),
         encryption_key=env.get("AIGNE_HUB_ENCRYPTION_KEY") or security.get("encryption_key"),
         encryption_key_file=str(security.get("encryption_key_file", "aigne-hub.key")),
         log_prompts=log_prompts,
     )
+
+
+def public_url(value: Any, key: str = "server.public_url") -> str:
+    """An http(s) origin, optionally with a path prefix, without a trailing slash."""
+    problem = f"must be an http:// or https:// address like https://hub.example, not {value!r}"
+    if not isinstance(value, str) or any(c in value for c in "\r\n\t\0 ?#"):
+        raise ConfigError(key, problem)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ConfigError(key, problem) from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+        raise ConfigError(key, problem)
+    return value.rstrip("/")
+
+
+def _public_url(value: Any) -> str | None:
+    return None if value is None or value == "" else public_url(value)
+
+
+def trusted_proxies(value: Any, key: str = "server.forwarded_allow_ips") -> tuple[str, ...]:
+    """Proxies whose forwarded headers are believed: "*", IP addresses or networks, as a
+    list or one comma-separated string (as uvicorn reads them)."""
+    entries = value.split(",") if isinstance(value, str) else value
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        raise ConfigError(key, 'must be a list like ["10.0.0.1", "10.1.0.0/16"]')
+    trusted = tuple(e.strip() for e in entries if e.strip())
+    for entry in trusted:
+        if entry != "*":
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ConfigError(key, f"{entry!r} is not an IP address or network") from exc
+    return trusted
 
 
 def _table(data: dict[str, Any], name: str, allowed: set[str]) -> dict[str, Any]:
