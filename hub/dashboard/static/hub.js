@@ -1,6 +1,8 @@
 // The dashboard's only script besides the playground's. Forms and buttons marked with
 // data-api send JSON to the hub's own API with the session cookie; the hub refuses a state
 // change made with a session unless it is JSON, which a page on another site cannot send.
+// The pages carry no inline script (their Content-Security-Policy allows none): behaviour
+// is asked for with data- attributes, handled here.
 "use strict";
 
 async function callApi(method, url, body) {
@@ -52,6 +54,14 @@ document.addEventListener("submit", async (event) => {
   } catch (error) {
     showError(form, error.message);
   }
+});
+
+document.addEventListener("change", (event) => {
+  if ("submitOnChange" in event.target.dataset) event.target.form.submit();
+});
+
+document.addEventListener("click", (event) => {
+  if (event.target.closest("button[data-reload]")) location.reload();
 });
 
 document.addEventListener("click", async (event) => {
