@@ -140,7 +140,7 @@ class CallMiddleware:
             raw_body=raw,
             stream=stream,
             dialect=route.dialect,
-            app_did=_header(headers, _APP_DID) or identity.app_did,
+            app_did=_app_did(identity, headers),
         )
         call.request_id = _header(headers, _REQUEST_ID) or call.id
         if self.models is not None:
@@ -161,6 +161,13 @@ _WANTED = frozenset({b"content-length", _APP_DID, _REQUEST_ID})
 def _wanted_headers(scope: Scope) -> dict[bytes, str]:
     """The few headers this layer reads, in one pass (ASGI header names are lower-case)."""
     return {k: v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED}
+
+
+def _app_did(identity: Identity, headers: dict[bytes, str]) -> str | None:
+    """The app a call is attributed to. A key issued for an app always records that app, so
+    usage cannot be put on another app's account; the header names the app only for keys
+    issued without one (and for dashboard sessions)."""
+    return identity.app_did or _header(headers, _APP_DID)
 
 
 def _header(headers: dict[bytes, str], name: bytes) -> str | None:
