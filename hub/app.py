@@ -8,6 +8,7 @@ import logging
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hub.catalog import offered_model
 from hub.cors import JsonCORSMiddleware
 from hub.metrics import Metrics
 from hub.providers.registry import ProviderRegistry
@@ -65,7 +66,10 @@ class HubApp:
         self.transport = transport or AiohttpTransport(
             max_connections=limits.upstream_max_connections
         )
-        self.metrics = Metrics(log_prompts=settings.log_prompts)
+        self.metrics = Metrics(
+            log_prompts=settings.log_prompts,
+            known_model=offered_model(self.store, self.registry),
+        )
         proxy = Proxy(
             self.registry,
             self.transport,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from hub.providers.registry import ProviderRegistry
 from hub.store.admin import Admin
+from hub.store.sql import SqlStore
 
 
 async def listed_models(admin: Admin, registry: ProviderRegistry) -> list[dict[str, Any]]:
@@ -24,3 +26,15 @@ async def listed_models(admin: Admin, registry: ProviderRegistry) -> list[dict[s
 
 def _entry(name: str, owner: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": owner}
+
+
+def offered_model(store: SqlStore, registry: ProviderRegistry) -> Callable[[str], bool]:
+    """Whether a model name is one the hub offers: priced (in the store's rate cache) or
+    listed by a provider, with or without its `provider/` prefix. No database read."""
+    listed = frozenset(
+        name
+        for provider in registry.providers.values()
+        for model in provider.models
+        for name in (model, f"{provider.name}/{model}")
+    )
+    return lambda model: model in listed or store.priced(model)

@@ -10,6 +10,7 @@ import json
 import logging
 from bisect import bisect_left
 from collections import defaultdict
+from collections.abc import Callable
 
 from middleware.call import Call
 from middleware.money import credits_text
@@ -33,11 +34,23 @@ class _Histogram:
         self.total += value
 
 
-class Metrics:
-    """Implements middleware.ports.CallObserver."""
+# The model label of calls to models the hub neither prices nor lists.
+OTHER_MODEL = "other"
 
-    def __init__(self, log_prompts: bool = False) -> None:
+
+class Metrics:
+    """Implements middleware.ports.CallObserver.
+
+    A model name is a label only if `known_model` says the hub offers it: callers choose
+    the names they send, and every label value is a series kept for the process's life, so
+    made-up names (any `provider/...` is routed) are counted together under OTHER_MODEL.
+    """
+
+    def __init__(
+        self, log_prompts: bool = False, known_model: Callable[[str], bool] | None = None
+    ) -> None:
         self.log_prompts = log_prompts
+        self.known_model = known_model
         self.in_flight = 0
         self.counters: dict[str, defaultdict[Labels, float]] = defaultdict(
             lambda: defaultdict(float)
@@ -50,7 +63,9 @@ class Metrics:
     def settled(self, call: Call) -> None:
         self.in_flight -= 1
         provider = call.provider or "none"
-        base = (("provider", provider), ("model", call.model), ("type", call.call_type))
+        known = self.known_model is None or self.known_model(call.model)
+        model = call.model if known else OTHER_MODEL
+        base = (("provider", provider), ("model", model), ("type", call.call_type))
         self._count("aigne_hub_calls_total", (*base, ("status", call.status)))
         usage = call.usage
         if usage is not None:

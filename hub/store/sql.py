@@ -65,6 +65,7 @@ class SqlStore:
         self._writer: GroupCommitter | None = None
         self._balances: dict[int, tuple[float, int]] = {}
         self._rates: dict[tuple[str, str], Rate] = {}
+        self._priced: frozenset[str] = frozenset()
         self._rates_expire = 0.0
         self._rates_loaded_at = 0.0
         self._rates_loading: asyncio.Future[None] | None = None
@@ -194,6 +195,11 @@ class SqlStore:
             found = self._rates.get((model, call_type))
         return found
 
+    def priced(self, model: str) -> bool:
+        """Whether the cached rates price this model (for any call type): no database read,
+        so as fresh as the last `rate` lookup (every call's, when billing is on)."""
+        return model in self._priced
+
     async def _reload_rates(self) -> None:
         # One reload at a time, in a task of its own: a caller that is cancelled (its
         # client hung up) stops waiting, but the reload, shared with others, goes on.
@@ -215,6 +221,7 @@ class SqlStore:
             )
             for r in rows
         }
+        self._priced = frozenset(model for model, _ in self._rates)
         self._rates_loaded_at = time.monotonic()
         self._rates_expire = self._rates_loaded_at + self.rate_cache_seconds
 
