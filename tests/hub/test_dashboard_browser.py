@@ -13,6 +13,7 @@ import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -45,6 +46,18 @@ def chromium() -> str:
     return found
 
 
+def csp_violations(page: Any) -> list[str]:
+    """What the browser refuses under the pages' Content-Security-Policy, as it happens."""
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    return refused
+
+
 @pytest.fixture
 async def live(tmp_path: Path) -> AsyncIterator[Live]:
     # One database is enough here: the store's behaviour is tested on both elsewhere.
@@ -72,16 +85,22 @@ async def test_sign_in_overview_playground_and_calls_table(live: Live, tmp_path:
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
         page = await browser.new_page(viewport={"width": 1280, "height": 860})
+        refused = csp_violations(page)
         try:
-            # Sign in with the one-time link: it lands on the overview.
+            # Sign in with the one-time link: its page's button spends it, and lands on the
+            # overview.
             await page.goto(f"{live.hub_url}/login/link?token={token}")
-            assert page.url == f"{live.hub_url}/dashboard"
+            await page.get_by_role("button", name="Sign in").click()
+            await page.wait_for_url(f"{live.hub_url}/dashboard")
             await expect(page.locator("#total-calls")).to_have_text("4")
             await expect(page.locator(".card").filter(has_text="Error rate")).to_contain_text(
                 "25.0%"
             )
             assert await page.locator("svg.chart rect").count() >= 3  # bars were drawn
             await page.screenshot(path=str(shots / "overview.png"), full_page=True)
+            # Choosing a window reloads the page (hub.js: the page has no inline script).
+            await page.select_option("select[name=window]", "7d")
+            await page.wait_for_url(f"{live.hub_url}/dashboard?window=7d")
 
             # The playground streams an answer: words show while the stream is still open.
             await page.get_by_role("link", name="Playground").click()
@@ -115,6 +134,7 @@ async def test_sign_in_overview_playground_and_calls_table(live: Live, tmp_path:
             await expect(page.locator("tr.call")).to_have_count(5)
         finally:
             await browser.close()
+    assert refused == []
 
     async with httpx.AsyncClient(base_url=live.hub_url) as anonymous:
         # Without the session, the same pages send a browser to sign in.
@@ -133,8 +153,11 @@ async def test_forms_create_and_revoke_a_key_and_grant_credits(live: Live) -> No
         browser = await playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
         page = await browser.new_page()
         page.on("dialog", lambda dialog: dialog.accept())  # "Revoke key ...?"
+        refused = csp_violations(page)
         try:
             await page.goto(f"{live.hub_url}/login/link?token={token}&next=/dashboard/keys")
+            await page.get_by_role("button", name="Sign in").click()
+            await page.wait_for_url(f"{live.hub_url}/dashboard/keys")
             create = page.locator("form[data-api]")
             await create.locator("input[name=user]").fill("did:abt:dora")
             await create.locator("input[name=name]").fill("dora's laptop")
@@ -155,8 +178,14 @@ async def test_forms_create_and_revoke_a_key_and_grant_credits(live: Live) -> No
             await grant.get_by_role("button", name="Grant").click()
             dora = page.locator("table").first.locator("tr", has_text="did:abt:dora")
             await expect(dora).to_contain_text("2.5")
+
+            # Signing oneself out everywhere ends this session too: the reload goes to sign in.
+            me = page.locator("table").first.locator("tr", has_text=USER)
+            await me.get_by_role("button", name="Sign out everywhere").click()
+            await page.wait_for_url(re.compile(r".*/login\?next="))
         finally:
             await browser.close()
+    assert refused == []
 
     async with httpx.AsyncClient(base_url=live.hub_url) as client:
         revoked = await client.get(

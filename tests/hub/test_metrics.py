@@ -81,3 +81,43 @@ def test_logging_prompts_must_be_a_boolean(tmp_path: Path) -> None:
         load_settings(config, env={})
     config.write_text("[logging]\nprompts = true\n")
     assert load_settings(config, env={}).log_prompts is True
+
+
+async def test_made_up_model_names_cannot_grow_the_metrics(
+    db_url: str, mock_upstream: respx.MockRouter
+) -> None:
+    # Self-hosted: no rate needed, so any `mock/<name>` reaches the provider and is counted.
+    mock_upstream.post("/chat/completions").respond(json=completion(9, 3))
+    hub = await start_hub(
+        make_settings(db_url, mode="self-hosted"),
+        httpx.MockTransport(mock_upstream.async_handler),
+    )
+    try:
+        await hub.chat("mock/gpt-4o-mini")  # listed by the provider: its own label
+        await hub.chat("mock/made-up-0")
+        before = (await hub.client.get("/metrics")).text
+        for i in range(1, 200):
+            assert (await hub.chat(f"mock/made-up-{i}")).status_code == 200
+        after = (await hub.client.get("/metrics")).text
+    finally:
+        await hub.client.aclose()
+        await hub.app.shutdown()
+
+    def series(text: str) -> list[str]:  # each line without its value
+        return [line.rsplit(" ", 1)[0] for line in text.splitlines()]
+
+    assert series(after) == series(before)
+    assert "made-up" not in after
+    assert 'model="mock/gpt-4o-mini",type="chatCompletion",status="success"} 1' in after
+    assert 'model="other",type="chatCompletion",status="success"} 200' in after
+
+
+async def test_a_priced_model_keeps_its_own_label(
+    hub: Hub, mock_upstream: respx.MockRouter
+) -> None:
+    mock_upstream.post("/chat/completions").respond(json=completion(9, 3))
+    await hub.admin.set_rate("mock/priced-only", "chatCompletion", input_rate=1, output_rate=1)
+
+    assert (await hub.chat("mock/priced-only")).status_code == 200
+
+    assert 'model="mock/priced-only"' in (await hub.client.get("/metrics")).text

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import respx
 
-from tests.conftest import Hub
+from tests.conftest import USER, Hub
+from tests.hub.test_proxy import completion
 
 pytestmark = pytest.mark.anyio
 
@@ -106,3 +108,23 @@ async def test_over_long_model_names_are_refused(hub: Hub) -> None:
 async def test_only_chat_can_stream(hub: Hub, path: str, body: bytes) -> None:
     status, error = await post_raw(hub, body, path)
     assert status == 400 and error["param"] == "stream"
+
+
+async def test_a_key_issued_for_an_app_records_that_app_whatever_the_header_says(
+    hub: Hub, mock_upstream: respx.MockRouter
+) -> None:
+    mock_upstream.post("/chat/completions").respond(json=completion())
+    _, app_key = await hub.admin.create_key(USER, app_did="did:app:mine")
+    body = {"model": "mock/gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}
+    other_app = {"x-aigne-hub-client-did": "did:app:someone-else"}
+
+    with_app = await hub.client.post(
+        "/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {app_key}", **other_app},
+    )
+    without_app = await hub.client.post("/v1/chat/completions", json=body, headers=other_app)
+
+    assert with_app.status_code == without_app.status_code == 200
+    recorded = {call["app_did"] for call in await hub.calls()}
+    assert recorded == {"did:app:mine", "did:app:someone-else"}  # the second key has no app
