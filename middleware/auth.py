@@ -253,7 +253,9 @@ def session_value(
 ) -> str:
     """The signed session: who, the hash of the key they signed in with (the session then
     lasts while the key does; None after a one-time link), and the account's session epoch
-    (signing out bumps it, voiding every session signed before)."""
+    (signing out, an admin's sign-out and an admin revoking any of the person's keys bump
+    it, voiding every session signed before: so a link's session, tied to no key, still
+    ends when an operator cuts the person off)."""
     return str(signer.dumps([user_did, key_hash, epoch]))
 
 
