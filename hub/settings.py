@@ -106,7 +106,7 @@ class Settings:
         """The hub's address without a trailing slash: `public_url`, else where it listens
         (a wildcard host shown as loopback, the one address sure to reach it)."""
         if self.public_url is not None:
-            return self.public_url
+            return self.public_url.rstrip("/")
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
