@@ -67,10 +67,13 @@ def routes(
     signer: URLSafeTimedSerializer,
     max_age: int,
     *,
-    https_only: bool = False,
+    public_url: str | None = None,
 ) -> list[JsonRoute]:
-    """The sign-in routes; `https_only`: people reach the hub over https (its public URL
-    says so), so the cookie is Secure even where the hub itself sees plain http."""
+    """The sign-in routes. `public_url`, when configured, is where people reach the hub:
+    an https one makes the cookie Secure even where the hub itself sees plain http, and
+    its host counts as this hub's own origin even where a proxy rewrites Host."""
+    https_only = public_url is not None and public_url.startswith("https://")
+    own_hosts = frozenset({urlsplit(public_url).netloc} if public_url else ())
 
     async def signed_in(
         request: Request, did: str, key_hash: str | None, next_path: str
@@ -93,7 +96,7 @@ def routes(
     async def page(request: Request) -> Response:
         if request.method != "POST":  # GET, or HEAD (which Starlette adds to GET)
             return form(_next(request.query_params.get("next")))
-        if not _same_origin(request):
+        if not _same_origin(request, own_hosts):
             # Another site could otherwise sign a visitor in as someone else (login CSRF).
             return form("/", '<p class="error">Sign in from this hub\'s own page.</p>', 403)
         fields = await _form_fields(request)
@@ -110,7 +113,7 @@ def routes(
         if request.method != "POST":  # GET or HEAD: shows the button only (see LINK_FORM)
             params = request.query_params
             return link_form(params.get("token", ""), _next(params.get("next")))
-        if not _same_origin(request):
+        if not _same_origin(request, own_hosts):
             # Another site could post its own link and sign a visitor in as its owner.
             refused = '<p class="error">Sign in from this hub\'s own page.</p>'
             return link_form("", error=refused, status_code=403)
@@ -125,7 +128,7 @@ def routes(
         return await signed_in(request, did, None, _next((fields.get("next") or [""])[0]))
 
     async def logout(request: Request) -> Response:
-        if not _same_origin(request):
+        if not _same_origin(request, own_hosts):
             return form("/", '<p class="error">Sign out from this hub\'s own page.</p>', 403)
         cookie = session_cookie_of(request.headers)
         session = read_session(signer, cookie, max_age) if cookie else None
@@ -181,9 +184,10 @@ async def _still_valid(keys: KeyStore, session: tuple[str, str | None, int]) -> 
     return record is not None and key_refusal(record) is None and record.user_did == did
 
 
-def _same_origin(request: Request) -> bool:
-    """Whether a form post came from a page of this hub. Browsers send Origin with every
-    POST; a request without it is not from a browser form, so not forged by another site."""
+def _same_origin(request: Request, own_hosts: frozenset[str]) -> bool:
+    """Whether a form post came from a page of this hub (the host it was asked for, or
+    the configured public URL's). Browsers send Origin with every POST; a request without
+    it is not from a browser form, so not forged by another site."""
     origin = request.headers.get("origin")
     if origin is None:
         return True
@@ -193,7 +197,7 @@ def _same_origin(request: Request) -> bool:
         raise HubError(400, "invalid_header", "The Origin header is not a URL.", "origin") from exc
     # The host only: behind a proxy that ends TLS, the hub sees http where the browser has
     # https.
-    return host == request.headers.get("host")
+    return host == request.headers.get("host") or host in own_hosts
 
 
 async def _form_fields(request: Request) -> dict[str, list[str]]:

@@ -139,7 +139,7 @@ def build_router(
                 store,
                 signer,
                 SESSION_MAX_AGE,
-                https_only=settings.public_address.startswith("https://"),
+                public_url=settings.public_url,
             ),
             *dashboard.routes(admin, registry, settings, metrics),
         ],

@@ -262,6 +262,36 @@ async def test_a_configured_public_url_is_the_address_and_makes_the_cookie_secur
     assert "secure" in signed_in.headers["set-cookie"].lower()
 
 
+async def test_sign_in_behind_a_proxy_that_rewrites_host_counts_the_public_url_as_own(
+    db_url: str,
+) -> None:
+    # nginx sends its upstream's address as Host by default; the browser's Origin is the
+    # public address, which must count as this hub's own, and another site's still not.
+    settings = replace(make_settings(db_url), public_url="https://hub.example/")
+    hub = await start_hub(settings, None)
+    proxied = {"host": "127.0.0.1:8080"}
+    try:
+        async with browser(hub) as person:
+            own = await person.post(
+                "/login",
+                data={"key": hub.key},
+                headers={**proxied, "origin": "https://hub.example"},
+            )
+            forged = await person.post(
+                "/login",
+                data={"key": hub.key},
+                headers={**proxied, "origin": "https://evil.example"},
+            )
+    finally:
+        await hub.client.aclose()
+        await hub.app.shutdown()
+
+    assert own.status_code == 303
+    assert "set-cookie" in own.headers
+    assert forged.status_code == 403
+    assert "set-cookie" not in forged.headers
+
+
 def test_public_url_is_read_from_the_file_or_environment_and_checked(tmp_path: Path) -> None:
     config = tmp_path / "hub.toml"
     config.write_text(
