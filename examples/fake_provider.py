@@ -68,6 +68,8 @@ class FakeProvider:
         self.closed_at: list[float] = []
         self.disconnected_at: list[float] = []
         self.stream_bytes = 0
+        # Seconds every whole (not streamed) chat answer takes, like a real model's latency.
+        self.answer_delay = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -166,6 +168,8 @@ class FakeProvider:
             "prompt_tokens_details": {"cached_tokens": 0},
         }
         if not payload.get("stream"):
+            if self.answer_delay:
+                await asyncio.sleep(self.answer_delay)
             await _json(
                 send,
                 200,

@@ -88,6 +88,11 @@ class Metrics:
                 line["prompt"] = _prompt(call)
             call_log.info(json.dumps(line, separators=(",", ":"), default=str))
 
+    def upstream_retried(self) -> None:
+        """A request sent again on a new connection: the pooled one it went out on had been
+        closed by the provider (a keep-alive timeout) before any answer arrived."""
+        self._count("aigne_hub_upstream_stale_retries_total", ())
+
     def _count(self, name: str, labels: Labels, amount: float = 1.0) -> None:
         self.counters[name][labels] += amount
 

@@ -62,6 +62,10 @@ class Limits:
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 120.0
     upstream_max_connections: int = 1000
+    # Seconds an upstream connection may sit unused in the pool and still be reused: below
+    # the providers' keep-alive timeouts (uvicorn's and Node's 5 s), so the hub stops using a
+    # connection before the provider closes it.
+    upstream_idle_seconds: float = 4.0
     key_cache_seconds: float = 5.0
     balance_cache_seconds: float = 1.0
     rate_cache_seconds: float = 5.0

@@ -178,9 +178,11 @@ async def hub(db_url: str, mock_upstream: respx.MockRouter) -> AsyncIterator[Hub
 class LiveServer:
     """An ASGI app served by a real uvicorn on 127.0.0.1, in a thread of its own."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, **config: Any) -> None:
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", **config
+            )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -253,9 +255,11 @@ async def live_hub(
     *,
     rates: tuple[int, int] = (10_000, 20_000),
     settings_for: Callable[[str], Settings] | None = None,
+    upstream_keep_alive: int = 5,
 ) -> AsyncIterator[Live]:
     """A user with a key and 5 credits, the models priced, the fake provider and the hub
-    in front of it (by default as provider `fake`; `settings_for(upstream_url)` to vary)."""
+    in front of it (by default as provider `fake`; `settings_for(upstream_url)` to vary).
+    The fake closes connections idle for `upstream_keep_alive` seconds (uvicorn's default 5)."""
     store = SqlStore(db_url)
     await store.open()
     admin = Admin(store)
@@ -265,7 +269,7 @@ async def live_hub(
         await admin.set_rate(model, "chatCompletion", input_rate=rates[0], output_rate=rates[1])
     fake = FakeProvider()
     try:
-        with LiveServer(fake) as upstream:
+        with LiveServer(fake, timeout_keep_alive=upstream_keep_alive) as upstream:
             settings = (
                 settings_for(upstream.url)
                 if settings_for is not None
