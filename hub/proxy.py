@@ -31,8 +31,6 @@ _STREAM_HEADERS = [
     # Tell nginx-like front proxies not to hold chunks back.
     (b"x-accel-buffering", b"no"),
 ]
-# Statuses about the hub's own credential at the provider, not about the caller's request.
-_CREDENTIAL_STATUSES = frozenset({401, 402, 403})
 
 
 class Proxy:
@@ -160,7 +158,8 @@ class Proxy:
     async def _send(self, call: Call, provider: Adapter) -> httpx.Response | _Failure:
         """The provider's answer, trying its credentials in turn.
 
-        A connection failure, a timeout, a 429, a 5xx or a refused key before the first byte
+        A connection failure, a timeout, a 429, a 5xx, a refused key (as the adapter reads
+        the provider's answer) or a key the transport cannot send, before the first byte,
         moves on to the next credential (at most MAX_ATTEMPTS, each logged and counted on
         the call); the pool learns from each answer.
         """
@@ -199,13 +198,22 @@ class Proxy:
                 if not unsent:
                     return failure
                 continue
+            except (ValueError, TypeError) as exc:
+                # Refused before it went out (a header value the transport will not write):
+                # nothing of the caller's goes into the headers, so it is this key's doing,
+                # and the next key or provider is tried rather than the call failed.
+                provider.pool.cannot_send(credential)
+                self._attempt_failed(call, credential, f"key not sendable ({type(exc).__name__})")
+                message = f"Provider '{provider.name}' has no key the hub can send."
+                failure = _Failure(502, "upstream_auth_failed", message, retry=True)
+                continue
             status = response.status_code
             if 200 <= status < 300:
                 provider.pool.succeeded(credential)
                 return response
             body = await _body(response)
             await response.aclose()
-            if status in _CREDENTIAL_STATUSES and _about_credential(status, body):
+            if _refuses_key(provider, status, body):
                 provider.pool.refused(credential)
             elif status == 429 or status >= 500:
                 # Judged on recent health: the key that just failed gets less traffic for a
@@ -242,7 +250,7 @@ class Proxy:
     async def _upstream_error(self, send: Send, call: Call, status: int, body: bytes) -> None:
         name = call.provider
         message = self._scrub(error_message(body)) if body else "no message"
-        if status in _CREDENTIAL_STATUSES:
+        if _refuses_key(self.registry.get(str(name)), status, body):
             logger.warning("provider %s rejected its credential: %s %s", name, status, message)
             await self._refuse(
                 send,
@@ -586,12 +594,11 @@ async def _body(response: httpx.Response) -> bytes:
         return b""
 
 
-def _about_credential(status: int, body: bytes) -> bool:
-    """Whether a 401/402/403 is about the hub's key (not content policy or region)."""
-    if status != 403:
-        return True
-    text = body.decode("utf-8", "replace").lower()
-    return any(word in text for word in ("key", "auth", "credential", "permission_denied"))
+def _refuses_key(provider: Adapter, status: int, body: bytes) -> bool:
+    """Whether an error answer is about the hub's key rather than the caller's request: the
+    adapter reads it from the provider's status and error type or code, never from words in
+    the message (which may echo the caller's text: "my monkey" would bench keys)."""
+    return 400 <= status < 500 and status != 408 and provider.refuses_key(status, body)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

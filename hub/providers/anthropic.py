@@ -13,6 +13,7 @@ from hub.providers.base import (
     chunk,
     completion,
     count,
+    error_fields,
     error_item,
     json_request,
     max_output_tokens,
@@ -29,6 +30,9 @@ from middleware.call import Call, CallType, Usage
 API_VERSION = "2023-06-01"
 # Anthropic requires max_tokens; OpenAI clients often leave it out.
 DEFAULT_MAX_TOKENS = 4096
+# Anthropic's error types about the key rather than the request: not authenticated, not
+# permitted, or the account's billing refused.
+KEY_REFUSALS = frozenset({"authentication_error", "permission_error", "billing_error"})
 FINISH = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -50,7 +54,9 @@ class AnthropicProvider:
         base = settings.base_url.rstrip("/")
         # Accept both "https://api.anthropic.com" and ".../v1" as the base URL.
         self.url = httpx.URL(base + ("/messages" if base.endswith("/v1") else "/v1/messages"))
-        self.pool = CredentialPool(settings.api_keys, settings.key_weights(), self._headers)
+        self.pool = CredentialPool(
+            settings.api_keys, settings.key_weights(), self._headers, provider=self.name
+        )
 
     def _headers(self, key: str | None) -> httpx.Headers:
         auth = [(b"x-api-key", key.encode())] if key is not None else []
@@ -83,6 +89,9 @@ class AnthropicProvider:
 
     def stream_translator(self, call: Call) -> AnthropicStream:
         return AnthropicStream(call)
+
+    def refuses_key(self, status: int, body: bytes) -> bool:
+        return status in (401, 402) or error_fields(body).get("type") in KEY_REFUSALS
 
 
 def to_anthropic(call: Call) -> dict[str, Any]:

@@ -48,6 +48,12 @@ class Adapter(Protocol):
 
     def stream_translator(self, call: Call) -> StreamTranslator: ...
 
+    def refuses_key(self, status: int, body: bytes) -> bool:
+        """Whether an error answer (a 4xx) says the hub's key is refused (invalid, out of
+        credit, not allowed), read from the status and the provider's error type or code,
+        never from its message: that may echo the caller's own text."""
+        ...
+
 
 def upstream_headers(host: bytes, *extra: tuple[bytes, bytes]) -> httpx.Headers:
     """The headers of a JSON request to a provider, built once per key by each adapter."""
@@ -202,6 +208,16 @@ def assistant_message(text: str, tool_calls: list[dict[str, Any]]) -> dict[str, 
     if tool_calls:
         message["tool_calls"] = tool_calls
     return message
+
+
+def error_fields(body: bytes) -> dict[str, Any]:
+    """The `error` object of a provider's error answer; empty if it has none."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return {}
+    error = payload.get("error") if isinstance(payload, dict) else None
+    return error if isinstance(error, dict) else {}
 
 
 def error_item(error: Any, type_key: str) -> dict[str, Any]:

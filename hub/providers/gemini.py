@@ -17,6 +17,7 @@ from hub.providers.base import (
     chunk,
     completion,
     count,
+    error_fields,
     error_item,
     json_request,
     max_output_tokens,
@@ -36,6 +37,25 @@ FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "
 _UNSUPPORTED_SCHEMA = {"additionalProperties", "$schema", "strict", "$id", "$defs", "default"}
 
 
+# ErrorInfo reasons Google gives for a key refused whatever the request: invalid or expired,
+# its project suspended, the API blocked for the key or not enabled for its project, its
+# billing off, or the key restricted to other callers.
+KEY_REFUSALS = frozenset(
+    {
+        "API_KEY_INVALID",
+        "API_KEY_EXPIRED",
+        "CONSUMER_SUSPENDED",
+        "API_KEY_SERVICE_BLOCKED",
+        "SERVICE_DISABLED",
+        "BILLING_DISABLED",
+        "API_KEY_IP_ADDRESS_BLOCKED",
+        "API_KEY_HTTP_REFERRER_BLOCKED",
+        "API_KEY_ANDROID_APP_BLOCKED",
+        "API_KEY_IOS_APP_BLOCKED",
+    }
+)
+
+
 class GeminiProvider:
     kind = "gemini"
     passthrough = False
@@ -48,7 +68,9 @@ class GeminiProvider:
         self.base = base if base.endswith(("/v1beta", "/v1")) else base + "/v1beta"
         self._host = httpx.URL(self.base).netloc
         self._urls: dict[tuple[str, str], httpx.URL] = {}
-        self.pool = CredentialPool(settings.api_keys, settings.key_weights(), self._headers)
+        self.pool = CredentialPool(
+            settings.api_keys, settings.key_weights(), self._headers, provider=self.name
+        )
 
     def _headers(self, key: str | None) -> httpx.Headers:
         auth = [(b"x-goog-api-key", key.encode())] if key is not None else []
@@ -116,6 +138,18 @@ class GeminiProvider:
 
     def stream_translator(self, call: Call) -> GeminiStream:
         return GeminiStream(call)
+
+    def refuses_key(self, status: int, body: bytes) -> bool:
+        # Google answers an invalid key with 400 INVALID_ARGUMENT, and a key blocked or
+        # suspended with 403 PERMISSION_DENIED: what tells them from a bad request, or a model
+        # this key may not use, is the ErrorInfo reason in the details.
+        error = error_fields(body)
+        if status == 401 or error.get("status") == "UNAUTHENTICATED":
+            return True
+        details = error.get("details")
+        return isinstance(details, list) and any(
+            isinstance(d, dict) and d.get("reason") in KEY_REFUSALS for d in details
+        )
 
 
 def to_gemini(call: Call) -> dict[str, Any]:

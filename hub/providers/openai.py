@@ -12,12 +12,28 @@ from hub.providers.base import (
     StreamTranslator,
     bytes_request,
     count,
+    error_fields,
     json_request,
     upstream_headers,
 )
 from hub.providers.pool import Credential, CredentialPool
 from hub.settings import ProviderSettings
 from middleware.call import Call, CallType, Usage
+
+# Error codes (or types) by which OpenAI and the compatible family say the key itself is
+# refused, whatever the request: invalid, deactivated, or its account out of quota. A 403
+# with another code (a country it does not serve, a moderation refusal) is about the request.
+_KEY_REFUSALS = frozenset(
+    {
+        "invalid_api_key",
+        "account_deactivated",
+        "mismatched_organization",
+        "insufficient_quota",
+        "billing_not_active",
+        "billing_hard_limit_reached",
+        "authentication_error",
+    }
+)
 
 _PATHS: dict[CallType, str] = {
     "chatCompletion": "/chat/completions",
@@ -43,6 +59,7 @@ class OpenAIProvider:
             settings.api_keys,
             settings.key_weights(),
             lambda key: {stream: self._headers(key, stream) for stream in (False, True)},
+            provider=self.name,
         )
 
     def _headers(self, key: str | None, stream: bool) -> httpx.Headers:
@@ -79,6 +96,14 @@ class OpenAIProvider:
 
     def stream_translator(self, call: Call) -> StreamTranslator:
         raise NotImplementedError("OpenAI streams pass through; the proxy taps them for usage")
+
+    def refuses_key(self, status: int, body: bytes) -> bool:
+        # 401: not authenticated; 402 (OpenRouter, DeepSeek...): the key's account is out
+        # of credit. Neither depends on what the request asked.
+        if status in (401, 402):
+            return True
+        error = error_fields(body)
+        return error.get("code") in _KEY_REFUSALS or error.get("type") in _KEY_REFUSALS
 
 
 _STREAM_USAGE = b'{"stream_options":{"include_usage":true},'

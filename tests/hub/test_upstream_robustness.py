@@ -1,15 +1,27 @@
-"""Upstream connections the provider closed while idle, and keys that cannot be sent."""
+"""The upstream side under stress: connections the provider closed while idle, keys that
+cannot be sent, and answers that must (or must not) take a key out of service."""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 import pytest
+import respx
 
-from tests.conftest import live_hub
+from examples.fake_provider import FakeProvider
+from hub.providers.anthropic import AnthropicProvider
+from hub.providers.gemini import GeminiProvider
+from hub.providers.openai import OpenAIProvider
+from hub.providers.pool import Credential
+from hub.settings import ProviderSettings
+from tests.conftest import UPSTREAM, Hub, LiveServer, live_hub, make_settings, start_hub
 
 pytestmark = pytest.mark.anyio
 
@@ -59,3 +71,281 @@ async def test_bursts_after_pauses_survive_a_provider_that_closes_idle_connectio
     # Each was sent again on a new connection, and the operator can see how often.
     retried = [line for line in scraped.splitlines() if line.startswith("aigne_hub_upstream_stale")]
     assert retried and int(retried[0].split()[-1]) > 0
+
+
+# -- keys that cannot be sent ---------------------------------------------------------
+
+POISON = "sk-poison-key-0001\r\nX-Injected: yes"
+GOOD = "sk-good-key-00000000002"
+
+
+def two_keys(base_url: str, keys: tuple[str, ...] = (POISON, GOOD)) -> ProviderSettings:
+    return ProviderSettings("mock", "openai", base_url, keys, ("gpt-4o-mini",))
+
+
+@pytest.fixture
+def fake_upstream() -> Iterator[tuple[FakeProvider, str]]:
+    fake = FakeProvider()
+    with LiveServer(fake) as server:
+        yield fake, server.url + "/v1"
+
+
+async def test_a_configured_key_that_cannot_be_a_header_is_left_out_not_a_500(
+    db_url: str, fake_upstream: tuple[FakeProvider, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    fake, url = fake_upstream
+    settings = replace(make_settings(db_url), providers={"mock": two_keys(url)})
+    with caplog.at_level(logging.WARNING):
+        hub = await start_hub(settings, None)  # the real transport
+    try:
+        pool = hub.app.registry.get("mock").pool
+        # Stored keys are read again every 30 s: the poison one is logged once, not each time.
+        pool.add(POISON, 100, "sealed")
+
+        responses = [await hub.chat() for _ in range(4)]
+
+        assert [r.status_code for r in responses] == [200] * 4
+        assert [c.secret for c in pool.credentials] == [GOOD]
+        assert {r["headers"]["authorization"] for r in fake.requests} == {f"Bearer {GOOD}"}
+        warnings = [r.getMessage() for r in caplog.records if "cannot be sent" in r.getMessage()]
+        assert len(warnings) == 1 and "sk-p" in warnings[0]
+        assert "poison" not in caplog.text and "Injected" not in caplog.text
+    finally:
+        await hub.client.aclose()
+        await hub.app.shutdown()
+
+
+async def test_a_key_the_transport_will_not_send_fails_over_and_never_answers_500(
+    db_url: str, fake_upstream: tuple[FakeProvider, str]
+) -> None:
+    # A key already in the pool that the transport refuses to write (as one stored before
+    # keys were checked would be): the call goes to the next key; with no other, a 502.
+    fake, url = fake_upstream
+    settings = replace(make_settings(db_url), providers={"mock": two_keys(url, (GOOD,))})
+    hub = await start_hub(settings, None)
+    try:
+        pool = hub.app.registry.get("mock").pool
+        poison = Credential(POISON, 100, pool.build(POISON), "sk-p...")
+        pool.credentials.insert(0, poison)
+
+        answered = [await hub.chat() for _ in range(3)]
+        pool.credentials.remove(pool.credentials[1])  # now the poison key is all there is
+        alone = await hub.chat()
+
+        assert [r.status_code for r in answered] == [200] * 3
+        assert poison.disabled_until == float("inf")  # out for good: it can never be sent
+        assert alone.status_code == 502
+        assert alone.json()["error"]["code"] == "upstream_auth_failed"
+        assert "poison" not in alone.text
+        assert len(fake.requests) == 3
+    finally:
+        await hub.client.aclose()
+        await hub.app.shutdown()
+
+
+# -- which answers bench a key ------------------------------------------------------------
+
+KEYS = ("sk-first-key-0000000001", "sk-second-key-000000002")
+# Where each kind of provider is called at UPSTREAM, and the header that carries the key.
+ROUTES = {
+    "openai": ("/chat/completions", "authorization"),
+    "anthropic": ("/messages", "x-api-key"),
+    "gemini": ("/models/gpt-4o-mini:generateContent", "x-goog-api-key"),
+}
+# What each provider answers for an invalid key (their documented error shapes).
+INVALID_KEY: dict[str, tuple[int, dict[str, Any]]] = {
+    "openai": (
+        401,
+        {
+            "error": {
+                "message": "Incorrect API key provided.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_api_key",
+            }
+        },
+    ),
+    "anthropic": (
+        401,
+        {
+            "type": "error",
+            "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+        },
+    ),
+    "gemini": (
+        400,
+        {
+            "error": {
+                "code": 400,
+                "message": "API key not valid. Please pass a valid API key.",
+                "status": "INVALID_ARGUMENT",
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "API_KEY_INVALID",
+                        "domain": "googleapis.com",
+                    }
+                ],
+            }
+        },
+    ),
+}
+# A content refusal that echoes the caller's text: the old rule benched keys on "key" in it.
+MONKEY = {
+    "error": {
+        "message": "Your request was rejected by our safety system: 'tell me about my monkey'",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "content_policy_violation",
+    }
+}
+
+
+@pytest.fixture
+def upstream() -> Iterator[respx.MockRouter]:
+    with respx.mock(base_url=UPSTREAM, assert_all_called=False) as router:
+        yield router
+
+
+async def hub_of(db_url: str, upstream: respx.MockRouter, kind: str) -> Hub:
+    provider = ProviderSettings("mock", kind, UPSTREAM, KEYS, ("gpt-4o-mini",))
+    settings = replace(make_settings(db_url), providers={"mock": provider})
+    return await start_hub(settings, httpx.MockTransport(upstream.async_handler))
+
+
+@pytest.fixture
+async def openai_hub(db_url: str, upstream: respx.MockRouter) -> AsyncIterator[Hub]:
+    hub = await hub_of(db_url, upstream, "openai")
+    yield hub
+    await hub.client.aclose()
+    await hub.app.shutdown()
+
+
+def in_service(hub: Hub) -> list[Credential]:
+    pool = hub.app.registry.get("mock").pool
+    return [c for c in pool.credentials if c.disabled_until <= pool.clock()]
+
+
+async def test_a_content_refusal_echoing_the_callers_words_benches_no_key(
+    openai_hub: Hub, upstream: respx.MockRouter
+) -> None:
+    route = upstream.post("/chat/completions").respond(403, json=MONKEY)
+
+    responses = [await openai_hub.chat() for _ in range(13)]
+
+    # The caller is told why (it is their request), and no key was touched for it.
+    assert {r.status_code for r in responses} == {403}
+    assert "my monkey" in responses[0].json()["error"]["message"]
+    assert len(in_service(openai_hub)) == 2
+    assert route.call_count == 13  # one try each: another key would be refused the same
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+async def test_an_invalid_key_answer_benches_the_key(
+    db_url: str, upstream: respx.MockRouter, kind: str
+) -> None:
+    path, header = ROUTES[kind]
+    status, body = INVALID_KEY[kind]
+    upstream.post(path).respond(status, json=body)
+    hub = await hub_of(db_url, upstream, kind)
+    try:
+        response = await hub.chat()
+
+        # Not the caller's fault: a gateway error, and the first key tried is out.
+        assert response.status_code == 502
+        assert response.json()["error"]["code"] == "upstream_auth_failed"
+        first = upstream.calls[0].request.headers[header].removeprefix("Bearer ")
+        assert [c.secret for c in in_service(hub)] == [k for k in KEYS if k != first]
+    finally:
+        await hub.client.aclose()
+        await hub.app.shutdown()
+
+
+async def test_a_flood_of_provoked_key_refusals_cannot_take_every_key_out(
+    db_url: str, upstream: respx.MockRouter
+) -> None:
+    # Anthropic's permission_error is about the key, but a caller may provoke it (a model
+    # or feature the key may not use): however many, one key stays in service.
+    refusal = {"type": "error", "error": {"type": "permission_error", "message": "not allowed"}}
+    upstream.post("/messages").respond(403, json=refusal)
+    hub = await hub_of(db_url, upstream, "anthropic")
+    try:
+        responses = [await hub.chat() for _ in range(13)]
+
+        assert {r.status_code for r in responses} == {502}
+        assert len(in_service(hub)) == 1
+    finally:
+        await hub.client.aclose()
+        await hub.app.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("adapter", "status", "body", "about_key"),
+    [
+        (OpenAIProvider, 401, {"error": {"message": "no", "code": None}}, True),
+        (OpenAIProvider, 402, {"error": {"message": "Insufficient credits", "code": 402}}, True),
+        (
+            OpenAIProvider,
+            429,
+            {"error": {"type": "insufficient_quota", "code": "insufficient_quota"}},
+            True,
+        ),
+        (
+            OpenAIProvider,
+            429,
+            {"error": {"message": "api key rate limit", "code": "rate_limit_exceeded"}},
+            False,
+        ),
+        (OpenAIProvider, 403, MONKEY, False),
+        (
+            OpenAIProvider,
+            403,
+            {
+                "error": {
+                    "code": "unsupported_country_region_territory",
+                    "type": "request_forbidden",
+                }
+            },
+            False,
+        ),
+        (OpenAIProvider, 403, {"error": {"message": "flagged: my api key", "code": 403}}, False),
+        (AnthropicProvider, 403, {"error": {"type": "permission_error"}}, True),
+        (
+            AnthropicProvider,
+            400,
+            {"error": {"type": "invalid_request_error", "message": "key"}},
+            False,
+        ),
+        (
+            GeminiProvider,
+            403,
+            {
+                "error": {
+                    "status": "PERMISSION_DENIED",
+                    "details": [{"reason": "CONSUMER_SUSPENDED"}],
+                }
+            },
+            True,
+        ),
+        (
+            GeminiProvider,
+            403,
+            {"error": {"status": "PERMISSION_DENIED", "message": "api key"}},
+            False,
+        ),
+        (
+            GeminiProvider,
+            400,
+            {"error": {"status": "FAILED_PRECONDITION", "message": "key"}},
+            False,
+        ),
+    ],
+)
+def test_each_adapter_reads_a_refused_key_from_the_error_type_not_its_words(
+    adapter: Any, status: int, body: dict[str, Any], about_key: bool
+) -> None:
+    provider = adapter(ProviderSettings("p", "x", UPSTREAM, KEYS, ()), {})
+    assert provider.refuses_key(status, httpx.Response(status, json=body).content) is about_key
+    assert provider.refuses_key(status, b"<html>key auth credential</html>") is (
+        status in (401, 402)
+    )

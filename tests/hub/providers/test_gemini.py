@@ -182,13 +182,25 @@ async def test_stream_becomes_openai_chunks_and_is_billed(
     assert (call["input_tokens"], call["output_tokens"]) == (8, 6)
 
 
-@pytest.mark.parametrize(("status", "expected"), [(429, 429), (400, 400), (403, 502)])
+@pytest.mark.parametrize(
+    ("status", "reason", "expected"),
+    [
+        (429, None, 429),
+        (400, None, 400),
+        # A 403 about the request (a model this key may not use) is the caller's to read; one
+        # about the key (its project suspended) is the hub's problem, not the caller's.
+        (403, None, 403),
+        (403, "CONSUMER_SUSPENDED", 502),
+        (400, "API_KEY_INVALID", 502),
+    ],
+)
 async def test_upstream_errors_are_mapped(
-    hub: Hub, upstream: respx.MockRouter, status: int, expected: int
+    hub: Hub, upstream: respx.MockRouter, status: int, reason: str | None, expected: int
 ) -> None:
-    upstream.post(f"{BASE}:generateContent").respond(
-        status, json={"error": {"code": status, "message": f"gemini says {status}", "status": "X"}}
-    )
+    error = {"code": status, "message": f"gemini says {status}", "status": "X"}
+    if reason is not None:
+        error["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason}]
+    upstream.post(f"{BASE}:generateContent").respond(status, json={"error": error})
 
     response = await hub.chat(model=MODEL)
 

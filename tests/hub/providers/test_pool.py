@@ -11,7 +11,7 @@ import httpx
 import pytest
 import respx
 
-from hub.providers.pool import COOLDOWN_SECONDS, CredentialPool
+from hub.providers.pool import COOLDOWN_SECONDS, MAX_BACKOFF_SECONDS, CredentialPool
 from hub.secrets import mask
 from hub.settings import ProviderSettings
 from tests.conftest import UPSTREAM, Hub, make_settings, start_hub
@@ -75,6 +75,44 @@ def test_when_every_key_is_refused_one_is_still_tried() -> None:
     credentials.refused(credentials.credentials[0])
     assert credentials.pick() is credentials.credentials[0]
     assert credentials.pick(exclude=credentials.credentials) is None
+
+
+def test_refusals_can_never_take_the_last_key_out_of_service() -> None:
+    # Some refusals a caller can provoke: however many arrive, for whichever keys, one key
+    # is always left serving.
+    clock = Clock()
+    credentials = pool((100, 100, 100), clock)
+    for round_ in range(200):
+        for credential in credentials.credentials:
+            credentials.refused(credential)
+            serving = [c for c in credentials.credentials if c.disabled_until <= clock.now]
+            assert serving, f"no key left in service after round {round_}"
+        clock.now += 1
+
+
+def test_a_benched_key_is_back_within_the_cap_however_often_it_was_refused() -> None:
+    clock = Clock()
+    credentials = pool((100, 100), clock)
+    bad = credentials.credentials[0]
+    for _ in range(5000):  # 2.0 ** 5000 would overflow: the backoff must not
+        credentials.refused(bad)
+
+    assert bad.disabled_until - clock.now == MAX_BACKOFF_SECONDS <= 15 * 60
+    clock.now = bad.disabled_until
+    assert bad in {credentials.pick() for _ in range(4)}
+
+
+def test_a_key_that_cannot_be_a_header_value_never_joins_the_pool(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    good, bad = "sk-good-key-00000000001", "sk-bad-key-0000001\r\nX-Evil: 1\r\n"
+    credentials = CredentialPool([bad, good], [100, 100], lambda key: key, Clock())
+    for _ in range(3):  # stored keys are added again on every reload
+        credentials.add("sk-nul-key-00000000\x00x", 100, "sealed")
+
+    assert [c.secret for c in credentials.credentials] == [good]
+    assert len([r for r in caplog.records if "cannot be sent" in r.getMessage()]) == 2
+    assert "Evil" not in caplog.text and "\r" not in caplog.text
 
 
 def test_keys_are_shown_masked() -> None:
