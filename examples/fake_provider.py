@@ -4,7 +4,7 @@ It speaks the OpenAI API, and also Anthropic Messages (POST /v1/messages) and Ge
 (POST /v1beta/models/{model}:generateContent / :streamGenerateContent, and Imagen's
 :predict), see fake_protocols.py.
 
-    python examples/fake_provider.py --port 8100
+    python examples/fake_provider.py --port 8100 [--keep-alive 5]
 
 It answers /v1/chat/completions (streaming or not), /v1/embeddings and
 /v1/images/generations. Token counts are words, so usage is predictable. The model name
@@ -54,7 +54,8 @@ def count_words(messages: Any) -> int:
 
 
 class FakeProvider:
-    """An ASGI app; `requests` and `closed_early` let tests see what the hub sent and did.
+    """An ASGI app; `requests` and `closed_early` let tests see what the hub sent and did,
+    and `answer_delay` makes every whole chat answer take that long, as a real model's does.
 
     `disconnected_at` holds the time.monotonic() at which each request still being answered
     saw its client (the hub) go away, as soon as the server reported it; `stream_bytes` counts
@@ -281,5 +282,17 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument(
+        "--keep-alive",
+        type=int,
+        default=5,
+        help="seconds before an idle connection is closed (uvicorn's default: 5)",
+    )
     args = parser.parse_args()
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        timeout_keep_alive=args.keep_alive,
+    )
