@@ -38,14 +38,18 @@ _REUSED: ContextVar[bool] = ContextVar("aigne_hub_upstream_reused", default=Fals
 # How a connection the provider had already closed fails a request sent on it: closed as it
 # was read from (no answer at all), or reset as the request was written. A connector error
 # (a subclass of ClientOSError) is a new connection that could not be made: not stale.
-_STALE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+_STALE = (
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientConnectionResetError,
+    aiohttp.ClientOSError,
+)
 
 
 class _Connector(aiohttp.TCPConnector):
     """aiohttp's pool, noting for each request whether its connection is a reused one."""
 
-    def __init__(self, **options: object) -> None:
-        super().__init__(**options)  # type: ignore[arg-type]
+    def __init__(self, *, limit: int, keepalive_timeout: float) -> None:
+        super().__init__(limit=limit, keepalive_timeout=keepalive_timeout, ttl_dns_cache=300)
         # Every connection handed out so far (weakly: closed ones drop out by themselves).
         self._served: WeakSet[ResponseHandler] = WeakSet()
 
@@ -55,8 +59,10 @@ class _Connector(aiohttp.TCPConnector):
         connection = await super().connect(req, traces, timeout)
         protocol = connection.protocol
         if protocol is not None:
-            _REUSED.set(protocol in self._served)
-            self._served.add(protocol)
+            if protocol in self._served:
+                _REUSED.set(True)
+            else:
+                self._served.add(protocol)
         return connection
 
 
@@ -81,11 +87,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = _Connector(
-                limit=self.max_connections,
-                keepalive_timeout=self.idle_seconds,
-                ttl_dns_cache=300,
-            )
+            connector = _Connector(limit=self.max_connections, keepalive_timeout=self.idle_seconds)
             self._session = _session(connector)
         return self._session
 

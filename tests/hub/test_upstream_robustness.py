@@ -3,6 +3,7 @@ cannot be sent, and answers that must (or must not) take a key out of service.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,10 +18,12 @@ import respx
 
 from examples.fake_provider import FakeProvider
 from hub.providers.anthropic import AnthropicProvider
+from hub.providers.base import json_request, upstream_headers
 from hub.providers.gemini import GeminiProvider
 from hub.providers.openai import OpenAIProvider
 from hub.providers.pool import Credential
 from hub.settings import ProviderSettings
+from hub.transport import AiohttpTransport
 from tests.conftest import UPSTREAM, Hub, LiveServer, live_hub, make_settings, start_hub
 
 pytestmark = pytest.mark.anyio
@@ -71,6 +74,85 @@ async def test_bursts_after_pauses_survive_a_provider_that_closes_idle_connectio
     # Each was sent again on a new connection, and the operator can see how often.
     retried = [line for line in scraped.splitlines() if line.startswith("aigne_hub_upstream_stale")]
     assert retried and int(retried[0].split()[-1]) > 0
+
+
+class Dropper:
+    """A raw HTTP server that answers the first request on each connection and closes the
+    connection, unanswered, on the request after it (`drop_first` closes at once instead)."""
+
+    def __init__(self, drop_first: bool = False) -> None:
+        self.drop_first = drop_first
+        self.received: list[int] = []  # per request, the number of its connection
+        self.connections = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self._answer(reader, writer, self.connections)
+        except asyncio.IncompleteReadError:  # the client closed the connection
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connection: int
+    ) -> None:
+        answered = False
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            self.received.append(connection)
+            if answered or self.drop_first:
+                return
+            answered = True
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+            await writer.drain()
+
+
+async def send_twice(dropper: Dropper) -> tuple[list[int | str], int]:
+    """Two requests one after the other through the transport: their statuses (or the
+    error), and how many were sent again on a new connection."""
+    server = await asyncio.start_server(dropper.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    retries: list[None] = []
+    transport = AiohttpTransport(on_stale_retry=lambda: retries.append(None))
+    url = httpx.URL(f"http://127.0.0.1:{port}/v1/chat/completions")
+    timeout = {"connect": 5.0, "read": 5.0, "pool": 5.0}
+    outcomes: list[int | str] = []
+    try:
+        for _ in range(2):
+            request = json_request(url, upstream_headers(url.netloc), {"model": "m"}, timeout)
+            try:
+                response = await transport.handle_async_request(request)
+                await response.aread()
+                outcomes.append(response.status_code)
+            except httpx.HTTPError as exc:
+                outcomes.append(type(exc).__name__)
+    finally:
+        await transport.aclose()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)  # the server's side sees the hub's connections close
+    return outcomes, len(retries)
+
+
+async def test_a_request_dropped_on_a_reused_connection_is_sent_once_more_on_a_new_one() -> None:
+    dropper = Dropper()
+    outcomes, retries = await send_twice(dropper)
+
+    assert outcomes == [200, 200] and retries == 1
+    assert dropper.received == [1, 1, 2]  # the second went out again on connection 2
+
+
+async def test_a_request_dropped_on_a_new_connection_is_not_sent_again() -> None:
+    # Only a reused connection can have been closed while idle: on a new one, the provider
+    # may have received the request and be running it.
+    dropper = Dropper(drop_first=True)
+    outcomes, retries = await send_twice(dropper)
+
+    assert outcomes == ["RemoteProtocolError"] * 2 and retries == 0
+    assert dropper.received == [1, 2]
 
 
 # -- keys that cannot be sent ---------------------------------------------------------
