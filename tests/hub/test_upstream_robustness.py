@@ -17,12 +17,13 @@ import pytest
 import respx
 
 from examples.fake_provider import FakeProvider
+from hub.app import create_app
 from hub.providers.anthropic import AnthropicProvider
 from hub.providers.base import json_request, upstream_headers
 from hub.providers.gemini import GeminiProvider
 from hub.providers.openai import OpenAIProvider
 from hub.providers.pool import Credential
-from hub.settings import ProviderSettings
+from hub.settings import Limits, ProviderSettings
 from hub.transport import AiohttpTransport
 from tests.conftest import UPSTREAM, Hub, LiveServer, live_hub, make_settings, start_hub
 
@@ -78,10 +79,12 @@ async def test_bursts_after_pauses_survive_a_provider_that_closes_idle_connectio
 
 class Dropper:
     """A raw HTTP server that answers the first request on each connection and closes the
-    connection, unanswered, on the request after it (`drop_first` closes at once instead)."""
+    connection, unanswered, on the request after it (`drop_first` closes at once instead;
+    `answer_all` answers every request, keeping the connection open)."""
 
-    def __init__(self, drop_first: bool = False) -> None:
+    def __init__(self, drop_first: bool = False, answer_all: bool = False) -> None:
         self.drop_first = drop_first
+        self.answer_all = answer_all
         self.received: list[int] = []  # per request, the number of its connection
         self.connections = 0
 
@@ -103,25 +106,31 @@ class Dropper:
             length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
             await reader.readexactly(length)
             self.received.append(connection)
-            if answered or self.drop_first:
+            if (answered and not self.answer_all) or self.drop_first:
                 return
             answered = True
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
             await writer.drain()
 
 
-async def send_twice(dropper: Dropper) -> tuple[list[int | str], int]:
-    """Two requests one after the other through the transport: their statuses (or the
-    error), and how many were sent again on a new connection."""
+async def send_twice(
+    dropper: Dropper, pause: float = 0.0, idle_seconds: float = 4.0
+) -> tuple[list[int | str], int]:
+    """Two requests one after the other (`pause` apart) through the transport: their
+    statuses (or the error), and how many were sent again on a new connection."""
     server = await asyncio.start_server(dropper.serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     retries: list[None] = []
-    transport = AiohttpTransport(on_stale_retry=lambda: retries.append(None))
+    transport = AiohttpTransport(
+        idle_seconds=idle_seconds, on_stale_retry=lambda: retries.append(None)
+    )
     url = httpx.URL(f"http://127.0.0.1:{port}/v1/chat/completions")
     timeout = {"connect": 5.0, "read": 5.0, "pool": 5.0}
     outcomes: list[int | str] = []
     try:
-        for _ in range(2):
+        for attempt in range(2):
+            if attempt:
+                await asyncio.sleep(pause)
             request = json_request(url, upstream_headers(url.netloc), {"model": "m"}, timeout)
             try:
                 response = await transport.handle_async_request(request)
@@ -153,6 +162,19 @@ async def test_a_request_dropped_on_a_new_connection_is_not_sent_again() -> None
 
     assert outcomes == ["RemoteProtocolError"] * 2 and retries == 0
     assert dropper.received == [1, 2]
+
+
+async def test_a_connection_idle_past_the_limit_is_not_reused(db_url: str) -> None:
+    # The limit is the operator's (limits.upstream_idle_seconds), and the hub's transport
+    # gets it: a connection unused for longer is replaced, not reused.
+    settings = make_settings(db_url, limits=Limits(upstream_idle_seconds=0.2))
+    assert create_app(settings).transport.idle_seconds == 0.2  # type: ignore[attr-defined]
+
+    soon, later = Dropper(answer_all=True), Dropper(answer_all=True)
+    assert (await send_twice(soon, pause=0.05, idle_seconds=0.2))[0] == [200, 200]
+    assert (await send_twice(later, pause=0.4, idle_seconds=0.2))[0] == [200, 200]
+
+    assert soon.received == [1, 1] and later.received == [1, 2]
 
 
 # -- keys that cannot be sent ---------------------------------------------------------
