@@ -61,12 +61,12 @@ class HubApp:
             "pool": limits.upstream_connect_timeout,
         }
         self.registry = ProviderRegistry(settings.providers, timeout)
-        # No AsyncClient: its cookie jar, redirects and auth are behaviour a proxy must not
-        # have. The transport is the connection pool, shared by every request.
         self.metrics = Metrics(
             log_prompts=settings.log_prompts,
             known_model=offered_model(self.store, self.registry),
         )
+        # No AsyncClient: its cookie jar, redirects and auth are behaviour a proxy must not
+        # have. The transport is the connection pool, shared by every request.
         self.transport = transport or AiohttpTransport(
             max_connections=limits.upstream_max_connections,
             idle_seconds=limits.upstream_idle_seconds,
