@@ -3,6 +3,7 @@ in this process's pool, its last hour of calls, and one word for its health."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -46,6 +47,8 @@ async def provider_report(
 
 
 def _state(disabled_until: float, cooled_until: float, now: float) -> str:
+    if disabled_until == math.inf:
+        return "out of service: the key cannot be sent (a control character in it)"
     if disabled_until > now:
         return f"refused, retried in {disabled_until - now:.0f} s"
     if cooled_until > now:

@@ -18,6 +18,7 @@ import respx
 
 from examples.fake_provider import FakeProvider
 from hub.app import create_app
+from hub.provider_health import provider_report
 from hub.providers.anthropic import AnthropicProvider
 from hub.providers.base import json_request, upstream_headers
 from hub.providers.gemini import GeminiProvider
@@ -238,6 +239,10 @@ async def test_a_key_the_transport_will_not_send_fails_over_and_never_answers_50
 
         assert [r.status_code for r in answered] == [200] * 3
         assert poison.disabled_until == float("inf")  # out for good: it can never be sent
+        report = await provider_report(hub.app.registry, settings, hub.app.store)
+        states = [c["state"] for c in report[0]["credentials"]]
+        assert any(state.startswith("out of service") for state in states)
+        assert not any("inf" in state for state in states)
         assert alone.status_code == 502
         assert alone.json()["error"]["code"] == "upstream_auth_failed"
         assert "poison" not in alone.text
