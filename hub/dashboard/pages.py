@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from hub.analytics import TIMED_CALLS, Window, totals, usage
 from hub.catalog import listed_models
@@ -234,8 +235,19 @@ def routes(
         JsonRoute("/dashboard/rates", rates),
         JsonRoute("/dashboard/providers", providers),
         JsonRoute("/playground", playground),
-        Mount("/static", StaticFiles(directory=static), name="static"),
+        Mount("/static", WholeFiles(directory=static), name="static"),
     ]
+
+
+class WholeFiles(StaticFiles):
+    """The dashboard's assets, always whole: they are a few KB, and Starlette answers a
+    Range it cannot satisfy in plain text rather than the hub's JSON error."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = [(k, v) for k, v in scope["headers"] if k not in (b"range", b"if-range")]
+            scope = {**scope, "headers": headers}
+        await super().__call__(scope, receive, send)
 
 
 def _bucket_label(start: int, step: int) -> str:
