@@ -8,12 +8,12 @@ Bodies are JSON. A state-changing request made with a session cookie (not a key)
 from __future__ import annotations
 
 import time
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from hub import bounds
 from hub.bodies import json_list, json_object
 from hub.json_route import JsonRoute
 from hub.provider_health import provider_report
@@ -23,9 +23,6 @@ from hub.settings import Settings
 from hub.store.admin import CALL_TYPES, Admin
 from hub.usage_api import admin_only, identity_of, ledger_page, shown
 from middleware.errors import HubError
-from middleware.money import to_units
-
-MAX_KEY_DAYS = 36_500  # a hundred years: later dates do not fit a calendar
 
 
 def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list[JsonRoute]:
@@ -35,7 +32,7 @@ def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list
     async def all_keys(request: Request) -> Response:
         if request.method == "POST":
             body = await json_object(request)
-            user = _text(body, "user")
+            user = bounds.text(body.get("user"), "user")
             make_admin = body.get("admin", False)
             if not isinstance(make_admin, bool):
                 raise HubError(400, "invalid_field", "'admin' must be true or false.", "admin")
@@ -73,12 +70,11 @@ def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list
         if request.method != "POST":  # GET, or HEAD (which Starlette adds to GET)
             return await ledger_page(request, admin.list_grants, request.query_params.get("user"))
         body = await json_object(request)
-        units = _credits(body, "amount")
-        if units == 0:
-            raise HubError(400, "invalid_field", "'amount' must not be zero.", "amount")
-        note = _optional_text(body, "note")
-        balance = await admin.grant(_text(body, "user"), units, note)
-        return JSONResponse(shown({"user_did": body["user"], "granted": units, "balance": balance}))
+        user = bounds.text(body.get("user"), "user")
+        units = bounds.grant_amount(body.get("amount"))
+        note = bounds.optional_text(body.get("note"), "note", 500)
+        balance = await admin.grant(user, units, note)
+        return JSONResponse(shown({"user_did": user, "granted": units, "balance": balance}))
 
     async def rates(request: Request) -> Response:
         if request.method == "DELETE":
@@ -89,25 +85,21 @@ def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list
             return JSONResponse({"model": model, "type": call_type, "removed": True})
         if request.method == "PUT":
             entries = await json_list(request)
-            parsed = [_rate(entry, i) for i, entry in enumerate(entries)]  # all, or none
-            for model, call_type, values in parsed:
-                await admin.set_rate(model, call_type, **values)
+            # All or none: every entry is checked, then all are written in one transaction.
+            await admin.set_rates([_rate(entry, i) for i, entry in enumerate(entries)])
         return JSONResponse([shown(r) for r in await admin.list_rates()])
 
     async def credentials(request: Request) -> Response:
         if request.method == "POST":
             body = await json_object(request)
-            provider = _text(body, "provider")
+            provider = bounds.text(body.get("provider"), "provider", 100)
             if provider not in settings.providers:
                 raise HubError(404, "not_found", f"No provider '{provider}' is configured.")
+            secret = bounds.header_safe(body.get("key"), "key")
+            weight = bounds.weight(body.get("weight", 100))
             box = load_box(settings.encryption_key, settings.encryption_key_file, create=True)
             assert box is not None
-            weight = body.get("weight", 100)
-            if not isinstance(weight, int) or isinstance(weight, bool) or weight <= 0:
-                raise HubError(
-                    400, "invalid_field", "'weight' must be a positive integer.", "weight"
-                )
-            added = await admin.add_credential(provider, _text(body, "key", 1000), box, weight)
+            added = await admin.add_credential(provider, secret, box, weight)
             return JSONResponse(added, status_code=201)
         return JSONResponse(await admin.list_credentials())
 
@@ -157,95 +149,23 @@ def _endpoint(handler: Any, admins_only: bool = False) -> Any:
     return endpoint
 
 
-def _text(body: Any, name: str, longest: int = 200) -> str:
-    value = body.get(name) if isinstance(body, dict) else None
-    if not isinstance(value, str) or not value:
-        raise HubError(400, "missing_field", f"The field '{name}' is required.", name)
-    return _fits(value, name, longest)
-
-
-def _optional_text(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise HubError(400, "invalid_field", f"'{name}' must be text.", name)
-    return _fits(value, name)
-
-
-def _fits(value: str, name: str, longest: int = 200) -> str:
-    """Text the store can hold: no longer than its column, and no NUL."""
-    if len(value) > longest or "\x00" in value:
-        raise HubError(
-            400, "invalid_field", f"'{name}' must be text of at most {longest} characters.", name
-        )
-    return value
-
-
-def _credits(body: dict[str, Any], name: str, divisor: int = 1) -> int:
-    value = body.get(name)
-    try:
-        return to_units(Decimal(str(value)) / divisor)
-    except (InvalidOperation, ValueError) as exc:
-        raise HubError(
-            400,
-            "invalid_field",
-            f"'{name}' must be a number of credits with at most 10 decimals.",
-            name,
-        ) from exc
-
-
 async def _create_key(admin: Admin, user: str, body: dict[str, Any]) -> Response:
-    days = body.get("expires_days")
-    if days is not None and (
-        not isinstance(days, int | float)
-        or isinstance(days, bool)
-        or not 0 < days <= MAX_KEY_DAYS  # also refuses NaN and infinity
-    ):
-        raise HubError(
-            400,
-            "invalid_field",
-            f"'expires_days' must be a number of days from 1 to {MAX_KEY_DAYS}.",
-            "expires_days",
-        )
+    expires_at = None
+    if body.get("expires_days") is not None:
+        expires_at = time.time() + bounds.expires_days(body["expires_days"]) * 86400
     key_id, secret = await admin.create_key(
         user,
-        name=_optional_text(body, "name"),
-        app_did=_optional_text(body, "app"),
-        expires_at=time.time() + days * 86400 if days else None,
+        name=bounds.optional_text(body.get("name"), "name"),
+        app_did=bounds.optional_text(body.get("app"), "app"),
+        expires_at=expires_at,
     )
     # The only time the secret is shown: it is stored as a hash.
     return JSONResponse({"id": key_id, "key": secret, "user_did": user}, status_code=201)
 
 
 def _rate(entry: Any, index: int) -> tuple[str, Any, dict[str, Any]]:
-    if not isinstance(entry, dict):
-        raise HubError(400, "invalid_request", f"Rate {index} is not an object.")
-    call_type = entry.get("type", "chatCompletion")
-    if call_type not in CALL_TYPES:
-        raise HubError(400, "invalid_field", f"Rate {index}: unknown type {call_type!r}.", "type")
-
-    per = entry.get("per", "token")
-    if per not in ("token", "million"):
-        raise HubError(400, "invalid_field", f"Rate {index}: 'per' is token or million.", "per")
-
-    def units(name: str, required: bool) -> int | None:
-        if entry.get(name) is None:
-            if required:
-                raise HubError(400, "missing_field", f"Rate {index}: '{name}' is required.", name)
-            return None
-        # Prices are quoted per million tokens; divided exactly (a per-image price never is).
-        divisor = 1_000_000 if per == "million" and name != "image" else 1
-        value = _credits(entry, name, divisor)
-        if value < 0:
-            raise HubError(400, "invalid_field", f"Rate {index}: '{name}' is negative.", name)
-        return value
-
-    values = {
-        "input_rate": units("input", True) or 0,
-        "output_rate": units("output", call_type == "chatCompletion") or 0,
-        "cached_rate": units("cached", False),
-        "cache_write_rate": units("cache_write", False),
-        "image_rate": units("image", call_type == "imageGeneration"),
-    }
-    return _text(entry, "model"), call_type, values
+    """One entry of `PUT /api/admin/rates`, checked as `aigne-hub rates set` checks it."""
+    try:
+        return bounds.rate_entry(entry, CALL_TYPES)
+    except HubError as exc:
+        raise HubError(exc.status, exc.code, f"Rate {index}: {exc.message}", exc.param) from exc

@@ -11,17 +11,18 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet
 
+from hub import bounds
 from hub.secrets import SecretBox, load_box, write_key_file
 from hub.settings import ConfigError, Settings, load_settings, public_url, trusted_proxies
 from hub.store import SqlStore
 from hub.store.admin import CALL_TYPES, Admin
-from middleware.money import credits_text, to_units
+from middleware.errors import HubError
+from middleware.money import credits_text
 
 if TYPE_CHECKING:
     import uvicorn
@@ -38,6 +39,7 @@ MONEY_COLUMNS = {
     "image_rate",
     "amount",
 }
+MAX_CALLS_LISTED = 100_000
 TIME_COLUMNS = {
     "created_at",
     "last_used_at",
@@ -63,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.handler(settings, args)
         return result
-    except (ValueError, LookupError, ArithmeticError) as exc:
+    except (ValueError, LookupError, ArithmeticError, HubError) as exc:
+        # A HubError is a value out of bounds: the same rule, and words, as the API's.
         print(f"aigne-hub: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # a database that cannot be opened, and the like
@@ -310,55 +313,58 @@ async def _db_upgrade(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _keys_create(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    user = bounds.text(args.user, "--user")
+    name = bounds.optional_text(args.name, "--name")
+    app = bounds.optional_text(args.app, "--app")
+    expires = None
+    if args.expires_days is not None:
+        expires = time.time() + bounds.expires_days(args.expires_days, "--expires-days") * 86400
     if args.admin:
-        await admin.ensure_account(args.user, is_admin=True)
-    if args.expires_days is not None and args.expires_days <= 0:
-        raise ValueError("--expires-days must be more than 0")
-    expires = time.time() + args.expires_days * 86400 if args.expires_days is not None else None
-    key_id, secret = await admin.create_key(
-        args.user, name=args.name, app_did=args.app, expires_at=expires
-    )
+        await admin.ensure_account(user, is_admin=True)
+    key_id, secret = await admin.create_key(user, name=name, app_did=app, expires_at=expires)
     if not args.json:
         print("Save this key now: it is shown only once.", file=sys.stderr)
     return {"id": key_id, "key": secret, "user_did": args.user}
 
 
 async def _keys_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, Any]]:
-    return await admin.list_keys(args.user)
+    return await admin.list_keys(bounds.optional_text(args.user, "--user"))
 
 
 async def _keys_revoke(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
     # The operator is cutting the owner off: their sessions end too (see Admin.revoke_key).
-    if not await admin.revoke_key(args.key_id, sign_out_owner=True):
+    key_id = bounds.text(args.key_id, "key_id", 40)
+    if not await admin.revoke_key(key_id, sign_out_owner=True):
         raise LookupError(f"no live key with id {args.key_id}")
     return {"id": args.key_id, "revoked": True}
 
 
 async def _credits_grant(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
-    balance = await admin.grant(args.user, to_units(args.amount), args.note)
-    return {"user_did": args.user, "granted": to_units(args.amount), "balance": balance}
+    user = bounds.text(args.user, "user")
+    units = bounds.grant_amount(args.amount)
+    balance = await admin.grant(user, units, bounds.optional_text(args.note, "--note", 500))
+    return {"user_did": user, "granted": units, "balance": balance}
 
 
 async def _credits_balance(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
-    return {"user_did": args.user, **await admin.ledger(args.user)}
+    user = bounds.text(args.user, "user")
+    return {"user_did": user, **await admin.ledger(user)}
 
 
 async def _rates_set(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
-    per = Decimal(1_000_000) if args.per_million else Decimal(1)
-
-    def rate(value: str | None, per: Decimal = per) -> int | None:
-        if value is None:
-            return None
-        try:
-            units = to_units(Decimal(value) / per)
-        except ArithmeticError as exc:  # decimal.InvalidOperation
-            raise ValueError(f"not a number: {value!r}") from exc
-        if units < 0:
-            # A negative rate would credit the caller for every call.
-            raise ValueError(f"a rate cannot be negative: {value}")
-        return units
-
-    provider = args.model.partition("/")[0]
+    # The same entry `PUT /api/admin/rates` takes, checked by the same code.
+    entry = {
+        "model": args.model,
+        "type": args.type,
+        "per": "million" if args.per_million else "token",
+        "input": args.input,
+        "output": args.output,
+        "cached": args.cached,
+        "cache_write": args.cache_write,
+        "image": args.image,
+    }
+    model, call_type, values = bounds.rate_entry(entry, CALL_TYPES)
+    provider = model.partition("/")[0]
     if provider not in args.settings.providers:
         known = ", ".join(args.settings.providers) or "none"
         print(
@@ -366,31 +372,12 @@ async def _rates_set(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
             "the rate applies once the hub serves it.",
             file=sys.stderr,
         )
-    if args.output is None and args.type == "chatCompletion":
-        raise ValueError("--output is required for a chat model (give 0 to make output free)")
-    if args.image is None and args.type == "imageGeneration":
-        raise ValueError("--image is required for an image model (credits per image)")
-    values = {
-        "input_rate": rate(args.input),
-        "output_rate": rate(args.output),
-        "cached_rate": rate(args.cached),
-        "image_rate": rate(args.image, Decimal(1)),
-        "cache_write_rate": rate(args.cache_write),
-    }
-    await admin.set_rate(
-        args.model,
-        args.type,
-        input_rate=values["input_rate"] or 0,
-        output_rate=values["output_rate"] or 0,
-        cached_rate=values["cached_rate"],
-        image_rate=values["image_rate"],
-        cache_write_rate=values["cache_write_rate"],
-    )
-    return {"model": args.model, "type": args.type, **values}
+    await admin.set_rates([(model, call_type, values)])
+    return {"model": model, "type": call_type, **values}
 
 
 async def _rates_remove(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
-    if not await admin.delete_rate(args.model, args.type):
+    if not await admin.delete_rate(bounds.text(args.model, "model"), args.type):
         raise LookupError(f"no {args.type} rate for {args.model}")
     return {"model": args.model, "type": args.type, "removed": True}
 
@@ -408,9 +395,11 @@ async def _credentials_add(admin: Admin, args: argparse.Namespace) -> dict[str, 
     secret = sys.stdin.readline().strip() if args.key == "-" else args.key
     if not secret:
         raise ValueError("no key given")
+    bounds.header_safe(secret, "--key")
+    weight = bounds.weight(args.weight, "--weight")
     box = load_box(settings.encryption_key, settings.encryption_key_file, create=True)
     assert box is not None
-    added = await admin.add_credential(args.provider, secret, box, args.weight)
+    added = await admin.add_credential(args.provider, secret, box, weight)
     print("Stored encrypted; running hubs pick it up within 30 s.", file=sys.stderr)
     return added
 
@@ -420,7 +409,7 @@ async def _credentials_list(admin: Admin, args: argparse.Namespace) -> list[dict
 
 
 async def _credentials_remove(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
-    if not await admin.remove_credential(args.credential_id):
+    if not await admin.remove_credential(bounds.text(args.credential_id, "credential_id", 40)):
         raise LookupError(f"no stored key with id {args.credential_id}")
     return {"id": args.credential_id, "removed": True}
 
@@ -460,27 +449,33 @@ async def _credentials_rotate_key(admin: Admin, args: argparse.Namespace) -> dic
 
 
 async def _login_link(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
-    if args.minutes <= 0:
+    user = bounds.text(args.user, "--user")
+    minutes = bounds.number(args.minutes, "--minutes", 0, bounds.MAX_LINK_MINUTES)
+    if minutes == 0:
         raise ValueError("--minutes must be more than 0")
     settings: Settings = args.settings
     base = public_url(args.url, "--url") if args.url else settings.public_address
-    token = await admin.create_login_link(args.user, args.minutes)
+    token = await admin.create_login_link(user, minutes)
     return {
-        "user_did": args.user,
+        "user_did": user,
         "url": f"{base}/login/link?token={token}",
         "valid_minutes": args.minutes,
     }
 
 
 async def _sign_out(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
-    if not await admin.sign_out(args.user):
-        raise LookupError(f"no account {args.user}")
-    return {"user_did": args.user, "signed_out": True}
+    user = bounds.text(args.user, "--user")
+    if not await admin.sign_out(user):
+        raise LookupError(f"no account {user}")
+    return {"user_did": user, "signed_out": True}
 
 
 async def _calls_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = await admin.list_calls(
-        user_did=args.user, model=args.model, status=args.status, limit=args.limit
+        user_did=bounds.optional_text(args.user, "--user"),
+        model=bounds.optional_text(args.model, "--model"),
+        status=args.status,
+        limit=bounds.whole(args.limit, "--limit", 1, MAX_CALLS_LISTED),
     )
     if args.json:
         return rows

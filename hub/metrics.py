@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from middleware.call import Call
 from middleware.money import credits_text
+from middleware.ports import SETTLE_REFUSED
 
 call_log = logging.getLogger("aigne_hub.calls")
 
@@ -74,6 +75,9 @@ class Metrics:
         if call.charge:
             # Summed in integer units and shown exactly, like every other sum of money here.
             self._count(CREDITS, base, call.charge)
+        if call.error_code == SETTLE_REFUSED:
+            # A call answered but not billed (its record could not be written): alert on it.
+            self._count("aigne_hub_settle_refused_total", ())
         if call.error_code and call.error_code.startswith("upstream_"):
             labels = (("provider", provider), ("code", call.error_code))
             self._count("aigne_hub_upstream_errors_total", labels)

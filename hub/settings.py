@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from hub import bounds
+from middleware.errors import HubError
+
 Mode = Literal["service-provider", "self-hosted"]
 
 # Known providers: their protocol ("kind") and where they live. A provider named like one
@@ -286,6 +289,8 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
         if not keys and _env_key(name, env):
             keys = [_env_key(name, env)]
         keys, weights = _weighted_keys(keys, key + ".api_keys")
+        for secret in keys:
+            _check_key(secret, key + (".api_key" if "api_key" in entry else ".api_keys"))
         models = entry.get("models", [])
         if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
             raise ConfigError(key + ".models", "must be a list of model names")
@@ -301,6 +306,7 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
     for name, (kind, base_url) in PRESETS.items():
         env_key = _env_key(name, env)
         if name not in providers and env_key:
+            _check_key(env_key, f"{name.upper()}_API_KEY")
             providers[name] = ProviderSettings(name, kind, base_url, (env_key,))
     return providers
 
@@ -321,9 +327,15 @@ def _weighted_keys(entries: Any, where: str) -> tuple[list[str], list[int]]:
             weights.append(DEFAULT_WEIGHT)
         elif isinstance(entry, dict) and isinstance(entry.get("key"), str) and entry["key"]:
             weight = entry.get("weight", DEFAULT_WEIGHT)
-            if isinstance(weight, bool) or not isinstance(weight, int) or weight <= 0:
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, int)
+                or not 0 < weight <= bounds.MAX_WEIGHT
+            ):
                 raise ConfigError(
-                    where, f"a weight must be a positive whole number, not {weight!r}"
+                    where,
+                    f"a weight must be a positive whole number (at most {bounds.MAX_WEIGHT}), "
+                    f"not {weight!r}",
                 )
             if set(entry) - {"key", "weight"}:
                 raise ConfigError(where, problem)
@@ -332,6 +344,16 @@ def _weighted_keys(entries: Any, where: str) -> tuple[list[str], list[int]]:
         else:
             raise ConfigError(where, problem)
     return keys, weights
+
+
+def _check_key(secret: str, where: str) -> None:
+    """A provider key goes into a header of every call: refused here, at load, if it could
+    not (a line break pasted with it), by the rule the admin API and CLI apply."""
+    try:
+        bounds.header_safe(secret, "key")
+    except HubError as exc:
+        # The message names the rule, never the key.
+        raise ConfigError(where, exc.message.replace("'key'", "a provider key")) from None
 
 
 def _env_key(name: str, env: Mapping[str, str]) -> str:

@@ -11,7 +11,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from middleware.call import Call, get_call
 from middleware.errors import answer_unhandled
-from middleware.ports import CallLog, CallObserver
+from middleware.money import credits_text
+from middleware.ports import SETTLE_REFUSED, CallLog, CallObserver, SettleRefused
 
 logger = logging.getLogger("aigne_hub.model_call")
 
@@ -68,24 +69,45 @@ class ModelCallMiddleware:
 
     async def _settle(self, call: Call) -> None:
         # A settle is idempotent by contract, so retrying through a database hiccup (a
-        # dropped connection, a lock held elsewhere) can never charge twice.
-        for pause in SETTLE_RETRY_PAUSES:
+        # dropped connection, a lock held elsewhere) can never charge twice. A record the
+        # database refuses is not retried: it would be refused again.
+        for pause in (*SETTLE_RETRY_PAUSES, None):
             try:
                 await self.log.settle(call)
                 return
+            except SettleRefused as refused:
+                _refused(call, refused.reason)
+                return
             except Exception as exc:
+                if pause is None:
+                    # Left `processing`; the store marks such calls abandoned when it next
+                    # starts.
+                    logger.exception(
+                        "call %s could not be settled: %s credits for account %s are not recorded",
+                        call.id,
+                        call.charge,
+                        call.identity.account_id,
+                    )
+                    return
                 logger.warning("settling call %s failed (%r); retrying", call.id, exc)
                 await anyio.sleep(pause)
-        try:
-            await self.log.settle(call)
-        except Exception:
-            # Left `processing`; the store marks such calls abandoned when it next starts.
-            logger.exception(
-                "call %s could not be settled: %s credits for account %s are not recorded",
-                call.id,
-                call.charge,
-                call.identity.account_id,
-            )
+
+
+def _refused(call: Call, reason: str) -> None:
+    """The store recorded the call failed at no charge: say so loudly, and make the call
+    (as the observers see it) what was recorded."""
+    logger.error(
+        "call %s of account %s was recorded failed (%s), its charge of %s credits not billed: %s",
+        call.id,
+        call.identity.account_id,
+        SETTLE_REFUSED,
+        credits_text(call.charge or 0),
+        reason,
+    )
+    call.status = "failed"
+    call.error_code = SETTLE_REFUSED
+    call.error_message = reason[:1000]
+    call.charge = 0
 
 
 def _finish(call: Call) -> None:

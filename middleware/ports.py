@@ -72,6 +72,19 @@ class RateBook(Protocol):
         ...
 
 
+SETTLE_REFUSED = "settle_refused"
+
+
+class SettleRefused(Exception):
+    """The store cannot write a call's record as it is (a charge past the ledger's bounds,
+    a value its columns cannot hold): a retry would fail the same way. The store has
+    recorded the call `failed` with error code SETTLE_REFUSED and no charge instead."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class CallLog(Protocol):
     def open_call(self, call: Call) -> None:
         """Record the call as `processing`; queued in order before its settle."""
@@ -83,6 +96,7 @@ class CallLog(Protocol):
         Keyed by call id: a second settle of the same call changes nothing. The write must
         be committed even if the caller is cancelled while awaiting it: queue it before the
         first await (the ModelCall middleware does not pay for a cancel scope per call).
+        Raises SettleRefused when the record cannot be written as it is.
         """
         ...
 

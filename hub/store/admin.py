@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import BigInteger, Table, bindparam, cast, func, select
 
+from hub import bounds
 from hub.secrets import SecretBox, mask
 from hub.store.raw import Exec, Fetch, Operation, Prepared, rows_changed
 from hub.store.schema import (
@@ -25,6 +27,7 @@ from middleware.auth import hash_key, new_api_key
 from middleware.call import CallType
 
 CALL_TYPES: tuple[CallType, ...] = ("chatCompletion", "embedding", "imageGeneration")
+RATE_COLUMNS = ("input_rate", "output_rate", "cached_rate", "image_rate", "cache_write_rate")
 
 
 class Admin:
@@ -169,8 +172,14 @@ class Admin:
     async def grant(self, did: str, units: int, note: str | None = None) -> int:
         """Add a credit grant (negative to take credits back); returns the new balance."""
 
+        bounds.check_grant(units)
+
         def op() -> Operation[int]:
             account_id = yield from self._account_id(did)
+            # Checked here, in the transaction that writes it: past the bound, SQLite would
+            # store the sum as a float and PostgreSQL would refuse it.
+            row = yield Fetch(self.sql.balance, {"p_id": account_id})
+            bounds.check_balance(int(row[0]), units)
             yield Exec(
                 self.sql.insert_grant,
                 {"p_id": account_id, "p_amount": units, "p_note": note, "p_now": time.time()},
@@ -249,19 +258,29 @@ class Admin:
     ) -> None:
         """Create or replace the rate of a model for one call type."""
         values = {
-            "p_model": model,
-            "p_type": call_type,
-            "p_input_rate": input_rate,
-            "p_output_rate": output_rate,
-            "p_cached_rate": cached_rate,
-            "p_cache_write_rate": cache_write_rate,
-            "p_image_rate": image_rate,
-            "p_now": time.time(),
+            "input_rate": input_rate,
+            "output_rate": output_rate,
+            "cached_rate": cached_rate,
+            "image_rate": image_rate,
+            "cache_write_rate": cache_write_rate,
         }
+        await self.set_rates([(model, call_type, values)])
+
+    async def set_rates(self, rates: Sequence[tuple[str, str, Mapping[str, int | None]]]) -> None:
+        """Create or replace several rates — (model, call type, {input_rate, output_rate,
+        cached_rate, image_rate, cache_write_rate}) — all in one transaction: if one cannot
+        be written, none is."""
+        now = time.time()
+        rows = [
+            {"p_model": model, "p_type": call_type, "p_now": now}
+            | {f"p_{name}": values.get(name) for name in RATE_COLUMNS}
+            for model, call_type, values in rates
+        ]
 
         def op() -> Operation[None]:
-            if (yield Exec(self.sql.update_rate, values)) == 0:
-                yield Exec(self.sql.insert_rate, values)
+            for row in rows:
+                if (yield Exec(self.sql.update_rate, row)) == 0:
+                    yield Exec(self.sql.insert_rate, row)
 
         await self.store.run(op)
         self.store.forget_caches()
@@ -317,8 +336,11 @@ class Admin:
         self, provider: str, secret: str, box: SecretBox, weight: int = 100
     ) -> dict[str, Any]:
         """Store a provider key, sealed; returns its id and masked form (never the key)."""
-        if weight <= 0:
-            raise ValueError("a weight must be a positive whole number")
+        # Checked here, for the CLI and the admin API alike: the key goes into an HTTP
+        # header of every call routed to it, the weight into an INTEGER column.
+        bounds.header_safe(secret, "key")
+        bounds.fits(provider, "provider", 100)
+        bounds.weight(weight)
         row = {
             "id": "cred_" + secrets.token_hex(8),
             "provider": provider,

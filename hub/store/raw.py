@@ -141,6 +141,21 @@ class Outcome:
     error: BaseException | None = None
 
 
+def refused_by_database(exc: BaseException) -> bool:
+    """Whether a write failed for what it holds (a value the column cannot take, a
+    constraint), so that running it again fails again — as opposed to a dropped connection
+    or a lock, which a retry can outlast."""
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | sqlite3.ProgrammingError):
+        return True
+    # sqlite3 binding a huge int (OverflowError) or a lone surrogate (UnicodeEncodeError),
+    # asyncpg encoding an argument its type cannot hold (asyncpg's client-side DataError).
+    if isinstance(exc, ValueError | OverflowError | TypeError):
+        return True
+    # A PostgreSQL data exception (class 22) or integrity violation (class 23).
+    sqlstate = getattr(exc, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23")
+
+
 class Backend(Protocol):
     async def run_batch(self, batch: Sequence[Work]) -> list[Outcome]: ...
     async def close(self) -> None: ...

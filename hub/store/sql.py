@@ -8,8 +8,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from databases import Database, DatabaseURL
-from sqlalchemy import Boolean, Select
+from sqlalchemy import BigInteger, Boolean, Integer, Select, String
 
+from hub.bounds import INT32_MAX, MAX_CHARGE
 from hub.store import migrate
 from hub.store.committer import GroupCommitter
 from hub.store.raw import (
@@ -23,12 +24,15 @@ from hub.store.raw import (
     SqliteBackend,
     Work,
     dialect_for,
+    refused_by_database,
     rows_changed,
     single,
 )
+from hub.store.schema import model_calls
 from hub.store.statements import Statements
 from middleware.call import Call, CallType
-from middleware.ports import AccountRecord, KeyRecord, Rate
+from middleware.money import credits_text
+from middleware.ports import SETTLE_REFUSED, AccountRecord, KeyRecord, Rate, SettleRefused
 
 T = TypeVar("T")
 
@@ -235,7 +239,20 @@ class SqlStore:
 
     async def settle(self, call: Call) -> None:
         charge = call.charge or 0
-        await self.run(Bulk(self.sql.settle_call, _call_values(call), phase=1))
+        values = _call_values(call)
+        problem = _out_of_bounds(values)
+        try:
+            # Queued before the first await (see CallLog.settle), whatever is written.
+            await self.run(
+                Bulk(self.sql.settle_call, _refused(values, problem) if problem else values, 1)
+            )
+        except Exception as exc:
+            if problem or not refused_by_database(exc):
+                raise  # a dropped connection, a lock: the caller retries
+            problem = f"the database refused the record: {type(exc).__name__}: {exc}"
+            await self.run(Bulk(self.sql.settle_call, _refused(values, problem), phase=1))
+        if problem:
+            raise SettleRefused(problem)
         # The database moved the balance (trigger); keep the cached figure in step with it.
         account_id = call.identity.account_id
         cached = self._balances.get(account_id)
@@ -286,3 +303,47 @@ def _call_values(call: Call) -> dict[str, Any]:
         "p_attempts": call.attempts,
         "p_credential": call.credential,
     }
+
+
+# The call's whole numbers kept in INTEGER columns (int32 on PostgreSQL).
+_COUNTS = tuple(
+    f"p_{c.name}"
+    for c in model_calls.columns
+    if isinstance(c.type, Integer) and not isinstance(c.type, BigInteger)
+)
+_TEXTS = {f"p_{c.name}": c.type.length for c in model_calls.columns if isinstance(c.type, String)}
+
+
+def _out_of_bounds(values: dict[str, Any]) -> str | None:
+    """Why a settle's values cannot be written as they are (None when they can): checked
+    before the write, so both databases refuse the same records and SQLite never turns
+    an overflowing balance into a float."""
+    charge = values["p_credits"]
+    if not 0 <= charge <= MAX_CHARGE:
+        return f"a charge of {credits_text(charge)} credits is past the bound of one call"
+    for name in _COUNTS:
+        value = values[name]
+        if value is not None and not 0 <= value <= INT32_MAX:
+            return f"{name[2:]} = {value} does not fit its column"
+    return None
+
+
+def _refused(values: dict[str, Any], problem: str) -> dict[str, Any]:
+    """The call recorded `failed` at no charge, with the reason, every value cut to fit its
+    column: what can be written when the real record cannot."""
+    fitted = dict(values)
+    for name in _COUNTS:
+        if fitted[name] is not None:
+            fitted[name] = min(max(fitted[name], 0), INT32_MAX)
+    for name, longest in _TEXTS.items():
+        value = fitted[name]
+        if isinstance(value, str):
+            value = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+            fitted[name] = value[:longest] if longest else value
+    fitted.update(
+        p_status="failed",
+        p_credits=0,
+        p_error_code=SETTLE_REFUSED,
+        p_error_message=problem[: _TEXTS["p_error_message"] or None],
+    )
+    return fitted
