@@ -235,11 +235,11 @@ class SqlStore:
         self._rates_expire = 0.0
 
     def open_call(self, call: Call) -> None:
-        self._submit(Bulk(self.sql.insert_call, _call_values(call), phase=0))
+        self._submit(Bulk(self.sql.insert_call, _fit_texts(_call_values(call)), phase=0))
 
     async def settle(self, call: Call) -> None:
         charge = call.charge or 0
-        values = _call_values(call)
+        values = _fit_texts(_call_values(call))
         problem = _out_of_bounds(values)
         try:
             # Queued before the first await (see CallLog.settle), whatever is written.
@@ -311,7 +311,11 @@ _COUNTS = tuple(
     for c in model_calls.columns
     if isinstance(c.type, Integer) and not isinstance(c.type, BigInteger)
 )
-_TEXTS = {f"p_{c.name}": c.type.length for c in model_calls.columns if isinstance(c.type, String)}
+_TEXTS = {
+    f"p_{c.name}": int(c.type.length or 0)
+    for c in model_calls.columns
+    if isinstance(c.type, String) and c.type.length
+}
 
 
 def _out_of_bounds(values: dict[str, Any]) -> str | None:
@@ -328,22 +332,39 @@ def _out_of_bounds(values: dict[str, Any]) -> str | None:
     return None
 
 
+def _fit_texts(values: dict[str, Any]) -> dict[str, Any]:
+    """The record's text cut to fit its columns, without NUL or lone surrogates (which
+    PostgreSQL refuses): a model name a client made up must not make its call unwritable.
+    Plain text, the usual case, costs three checks a column."""
+    for name, longest in _TEXTS.items():
+        value = values[name]
+        if isinstance(value, str) and (
+            len(value) > longest or "\x00" in value or not (value.isascii() or _encodes(value))
+        ):
+            value = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+            values[name] = value[:longest]
+    return values
+
+
+def _encodes(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _refused(values: dict[str, Any], problem: str) -> dict[str, Any]:
-    """The call recorded `failed` at no charge, with the reason, every value cut to fit its
-    column: what can be written when the real record cannot."""
+    """The call recorded `failed` at no charge, with the reason, every number clamped to
+    fit its column: what can be written when the real record cannot."""
     fitted = dict(values)
     for name in _COUNTS:
         if fitted[name] is not None:
             fitted[name] = min(max(fitted[name], 0), INT32_MAX)
-    for name, longest in _TEXTS.items():
-        value = fitted[name]
-        if isinstance(value, str):
-            value = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
-            fitted[name] = value[:longest] if longest else value
     fitted.update(
         p_status="failed",
         p_credits=0,
         p_error_code=SETTLE_REFUSED,
-        p_error_message=problem[: _TEXTS["p_error_message"] or None],
+        p_error_message=problem,
     )
-    return fitted
+    return _fit_texts(fitted)

@@ -17,7 +17,7 @@ import respx
 from hub.bounds import MAX_BALANCE, MAX_CALL_TOKENS, MAX_TOKEN_RATE
 from hub.settings import ConfigError, load_settings
 from middleware.money import credits_text, to_units
-from tests.conftest import USER, Hub
+from tests.conftest import USER, Hub, make_settings, start_hub
 from tests.hub.test_cli import Cli, write_config
 from tests.hub.test_proxy import completion
 
@@ -320,6 +320,28 @@ async def test_a_settle_the_database_refuses_is_not_retried_or_left_processing(
     assert [(c["status"], c["error_code"]) for c in calls] == [("failed", "settle_refused")] * 2
     assert all("refused" in c["error_message"] for c in calls)
     assert (await ledger_whole(hub, USER))["balance"] == to_units(10)
+
+
+@pytest.mark.parametrize("model", ["mock/gpt\ud800", "mock/gpt\u0000"])
+async def test_a_model_name_a_client_made_up_is_recorded_cut_to_fit(
+    db_url: str, mock_upstream: respx.MockRouter, model: str
+) -> None:
+    # Self-hosted: no rate is needed, so any name under a provider reaches the record.
+    settings = make_settings(db_url, mode="self-hosted")
+    hub = await start_hub(settings, httpx.MockTransport(mock_upstream.async_handler))
+    mock_upstream.post("/chat/completions").respond(json=completion(9, 3))
+    try:
+        with anyio.fail_after(3):
+            body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+            answer = await send(hub.client, "POST", "/v1/chat/completions", body)
+        [call] = await hub.calls()
+    finally:
+        await hub.client.aclose()
+        await hub.app.shutdown()
+
+    assert answer.status_code == 200
+    assert call["status"] == "success" and call["input_tokens"] == 9
+    assert call["model"] in ("mock/gpt?", "mock/gpt")
 
 
 async def refuse_rows(hub: Hub, table: str, when: str) -> None:
