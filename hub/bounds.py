@@ -34,15 +34,15 @@ from middleware.errors import HubError
 from middleware.money import SCALE, credits_text
 
 INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
 
 MAX_BALANCE = 100_000_000 * SCALE
 MAX_GRANT = MAX_BALANCE
 MAX_CHARGE = 1_000_000 * SCALE
 MAX_TOKEN_RATE = SCALE // 100
 MAX_IMAGE_RATE = 1_000 * SCALE
-# Tokens (or images) one call may be billed for: MAX_CALL_TOKENS × MAX_TOKEN_RATE is
-# MAX_CHARGE. No model has a context near it; a provider reporting more is refused.
+# Tokens one call may be billed for at the top rate (MAX_CALL_TOKENS × MAX_TOKEN_RATE is
+# MAX_CHARGE): no model has a context near it. A charge past MAX_CHARGE is not written:
+# the call is recorded failed (`settle_refused`) and the error logged.
 MAX_CALL_TOKENS = MAX_CHARGE // MAX_TOKEN_RATE
 MAX_WEIGHT = 1_000_000
 MAX_KEY_DAYS = 36_500  # a hundred years: later dates do not fit a calendar
@@ -196,9 +196,6 @@ def rate(value: Any, name: str, *, per_million: bool = False, image: bool = Fals
         # A negative rate would credit the caller for every call.
         raise refuse(name, f"'{name}' must not be negative.")
     return units
-
-
-RATE_FIELDS = ("input", "output", "cached", "cache_write", "image")
 
 
 def rate_entry(entry: Any, call_types: tuple[str, ...]) -> tuple[str, str, dict[str, Any]]:

@@ -178,7 +178,7 @@ class Admin:
             account_id = yield from self._account_id(did)
             # Checked here, in the transaction that writes it: past the bound, SQLite would
             # store the sum as a float and PostgreSQL would refuse it.
-            row = yield Fetch(self.sql.balance, {"p_id": account_id})
+            row = yield Fetch(self.sql.balance_to_change, {"p_id": account_id})
             bounds.check_balance(int(row[0]), units)
             yield Exec(
                 self.sql.insert_grant,

@@ -95,6 +95,11 @@ class Statements:
             accounts.update().where(accounts.c.id == _p("id")).values(is_admin=_p("is_admin"))
         )
         self.balance = prep(select(accounts.c.balance).where(accounts.c.id == _p("id")))
+        # Read under a row lock by a grant, which checks the bound on what it read: another
+        # hub's grant cannot slip in between (SQLite's write transaction locks already).
+        self.balance_to_change = prep(
+            select(accounts.c.balance).where(accounts.c.id == _p("id")).with_for_update()
+        )
         self.add_balance = prep(
             accounts.update()
             .where(accounts.c.id == _p("id"))
