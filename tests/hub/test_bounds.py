@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -158,17 +160,17 @@ async def test_rates_at_the_bound_are_taken(admin_hub: Hub) -> None:
 async def test_a_rates_put_that_the_database_fails_halfway_applies_nothing(
     admin_hub: Hub,
 ) -> None:
-    await refuse_rows(admin_hub, "ai_model_rates", "NEW.model = 'mock/poison'")
     entries = [
         {"model": "mock/first", "input": "0.000001", "output": "0.000002"},
         {"model": "mock/poison", "input": "0.000001", "output": "0.000002"},
     ]
 
-    try:
-        answer = await admin_hub.client.put("/api/admin/rates", json=entries)
-        status = answer.status_code
-    except Exception:  # no last-resort handler in this branch: the app raises
-        status = 500
+    async with refuse_rows(admin_hub, "ai_model_rates", "NEW.model = 'mock/poison'"):
+        try:
+            answer = await admin_hub.client.put("/api/admin/rates", json=entries)
+            status = answer.status_code
+        except Exception:  # no last-resort handler in this branch: the app raises
+            status = 500
 
     assert status >= 400
     assert [r["model"] for r in await admin_hub.admin.list_rates()] == [MOCK]
@@ -308,12 +310,12 @@ async def test_a_charge_past_the_bound_is_recorded_failed_and_alerted(
 async def test_a_settle_the_database_refuses_is_not_retried_or_left_processing(
     hub: Hub, mock_upstream: respx.MockRouter
 ) -> None:
-    await refuse_rows(hub, "model_calls", "NEW.credits > 0")
     mock_upstream.post("/chat/completions").respond(json=completion(9, 3))
 
-    with anyio.fail_after(3):  # the retries of a passing failure take 4.3 s
-        answer = await hub.chat()
-        await hub.chat()
+    async with refuse_rows(hub, "model_calls", "NEW.credits > 0"):
+        with anyio.fail_after(3):  # the retries of a passing failure take 4.3 s
+            answer = await hub.chat()
+            await hub.chat()
 
     assert answer.status_code == 200
     calls = await hub.calls()
@@ -344,22 +346,32 @@ async def test_a_model_name_a_client_made_up_is_recorded_cut_to_fit(
     assert call["model"] in ("mock/gpt?", "mock/gpt")
 
 
-async def refuse_rows(hub: Hub, table: str, when: str) -> None:
-    """Make the database refuse rows of `table` matching `when`, as a constraint would."""
+@asynccontextmanager
+async def refuse_rows(hub: Hub, table: str, when: str) -> AsyncIterator[None]:
+    """Make the database refuse rows of `table` matching `when`, as a constraint would,
+    until the block ends (PostgreSQL's test database outlives the test)."""
     db = hub.store.database
+    events = ("INSERT", "UPDATE")
     if hub.store.is_sqlite:
-        for event in ("INSERT", "UPDATE"):
+        for event in events:
             await db.execute(
-                f"CREATE TRIGGER refuse_{table}_{event} BEFORE {event} ON {table} "
+                f"CREATE TRIGGER refuse_{event} BEFORE {event} ON {table} "
                 f"WHEN {when} BEGIN SELECT RAISE(ABORT, 'refused by a test'); END"
             )
-        return
-    await db.execute(
-        "CREATE OR REPLACE FUNCTION refuse_rows() RETURNS trigger AS $$ BEGIN "
-        "RAISE EXCEPTION 'refused by a test' USING ERRCODE = 'check_violation'; END "
-        "$$ LANGUAGE plpgsql"
-    )
-    await db.execute(
-        f"CREATE TRIGGER refuse_{table} BEFORE INSERT OR UPDATE ON {table} "
-        f"FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION refuse_rows()"
-    )
+    else:
+        await db.execute(
+            "CREATE OR REPLACE FUNCTION refuse_rows() RETURNS trigger AS $$ BEGIN "
+            "RAISE EXCEPTION 'refused by a test' USING ERRCODE = 'check_violation'; END "
+            "$$ LANGUAGE plpgsql"
+        )
+        for event in events:
+            await db.execute(
+                f"CREATE TRIGGER refuse_{event} BEFORE {event} ON {table} "
+                f"FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION refuse_rows()"
+            )
+    try:
+        yield
+    finally:
+        for event in events:
+            on = "" if hub.store.is_sqlite else f" ON {table}"
+            await db.execute(f"DROP TRIGGER refuse_{event}{on}")
