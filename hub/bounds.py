@@ -116,8 +116,8 @@ def number(value: Any, name: str, lowest: float, highest: float) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or not lowest <= value <= highest
+        or (isinstance(value, float) and not math.isfinite(value))
+        or not lowest <= value <= highest  # exact for ints of any size
     ):
         raise refuse(name, f"'{name}' must be a number from {lowest:g} to {highest:g}.")
     return float(value)
@@ -125,9 +125,14 @@ def number(value: Any, name: str, lowest: float, highest: float) -> float:
 
 def expires_days(value: Any, name: str = "expires_days") -> float:
     """Days until a key expires: more than 0, at most MAX_KEY_DAYS."""
-    days = number(value, name, 0, MAX_KEY_DAYS)
+    try:
+        days = number(value, name, 0, MAX_KEY_DAYS)
+    except HubError:
+        days = 0
     if days == 0:
-        raise refuse(name, f"'{name}' must be a number of days from 1 to {MAX_KEY_DAYS}.")
+        raise refuse(
+            name, f"'{name}' must be a number of days, more than 0, at most {MAX_KEY_DAYS}."
+        )
     return days
 
 
