@@ -12,7 +12,9 @@ The bounds, and why:
   ±MAX_BALANCE (100,000,000 credits), a ninth of that, and one call is charged at most
   MAX_CHARGE (1,000,000 credits): the rest is room for a lifetime of charges in the
   ledger's sums. A grant that would take a balance past MAX_BALANCE is refused before it
-  is written (SQLite would silently turn an overflowing sum into a float).
+  is written (SQLite would silently turn an overflowing sum into a float), and so is a
+  charge that would take it below -MAX_BALANCE (by the meter triggers, migration 9: the
+  call is recorded failed, `settle_refused`).
 - A rate is at most MAX_TOKEN_RATE (0.01 credit a token: 10,000 credits per million
   tokens) or MAX_IMAGE_RATE (1,000 credits an image): far above any provider's price,
   and low enough that a call within MAX_CALL_TOKENS tokens is always within MAX_CHARGE.

@@ -9,6 +9,7 @@ from sqlalchemy import MetaData, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from hub.bounds import MAX_BALANCE
 from hub.store import schema
 
 # The table of versions: append, never edit a released step.
@@ -123,6 +124,56 @@ def _v8_session_epoch(dialect: Dialect) -> list[str]:
     return ["ALTER TABLE accounts ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0"]
 
 
+# Migration 9: the meter triggers refuse a charge that would take a balance below
+# -MAX_BALANCE (hub.bounds), in the statement that would write it, so that no settle can
+# carry a balance past what int64 holds (SQLite would make it a float without a word). The
+# store records such a call failed (settle_refused) at no charge. The floor is written
+# into the triggers: moving the bound takes a migration.
+_GUARDED_METER = {
+    "sqlite": """
+CREATE TRIGGER model_calls_meter_{name} AFTER {event} ON model_calls
+WHEN {when}
+BEGIN
+    SELECT RAISE(ABORT, 'balance_out_of_bounds')
+    WHERE (SELECT balance FROM accounts WHERE id = NEW.account_id) - NEW.credits < {floor};
+    INSERT INTO meter_events (account_id, call_id, amount, created_at)
+    VALUES (NEW.account_id, NEW.id, NEW.credits, COALESCE(NEW.response_at, NEW.request_at));
+    UPDATE accounts SET balance = balance - NEW.credits WHERE id = NEW.account_id;
+END""",
+    "postgresql": """
+CREATE OR REPLACE FUNCTION aigne_hub_meter_call() RETURNS trigger AS $$
+DECLARE
+    after BIGINT;
+BEGIN
+    INSERT INTO meter_events (account_id, call_id, amount, created_at)
+    VALUES (NEW.account_id, NEW.id, NEW.credits, COALESCE(NEW.response_at, NEW.request_at));
+    UPDATE accounts SET balance = balance - NEW.credits WHERE id = NEW.account_id
+    RETURNING balance INTO after;
+    IF after < {floor} THEN
+        RAISE EXCEPTION 'balance_out_of_bounds' USING ERRCODE = 'numeric_value_out_of_range';
+    END IF;
+    RETURN NULL;
+END
+$$ LANGUAGE plpgsql""",
+}
+
+
+def _v9_balance_floor(dialect: Dialect) -> list[str]:
+    template = _GUARDED_METER[dialect.name]
+    if dialect.name == "postgresql":  # the triggers call this function
+        return [template.format(floor=-MAX_BALANCE)]
+    final = "NEW.status <> 'processing' AND NEW.credits <> 0"
+    cases = [
+        ("update", "UPDATE", f"OLD.status = 'processing' AND {final}"),
+        ("insert", "INSERT", final),
+    ]
+    statements = []
+    for name, event, when in cases:
+        statements.append(f"DROP TRIGGER model_calls_meter_{name}")
+        statements.append(template.format(name=name, event=event, when=when, floor=-MAX_BALANCE))
+    return statements
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
     (2, "model_calls.usage_estimated", _v2_usage_estimated),
@@ -132,6 +183,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (6, "model_calls by time", _v6_calls_by_time),
     (7, "cache-write rates and tokens", _v7_cache_writes),
     (8, "accounts.session_epoch", _v8_session_epoch),
+    (9, "meter triggers refuse a balance past its floor", _v9_balance_floor),
 ]
 LATEST = MIGRATIONS[-1][0]
 

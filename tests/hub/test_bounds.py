@@ -18,10 +18,14 @@ import respx
 
 from hub.bounds import MAX_BALANCE, MAX_CALL_TOKENS, MAX_TOKEN_RATE
 from hub.settings import ConfigError, load_settings
+from hub.store import SqlStore
+from hub.store.admin import Admin
 from middleware.money import credits_text, to_units
+from middleware.ports import SettleRefused
 from tests.conftest import USER, Hub, make_settings, start_hub
 from tests.hub.test_cli import Cli, write_config
 from tests.hub.test_proxy import completion
+from tests.hub.test_store import a_call
 
 pytestmark = pytest.mark.anyio
 
@@ -322,6 +326,33 @@ async def test_a_settle_the_database_refuses_is_not_retried_or_left_processing(
     assert [(c["status"], c["error_code"]) for c in calls] == [("failed", "settle_refused")] * 2
     assert all("refused" in c["error_message"] for c in calls)
     assert (await ledger_whole(hub, USER))["balance"] == to_units(10)
+
+
+async def test_a_charge_that_would_take_a_balance_past_its_floor_is_refused(
+    db_url: str,
+) -> None:
+    store = SqlStore(db_url, sqlite_synchronous="NORMAL")
+    await store.open()
+    try:
+        admin = Admin(store)
+        account = await admin.ensure_account(USER)
+        await admin.grant(USER, -MAX_BALANCE)  # the lowest a grant may take it
+        billed, refused_call = a_call(account, 0), a_call(account, 1)
+        billed.usage = None
+
+        await store.settle(billed)
+        with pytest.raises(SettleRefused):
+            await store.settle(refused_call)
+
+        rows = {row["id"]: row for row in await admin.list_calls()}
+        ledger = await admin.ledger(USER)
+    finally:
+        await store.close()
+
+    refused_row = rows[refused_call.id]
+    assert (refused_row["status"], refused_row["error_code"]) == ("failed", "settle_refused")
+    assert refused_row["credits"] == 0
+    assert ledger == {"balance": -MAX_BALANCE, "granted": -MAX_BALANCE, "metered": 0}
 
 
 @pytest.mark.parametrize("model", ["mock/gpt\ud800", "mock/gpt\u0000"])
