@@ -283,14 +283,13 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
         if "api_key" in entry:
             if not isinstance(entry["api_key"], str) or not entry["api_key"]:
                 raise ConfigError(key + ".api_key", "must be a non-empty string")
+            _check_key(entry["api_key"], key + ".api_key")
             keys = [entry["api_key"]]
         else:
             keys = entry.get("api_keys") or []
         if not keys and _env_key(name, env):
             keys = [_env_key(name, env)]
         keys, weights = _weighted_keys(keys, key + ".api_keys")
-        for secret in keys:
-            _check_key(secret, key + (".api_key" if "api_key" in entry else ".api_keys"))
         models = entry.get("models", [])
         if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
             raise ConfigError(key + ".models", "must be a list of model names")
@@ -306,7 +305,6 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
     for name, (kind, base_url) in PRESETS.items():
         env_key = _env_key(name, env)
         if name not in providers and env_key:
-            _check_key(env_key, f"{name.upper()}_API_KEY")
             providers[name] = ProviderSettings(name, kind, base_url, (env_key,))
     return providers
 
@@ -343,6 +341,8 @@ def _weighted_keys(entries: Any, where: str) -> tuple[list[str], list[int]]:
             weights.append(weight)
         else:
             raise ConfigError(where, problem)
+    for secret in keys:
+        _check_key(secret, where)
     return keys, weights
 
 
@@ -359,5 +359,6 @@ def _check_key(secret: str, where: str) -> None:
 def _env_key(name: str, env: Mapping[str, str]) -> str:
     for variable in (name.upper().replace("-", "_") + "_API_KEY", *_ENV_ALIASES.get(name, ())):
         if env.get(variable):
+            _check_key(env[variable], variable)
             return env[variable]
     return ""

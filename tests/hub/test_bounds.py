@@ -266,6 +266,14 @@ def test_a_provider_key_that_cannot_be_a_header_is_refused_at_load(
     assert "Evil" not in str(caught.value) and "two" not in str(caught.value)
 
 
+def test_a_provider_key_from_the_environment_with_a_line_break_is_refused_at_load() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, env={"GEMINI_API_KEY": "AIza-key\n"})
+
+    assert caught.value.key == "GEMINI_API_KEY"
+    assert "AIza" not in str(caught.value)
+
+
 # -- charges: billed exactly at the bound, or recorded failed; never left processing -----
 
 
