@@ -120,9 +120,14 @@ class CallMiddleware:
                     400, "invalid_request", f"The request cannot be read: {exc}"
                 ) from exc
         model = _field(body, "model", str)
-        if not model.strip() or len(model) > MAX_TEXT:
+        # Printable only: the name goes into the call record, log lines, metrics and (for
+        # Gemini) the upstream URL, where NUL, a lone surrogate or CR/LF would break them.
+        if not model.strip() or len(model) > MAX_TEXT or not model.isprintable():
             raise HubError(
-                400, "invalid_field", f"'model' must have 1 to {MAX_TEXT} characters.", "model"
+                400,
+                "invalid_field",
+                f"'model' must be 1 to {MAX_TEXT} printable characters.",
+                "model",
             )
         name, kind = _REQUIRED[call_type]
         _field(body, name, kind)

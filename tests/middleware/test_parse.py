@@ -36,6 +36,10 @@ async def test_json_that_is_not_an_object_is_a_400(hub: Hub) -> None:
         (b'{"messages": []}', "model", "missing_field"),
         (b'{"model": "mock/gpt-4o-mini"}', "messages", "missing_field"),
         (b'{"model": 5, "messages": []}', "model", "invalid_field"),
+        # Names that would break the call record, a log line or an upstream URL.
+        (b'{"model": "mock/a\\u0000b", "messages": []}', "model", "invalid_field"),
+        (b'{"model": "mock/\\ud800", "messages": []}', "model", "invalid_field"),
+        (b'{"model": "mock/a\\r\\nb", "messages": []}', "model", "invalid_field"),
         (b'{"model": "mock/gpt-4o-mini", "messages": "hi"}', "messages", "invalid_field"),
         (
             b'{"model": "mock/gpt-4o-mini", "messages": [], "stream": "yes"}',
