@@ -364,25 +364,52 @@ async def test_a_charge_that_would_take_a_balance_past_its_floor_is_refused(
 
 
 @pytest.mark.parametrize("model", ["mock/gpt\ud800", "mock/gpt\u0000"])
-async def test_a_model_name_a_client_made_up_is_recorded_cut_to_fit(
+async def test_a_model_name_the_record_cannot_hold_is_refused(
     db_url: str, mock_upstream: respx.MockRouter, model: str
 ) -> None:
-    # Self-hosted: no rate is needed, so any name under a provider reaches the record.
+    # Self-hosted: no rate is needed, so any name under a provider would reach the record.
     settings = make_settings(db_url, mode="self-hosted")
     hub = await start_hub(settings, httpx.MockTransport(mock_upstream.async_handler))
-    mock_upstream.post("/chat/completions").respond(json=completion(9, 3))
+    route = mock_upstream.post("/chat/completions").respond(json=completion(9, 3))
     try:
         with anyio.fail_after(3):
             body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+            answer = await send(hub.client, "POST", "/v1/chat/completions", body)
+        calls = await hub.calls()
+    finally:
+        await hub.client.aclose()
+        await hub.app.shutdown()
+
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "model"
+    assert calls == [] and not route.called
+
+
+async def test_a_provider_error_the_record_cannot_hold_is_recorded_cleaned(
+    db_url: str, mock_upstream: respx.MockRouter
+) -> None:
+    # A provider's message is the caller's error and the record's reason: NUL and a lone
+    # surrogate in it must not leave the call unwritable (stuck `processing`).
+    settings = make_settings(db_url, mode="self-hosted")
+    hub = await start_hub(settings, httpx.MockTransport(mock_upstream.async_handler))
+    message = r"bad\u0000request \ud800 " + "x" * 5000  # JSON escapes, decoded upstream
+    mock_upstream.post("/chat/completions").respond(
+        400,
+        content=b'{"error": {"message": "' + message.encode() + b'", "type": "invalid"}}',
+        headers={"content-type": "application/json"},
+    )
+    try:
+        with anyio.fail_after(3):
+            body = {"model": "mock/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
             answer = await send(hub.client, "POST", "/v1/chat/completions", body)
         [call] = await hub.calls()
     finally:
         await hub.client.aclose()
         await hub.app.shutdown()
 
-    assert answer.status_code == 200
-    assert call["status"] == "success" and call["input_tokens"] == 9
-    assert call["model"] in ("mock/gpt?", "mock/gpt")
+    assert answer.status_code == 400
+    assert call["status"] == "failed"
+    reason = call["error_message"]
+    assert "\x00" not in reason and "\ud800" not in reason and len(reason) <= 1000
 
 
 @asynccontextmanager
