@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from databases import Database
 from sqlalchemy import MetaData, Table
@@ -205,12 +206,37 @@ async def current_version(database: Database, dialect: Dialect) -> int:
     return int(version or 0)
 
 
+@asynccontextmanager
+async def _alone(database: Database, dialect: Dialect) -> AsyncIterator[None]:
+    """One transaction that no other process migrating the same database runs beside.
+
+    Several workers (or instances) start together: each must find the version, and apply
+    what is missing, while the others wait. PostgreSQL: a transaction-scoped advisory lock.
+    SQLite: BEGIN IMMEDIATE takes the write lock before the version is read (a plain BEGIN
+    reads first, and the second writer then fails at once with "database is locked", which
+    no busy timeout can wait out); the others wait for it in SQLite's busy handler.
+    """
+    async with database.connection() as connection:
+        if dialect.name != "sqlite":
+            async with connection.transaction():
+                await connection.execute(f"SELECT pg_advisory_xact_lock({_PG_LOCK_ID})")
+                yield
+            return
+        await connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            await connection.execute("ROLLBACK")
+            raise
+        await connection.execute("COMMIT")
+
+
 async def upgrade(database: Database, dialect: Dialect) -> list[int]:
-    """Apply every migration newer than the database; returns the versions applied."""
+    """Apply every migration newer than the database; returns the versions applied. Safe
+    when several processes start on one database at once: one migrates, the others wait
+    and find it done."""
     applied: list[int] = []
-    async with database.transaction():
-        if dialect.name == "postgresql":
-            await database.execute(f"SELECT pg_advisory_xact_lock({_PG_LOCK_ID})")
+    async with _alone(database, dialect):
         version = await current_version(database, dialect)
         if version == 0:
             await database.execute(str(CreateTable(schema.schema_version).compile(dialect=dialect)))

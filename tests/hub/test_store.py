@@ -288,3 +288,47 @@ async def test_a_rate_set_elsewhere_counts_within_a_second_not_a_cache_period(
     await anyio.sleep(1.1)
     rate = await store.rate("late/model", "chatCompletion")
     assert rate is not None and rate.output_rate == 2
+
+
+def _open_and_close_at(url: str, start_at: float) -> str:
+    """In a process of its own: open the store (migrating it) at one moment, with others."""
+
+    async def go() -> None:
+        store = SqlStore(url)
+        await anyio.sleep(max(0.0, start_at - time.time()))
+        await store.open()
+        await store.close()
+
+    try:
+        asyncio.run(go())
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+def test_workers_starting_together_on_an_empty_database_all_start(db_url: str) -> None:
+    # `serve --workers N` starts N processes at once, each migrating on start: one applies
+    # the schema, the others wait for it rather than fail ("database is locked" on SQLite).
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    asyncio.run(_drop_everything(db_url))
+    start_at = time.time() + 1.5  # after every process has imported the hub
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(4, mp_context=context) as pool:
+        outcomes = list(pool.map(_open_and_close_at, [db_url] * 4, [start_at] * 4, timeout=60))
+
+    assert outcomes == ["ok"] * 4
+
+
+async def _drop_everything(url: str) -> None:
+    """An empty database: no tables, not even the schema version."""
+    if url.startswith("sqlite"):
+        return  # a fresh file per test
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await conn.close()
