@@ -15,7 +15,7 @@ from hub.providers.registry import ProviderRegistry
 from hub.proxy import Proxy
 from hub.routes import MODEL_ROUTES, PUBLIC_PATHS, build_router
 from hub.secrets import load_box
-from hub.settings import Settings
+from hub.settings import Settings, load_settings
 from hub.store import SqlStore
 from hub.store.admin import Admin
 from hub.transport import AiohttpTransport
@@ -64,6 +64,7 @@ class HubApp:
         self.metrics = Metrics(
             log_prompts=settings.log_prompts,
             known_model=offered_model(self.store, self.registry),
+            shared_dir=settings.metrics_dir,
         )
         # No AsyncClient: its cookie jar, redirects and auth are behaviour a proxy must not
         # have. The transport is the connection pool, shared by every request.
@@ -168,6 +169,7 @@ class HubApp:
         return price(call.usage, rate) if rate is not None and call.usage is not None else 0
 
     async def startup(self) -> None:
+        self.metrics.start()
         await self.store.open()
         await self.load_stored_keys()
         self._reloader = asyncio.get_running_loop().create_task(self._reload_stored_keys())
@@ -184,6 +186,7 @@ class HubApp:
                 self._reloader.cancel()
             await self.transport.aclose()
             await self.store.close()
+            self.metrics.stop()
             self.started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -230,3 +233,13 @@ def create_app(
 ) -> HubApp:
     """The whole hub as an ASGI app; pass `transport` to route upstream calls elsewhere (tests)."""
     return HubApp(settings, store=store, transport=transport)
+
+
+def from_environment() -> HubApp:
+    """The app factory for any ASGI server, configured as `aigne-hub serve` is: the file
+    named by AIGNE_HUB_CONFIG and the AIGNE_HUB_* variables. Each worker process calls it.
+
+        uvicorn --factory hub.app:from_environment --workers 4
+        gunicorn -k uvicorn_worker.UvicornWorker -w 4 'hub.app:from_environment()'
+    """
+    return create_app(load_settings())

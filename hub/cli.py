@@ -18,7 +18,14 @@ from cryptography.fernet import Fernet
 
 from hub import bounds
 from hub.secrets import SecretBox, load_box, write_key_file
-from hub.settings import ConfigError, Settings, load_settings, public_url, trusted_proxies
+from hub.settings import (
+    ConfigError,
+    Settings,
+    load_settings,
+    public_url,
+    trusted_proxies,
+    worker_count,
+)
 from hub.store import SqlStore
 from hub.store.admin import CALL_TYPES, Admin
 from middleware.errors import HubError
@@ -111,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="IPS",
         help="comma-separated proxy addresses or networks (or *) whose X-Forwarded-Proto and "
         "X-Forwarded-For are believed (default: server.forwarded_allow_ips, else none)",
+    )
+    serve.add_argument(
+        "--workers",
+        metavar="N",
+        help='worker processes: a number, or "auto" for one per core (default: '
+        "server.workers, else 1)",
     )
     serve.set_defaults(handler=_serve)
 
@@ -241,33 +254,82 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    config = server_config(settings, args)
+    if config.workers == 1:
+        logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else 3  # as `uvicorn.run`: 3 when start-up failed
+    return _serve_workers(config)
+
+
+def _serve_workers(config: uvicorn.Config) -> int:
+    """Run `config.workers` processes on one socket, each loading the app factory with
+    the settings `server_config` put in the environment; the parent restarts any that die."""
+    import logging
+    import shutil
+
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    logging.getLogger("aigne_hub").warning(
+        "%d workers: credit holds are still kept per process, not shared. Until they are, "
+        "concurrent calls on one account can spend more than its balance: each worker "
+        "admits calls against the whole balance, up to %d times it in one burst.",
+        config.workers,
+        config.workers,
     )
-    server = uvicorn.Server(server_config(settings, args))
-    server.run()
-    return 0 if server.started else 3  # as `uvicorn.run`: 3 when start-up failed
+    sock = config.bind_socket()
+    supervisor = Multiprocess(config, sockets=[sock])
+    try:
+        supervisor.run()
+    finally:
+        sock.close()
+        if os.environ.pop(_OWN_METRICS_DIR, None):
+            shutil.rmtree(os.environ[METRICS_DIR], ignore_errors=True)
+    failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
+    return 3 if failed else 0
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# What each worker process loads (it reads its settings as `serve` left them, below).
+WORKER_APP = "hub.app:from_environment"
+METRICS_DIR = "AIGNE_HUB_METRICS_DIR"
+_OWN_METRICS_DIR = "_AIGNE_HUB_METRICS_DIR_MADE_BY_SERVE"
 
 
 def server_config(settings: Settings, args: argparse.Namespace) -> uvicorn.Config:
-    """How `serve` runs the hub under uvicorn (options over the configuration)."""
+    """How `serve` runs the hub under uvicorn (options over the configuration). With
+    several workers, it also sets the environment the worker processes read."""
     import uvicorn
 
-    from hub.app import create_app
+    from hub.app import HubApp, create_app
 
     trusted = (
         trusted_proxies(args.forwarded_allow_ips, "--forwarded-allow-ips")
         if args.forwarded_allow_ips is not None
         else settings.forwarded_allow_ips
     )
+    workers = (
+        worker_count(args.workers, "--workers") if args.workers is not None else settings.workers
+    )
     settings = replace(
         settings,
         host=args.host or settings.host,
         port=args.port if args.port is not None else settings.port,
         forwarded_allow_ips=trusted,
+        workers=workers,
     )
+    app: HubApp | str = create_app(settings) if workers == 1 else WORKER_APP
+    if workers > 1:
+        _share_with_workers(settings, args)
     return uvicorn.Config(
-        create_app(settings),
+        app,
+        factory=workers > 1,
+        workers=workers,
+        log_config=_worker_logging(args.log_level)
+        if workers > 1
+        else uvicorn.config.LOGGING_CONFIG,
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
@@ -280,6 +342,48 @@ def server_config(settings: Settings, args: argparse.Namespace) -> uvicorn.Confi
         proxy_headers=bool(trusted),
         forwarded_allow_ips=list(trusted) or None,
     )
+
+
+def _share_with_workers(settings: Settings, args: argparse.Namespace) -> None:
+    """Put in the environment what each worker process needs to build the same hub as one
+    process would: the configuration file, the options given here, one session secret
+    (a random one per process would sign each dashboard session for one worker only), and
+    a metrics directory of this server's own, emptied now."""
+    import tempfile
+
+    from hub.metrics_shared import clear
+
+    env = os.environ
+    if args.config:
+        env["AIGNE_HUB_CONFIG"] = os.path.abspath(args.config)
+    env["AIGNE_HUB_HOST"] = settings.host
+    if settings.port:  # 0 (any free port) is the parent's to choose, once
+        env["AIGNE_HUB_PORT"] = str(settings.port)
+    env["AIGNE_HUB_SESSION_SECRET"] = settings.session_secret
+    if settings.metrics_dir:
+        clear(settings.metrics_dir)
+        env[METRICS_DIR] = settings.metrics_dir
+    else:
+        env[METRICS_DIR] = tempfile.mkdtemp(prefix="aigne-hub-metrics-")
+        env[_OWN_METRICS_DIR] = "1"
+
+
+def _worker_logging(level: str) -> dict[str, Any]:
+    """uvicorn's logging, and the hub's own lines (calls, start-up) in every worker, as
+    one process has them: each worker is a new interpreter that configures only this."""
+    import copy
+
+    import uvicorn
+
+    config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["formatters"]["hub"] = {"format": LOG_FORMAT}
+    config["handlers"]["hub"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "hub",
+        "stream": "ext://sys.stderr",
+    }
+    config["root"] = {"handlers": ["hub"], "level": level.upper()}
+    return config
 
 
 Command = Callable[[Admin, argparse.Namespace], Awaitable[Any]]

@@ -1,7 +1,9 @@
 """Prometheus metrics (`GET /metrics`) and one structured log line per call.
 
-A few counters and histograms written in the text exposition format; the hub is one
-process per worker, so in-memory figures per process are what Prometheus expects to scrape.
+A few counters and histograms written in the text exposition format. One process counts in
+memory. Several worker processes of one server (a metrics directory is set) also write
+their figures to files there, and a scrape, whichever worker answers it, sums them all
+(hub/metrics_shared.py): the figures of the whole server.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import json
 import logging
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
+from hub.metrics_shared import PLAIN, SUM, Cell, Directory, Labels, WorkerFile
 from middleware.call import Call
 from middleware.money import credits_text
 from middleware.ports import SETTLE_REFUSED
@@ -21,8 +24,9 @@ call_log = logging.getLogger("aigne_hub.calls")
 # Seconds; model calls run from milliseconds (embeddings) to minutes (long streams).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
-Labels = tuple[tuple[str, str], ...]
 CREDITS = "aigne_hub_credits_total"
+IN_FLIGHT = "aigne_hub_calls_in_flight"
+Counters = Mapping[str, Mapping[Labels, int]]
 
 
 class _Histogram:
@@ -30,9 +34,15 @@ class _Histogram:
         self.counts = [0] * (len(BUCKETS) + 1)
         self.total = 0.0
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(BUCKETS, value)] += 1
+    def observe(self, value: float) -> int:
+        """Count the value; returns the index of its bucket."""
+        bucket = bisect_left(BUCKETS, value)
+        self.counts[bucket] += 1
         self.total += value
+        return bucket
+
+
+Histograms = Mapping[str, Mapping[Labels, _Histogram]]
 
 
 # The model label of calls to models the hub neither prices nor lists.
@@ -48,21 +58,42 @@ class Metrics:
     """
 
     def __init__(
-        self, log_prompts: bool = False, known_model: Callable[[str], bool] | None = None
+        self,
+        log_prompts: bool = False,
+        known_model: Callable[[str], bool] | None = None,
+        shared_dir: str | None = None,
     ) -> None:
         self.log_prompts = log_prompts
         self.known_model = known_model
+        self.shared_dir = shared_dir
         self.in_flight = 0
-        self.counters: dict[str, defaultdict[Labels, float]] = defaultdict(
-            lambda: defaultdict(float)
-        )
+        # Integers (calls, tokens, credit units): sums stay exact however long the server runs.
+        self.counters: dict[str, defaultdict[Labels, int]] = defaultdict(lambda: defaultdict(int))
         self.histograms: dict[str, dict[Labels, _Histogram]] = defaultdict(dict)
+        self._file: WorkerFile | None = None
+        self._workers: Directory | None = None
+
+    def start(self) -> None:
+        """In the worker process, before it serves: its file in the shared directory."""
+        if self.shared_dir is not None and self._file is None:
+            self._file = WorkerFile(self.shared_dir)
+            self._workers = Directory(self.shared_dir)
+            self._file.set((IN_FLIGHT, (), PLAIN), self.in_flight)
+
+    def stop(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def opened(self, call: Call) -> None:
         self.in_flight += 1
+        if self._file is not None:
+            self._file.set((IN_FLIGHT, (), PLAIN), self.in_flight)
 
     def settled(self, call: Call) -> None:
         self.in_flight -= 1
+        if self._file is not None:
+            self._file.set((IN_FLIGHT, (), PLAIN), self.in_flight)
         provider = call.provider or "none"
         known = self.known_model is None or self.known_model(call.model)
         model = call.model if known else OTHER_MODEL
@@ -97,37 +128,73 @@ class Metrics:
         closed by the provider (a keep-alive timeout) before any answer arrived."""
         self._count("aigne_hub_upstream_stale_retries_total", ())
 
-    def _count(self, name: str, labels: Labels, amount: float = 1.0) -> None:
-        self.counters[name][labels] += amount
+    def _count(self, name: str, labels: Labels, amount: int = 1) -> None:
+        series = self.counters[name]
+        series[labels] += amount
+        if self._file is not None:
+            self._file.set((name, labels, PLAIN), series[labels])
 
     def _observe(self, name: str, labels: Labels, value: float) -> None:
         histogram = self.histograms[name].get(labels)
         if histogram is None:
             histogram = self.histograms[name][labels] = _Histogram()
-        histogram.observe(value)
+        bucket = histogram.observe(value)
+        if self._file is not None:
+            self._file.set((name, labels, bucket), histogram.counts[bucket])
+            self._file.set((name, labels, SUM), histogram.total)
 
     def render(self) -> str:
-        """The Prometheus text exposition format."""
-        out = [
-            "# TYPE aigne_hub_calls_in_flight gauge",
-            f"aigne_hub_calls_in_flight {self.in_flight}",
-        ]
-        for name, series in sorted(self.counters.items()):
-            out.append(f"# TYPE {name} counter")
-            for labels, value in series.items():
-                shown = credits_text(int(value)) if name == CREDITS else _number(value)
-                out.append(f"{name}{_labels(labels)} {shown}")
-        for name, histograms in sorted(self.histograms.items()):
-            out.append(f"# TYPE {name} histogram")
-            for labels, histogram in histograms.items():
-                running = 0
-                for bound, count in zip((*BUCKETS, float("inf")), histogram.counts, strict=True):
-                    running += count
-                    le = "+Inf" if bound == float("inf") else repr(bound)
-                    out.append(f"{name}_bucket{_labels((*labels, ('le', le)))} {running}")
-                out.append(f"{name}_sum{_labels(labels)} {_number(histogram.total)}")
-                out.append(f"{name}_count{_labels(labels)} {running}")
-        return "\n".join(out) + "\n"
+        """The Prometheus text exposition format: this process's figures, or with a shared
+        directory, the server's (every worker's, summed)."""
+        if self._workers is None:
+            return _render(self.in_flight, self.counters, self.histograms)
+        return _render(*_summed(self._workers.cells()))
+
+    def server_in_flight(self) -> int:
+        """Calls in flight in the whole server (every live worker)."""
+        if self._workers is None:
+            return self.in_flight
+        return _summed(self._workers.cells())[0]
+
+
+def _summed(cells: Iterable[tuple[Cell, float, bool]]) -> tuple[int, Counters, Histograms]:
+    in_flight = 0
+    counters: defaultdict[str, defaultdict[Labels, int]] = defaultdict(lambda: defaultdict(int))
+    histograms: defaultdict[str, dict[Labels, _Histogram]] = defaultdict(dict)
+    for (name, labels, part), value, alive in cells:
+        if name == IN_FLIGHT:
+            in_flight += int(value) if alive else 0
+        elif part == PLAIN:
+            counters[name][labels] += int(value)
+        else:
+            histogram = histograms[name].get(labels)
+            if histogram is None:
+                histogram = histograms[name][labels] = _Histogram()
+            if part == SUM:
+                histogram.total += value
+            else:
+                histogram.counts[part] += int(value)
+    return in_flight, counters, histograms
+
+
+def _render(in_flight: int, counters: Counters, histograms: Histograms) -> str:
+    out = [f"# TYPE {IN_FLIGHT} gauge", f"{IN_FLIGHT} {in_flight}"]
+    for name, series in sorted(counters.items()):
+        out.append(f"# TYPE {name} counter")
+        for labels, value in series.items():
+            shown = credits_text(value) if name == CREDITS else str(value)
+            out.append(f"{name}{_labels(labels)} {shown}")
+    for name, by_labels in sorted(histograms.items()):
+        out.append(f"# TYPE {name} histogram")
+        for labels, histogram in by_labels.items():
+            running = 0
+            for bound, count in zip((*BUCKETS, float("inf")), histogram.counts, strict=True):
+                running += count
+                le = "+Inf" if bound == float("inf") else repr(bound)
+                out.append(f"{name}_bucket{_labels((*labels, ('le', le)))} {running}")
+            out.append(f"{name}_sum{_labels(labels)} {_number(histogram.total)}")
+            out.append(f"{name}_count{_labels(labels)} {running}")
+    return "\n".join(out) + "\n"
 
 
 def _labels(labels: Labels) -> str:

@@ -103,6 +103,11 @@ class Settings:
     encryption_key_file: str = "aigne-hub.key"
     # Whether the per-call log line carries the prompt (off: people's text stays out of logs).
     log_prompts: bool = False
+    # Worker processes `serve` runs (`[server] workers`, a number or "auto": one per core).
+    workers: int = 1
+    # Where the worker processes of one server keep their metrics, summed at each scrape
+    # (AIGNE_HUB_METRICS_DIR); None: each process counts alone. `serve --workers N` sets it.
+    metrics_dir: str | None = None
 
     @property
     def billing(self) -> bool:
@@ -139,7 +144,9 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
             raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
     _no_unknown(data, _TOP, "")
     server = _table(
-        data, "server", {"host", "port", "cors_origins", "public_url", "forwarded_allow_ips"}
+        data,
+        "server",
+        {"host", "port", "cors_origins", "public_url", "forwarded_allow_ips", "workers"},
     )
     cors = server.get("cors_origins", [])
     if not isinstance(cors, list) or not all(isinstance(o, str) for o in cors):
@@ -190,6 +197,8 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         encryption_key=env.get("AIGNE_HUB_ENCRYPTION_KEY") or security.get("encryption_key"),
         encryption_key_file=str(security.get("encryption_key_file", "aigne-hub.key")),
         log_prompts=log_prompts,
+        workers=worker_count(server.get("workers", 1)),
+        metrics_dir=env.get("AIGNE_HUB_METRICS_DIR") or None,
     )
 
 
@@ -206,6 +215,19 @@ def public_url(value: Any, key: str = "server.public_url") -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
         raise ConfigError(key, problem)
     return value.rstrip("/")
+
+
+def worker_count(value: Any, key: str = "server.workers") -> int:
+    """A number of worker processes: a whole number from 1, or "auto" for one per core this
+    process may run on."""
+    if value == "auto":
+        cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ()
+        return len(cores) or os.cpu_count() or 1
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(key, f'must be a whole number from 1, or "auto", not {value!r}')
+    return value
 
 
 def _public_url(value: Any) -> str | None:

@@ -132,7 +132,7 @@ def routes(
             ledger=await admin.ledger(me.user_did),
             out_of_credit=[a for a in accounts if _out_of_credit(a)],
             accounts=len(accounts),
-            in_flight=metrics.in_flight,
+            in_flight=metrics.server_in_flight(),
         )
 
     async def calls(request: Request) -> Response:
