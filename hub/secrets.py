@@ -96,13 +96,24 @@ def load_box(key: str | None, key_file: str, *, create: bool = False) -> SecretB
     if not path.exists():
         if not create:
             return None
-        try:
-            # Created owner-only from the start, and never over a key another process just
-            # made (keys sealed with a lost key could not be opened again).
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "wb") as out:
-                out.write(Fernet.generate_key())
+        _make_key_file(path)
     return SecretBox(path.read_bytes().strip())
+
+
+def _make_key_file(path: Path) -> None:
+    """A new key in a file that appears whole, owner-only, and never over a key another
+    process just made (keys sealed with a lost key could not be opened again). Written
+    aside, then linked into place: a hard link fails if the name exists, so of workers
+    making it at once one wins and the others read its key, never a file still empty."""
+    staged = path.with_name(f"{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(staged, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(Fernet.generate_key())
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(staged, path)
+    except FileExistsError:
+        pass
+    finally:
+        staged.unlink(missing_ok=True)

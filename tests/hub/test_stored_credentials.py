@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import time
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
@@ -303,3 +304,31 @@ def test_a_rotation_cut_short_leaves_every_key_readable_and_can_be_run_again(
     assert len(final.keys) == 1 and final.open(sealed) == STORED_KEY
     assert link.is_symlink() and oct(real.stat().st_mode)[-3:] == "600"
     assert not [p for p in real.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def _key_made_at(key_file: str, start_at: float) -> bytes | str:
+    """In a process of its own: the key `credentials add` would use, made at one moment."""
+    from hub.secrets import load_box
+
+    time.sleep(max(0.0, start_at - time.time()))
+    try:
+        box = load_box(None, key_file, create=True)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    assert box is not None
+    return box.keys[0]
+
+
+def test_workers_making_the_key_file_at_once_all_use_one_key(tmp_path: Path) -> None:
+    # Two workers adding the first provider keys at the same moment: one makes the file,
+    # the other must read that key, never an empty file or a key of its own.
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    files = [str(tmp_path / f"hub-{i}.key") for i in range(20)]
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for key_file in files:
+            start_at = time.time() + 0.3
+            keys = list(pool.map(_key_made_at, [key_file] * 4, [start_at] * 4, timeout=30))
+            assert all(isinstance(key, bytes) for key in keys), keys
+            assert len(set(keys)) == 1
