@@ -10,7 +10,10 @@ import httpx
 import pytest
 import respx
 
+from hub.metrics import Metrics
 from hub.settings import ConfigError, load_settings
+from middleware.call import Call, Identity, Usage
+from middleware.money import to_units
 from tests.conftest import PROVIDER_KEY, Hub, make_settings, start_hub
 from tests.hub.test_proxy import completion
 
@@ -121,3 +124,69 @@ async def test_a_priced_model_keeps_its_own_label(
     assert (await hub.chat("mock/priced-only")).status_code == 200
 
     assert 'model="mock/priced-only"' in (await hub.client.get("/metrics")).text
+
+
+def _settled_call(status: str = "success", charge: int = 0, seconds: float = 0.3) -> Call:
+    call = Call(
+        identity=Identity(account_id=1, user_did="did:abt:alice"),
+        call_type="chatCompletion",
+        model="mock/gpt-4o-mini",
+        body={},
+        raw_body=b"",
+        provider="mock",
+        usage=Usage(input_tokens=9, output_tokens=3),
+        status=status,  # type: ignore[arg-type]
+    )
+    call.charge = charge
+    call.ended_clock = call.started_clock + seconds
+    return call
+
+
+def test_workers_sharing_a_directory_each_scrape_the_whole_server(tmp_path: Path) -> None:
+    one, two = Metrics(shared_dir=str(tmp_path)), Metrics(shared_dir=str(tmp_path))
+    one.start()
+    two.start()
+    try:
+        for _ in range(3):
+            one.opened(_settled_call())
+            one.settled(_settled_call(charge=to_units("0.1")))
+        two.opened(_settled_call())
+        two.settled(_settled_call("failed", seconds=70))
+        two.opened(_settled_call())  # still in flight
+        # Credit sums past a double's 2**53 units stay exact.
+        two.opened(_settled_call())
+        two.settled(_settled_call(charge=2**53 + 1))
+
+        assert one.render() == two.render()
+        text = one.render()
+        labels = 'provider="mock",model="mock/gpt-4o-mini",type="chatCompletion"'
+        assert f'aigne_hub_calls_total{{{labels},status="success"}} 4' in text
+        assert f'aigne_hub_calls_total{{{labels},status="failed"}} 1' in text
+        assert f'aigne_hub_tokens_total{{{labels},kind="input"}} 45' in text
+        assert f"aigne_hub_credits_total{{{labels}}} 900720.2254740993" in text
+        assert "aigne_hub_calls_in_flight 1" in text
+        timed = 'provider="mock",type="chatCompletion"'
+        assert f"aigne_hub_call_duration_seconds_count{{{timed}}} 5" in text
+        assert f'aigne_hub_call_duration_seconds_bucket{{{timed},le="60.0"}} 4' in text
+        assert f"aigne_hub_call_duration_seconds_sum{{{timed}}} 71.2" in text
+        assert one.server_in_flight() == 1
+
+        two.stop()  # a worker that exits (or is killed): its calls are no longer in flight,
+        after = one.render()  # but what it counted still counts, so no counter goes back
+        assert f'aigne_hub_calls_total{{{labels},status="success"}} 4' in after
+        assert "aigne_hub_calls_in_flight 0" in after
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_one_process_writes_no_files_and_renders_as_before(tmp_path: Path) -> None:
+    metrics = Metrics()
+    metrics.start()
+    metrics.opened(_settled_call())
+    metrics.settled(_settled_call(charge=to_units("0.000015")))
+
+    text = metrics.render()
+    assert text.startswith("# TYPE aigne_hub_calls_in_flight gauge\naigne_hub_calls_in_flight 0\n")
+    assert 'status="success"} 1\n' in text and "} 0.000015\n" in text
+    assert list(tmp_path.iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -391,3 +392,16 @@ def test_keys_can_carry_weights(tmp_path: Path) -> None:
 
     assert provider.api_keys == ("sk-a", "sk-b")
     assert provider.key_weights() == (100, 30)
+
+
+def test_server_workers_is_a_number_from_one_or_auto(tmp_path: Path) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text("[server]\nworkers = 3\n")
+    assert load_settings(config, env={}).workers == 3
+    config.write_text('[server]\nworkers = "auto"\n')
+    assert load_settings(config, env={}).workers == len(os.sched_getaffinity(0))
+    for bad in ("0", '"many"', "2.5", "true"):
+        config.write_text(f"[server]\nworkers = {bad}\n")
+        with pytest.raises(ConfigError, match="server.workers"):
+            load_settings(config, env={})
+    assert load_settings(None, env={}).workers == 1
