@@ -47,6 +47,11 @@ MONEY_COLUMNS = {
     "amount",
 }
 MAX_CALLS_LISTED = 100_000
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# What each worker process loads (it reads its settings as `serve` left them, below).
+WORKER_APP = "hub.app:from_environment"
+METRICS_DIR = "AIGNE_HUB_METRICS_DIR"
+
 TIME_COLUMNS = {
     "created_at",
     "last_used_at",
@@ -267,7 +272,6 @@ def _serve_workers(config: uvicorn.Config) -> int:
     """Run `config.workers` processes on one socket, each loading the app factory with
     the settings `server_config` put in the environment; the parent restarts any that die."""
     import logging
-    import shutil
 
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
@@ -285,17 +289,8 @@ def _serve_workers(config: uvicorn.Config) -> int:
         supervisor.run()
     finally:
         sock.close()
-        if os.environ.pop(_OWN_METRICS_DIR, None):
-            shutil.rmtree(os.environ[METRICS_DIR], ignore_errors=True)
     failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
     return 3 if failed else 0
-
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# What each worker process loads (it reads its settings as `serve` left them, below).
-WORKER_APP = "hub.app:from_environment"
-METRICS_DIR = "AIGNE_HUB_METRICS_DIR"
-_OWN_METRICS_DIR = "_AIGNE_HUB_METRICS_DIR_MADE_BY_SERVE"
 
 
 def server_config(settings: Settings, args: argparse.Namespace) -> uvicorn.Config:
@@ -320,16 +315,17 @@ def server_config(settings: Settings, args: argparse.Namespace) -> uvicorn.Confi
         forwarded_allow_ips=trusted,
         workers=workers,
     )
-    app: HubApp | str = create_app(settings) if workers == 1 else WORKER_APP
-    if workers > 1:
+    app: HubApp | str
+    if workers == 1:
+        app, log_config = create_app(settings), uvicorn.config.LOGGING_CONFIG
+    else:
         _share_with_workers(settings, args)
+        app, log_config = WORKER_APP, _worker_logging(args.log_level)
     return uvicorn.Config(
         app,
         factory=workers > 1,
         workers=workers,
-        log_config=_worker_logging(args.log_level)
-        if workers > 1
-        else uvicorn.config.LOGGING_CONFIG,
+        log_config=log_config,
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
@@ -349,6 +345,8 @@ def _share_with_workers(settings: Settings, args: argparse.Namespace) -> None:
     process would: the configuration file, the options given here, one session secret
     (a random one per process would sign each dashboard session for one worker only), and
     a metrics directory of this server's own, emptied now."""
+    import atexit
+    import shutil
     import tempfile
 
     from hub.metrics_shared import clear
@@ -364,8 +362,8 @@ def _share_with_workers(settings: Settings, args: argparse.Namespace) -> None:
         clear(settings.metrics_dir)
         env[METRICS_DIR] = settings.metrics_dir
     else:
-        env[METRICS_DIR] = tempfile.mkdtemp(prefix="aigne-hub-metrics-")
-        env[_OWN_METRICS_DIR] = "1"
+        made = env[METRICS_DIR] = tempfile.mkdtemp(prefix="aigne-hub-metrics-")
+        atexit.register(shutil.rmtree, made, ignore_errors=True)  # the server's, gone with it
 
 
 def _worker_logging(level: str) -> dict[str, Any]:

@@ -399,3 +399,13 @@ def test_rates_that_would_give_calls_away_are_refused(cli: Cli, extra: tuple[str
 
     assert code == 1 and err
     assert cli.json("rates", "list") == []
+
+
+def test_serve_refuses_a_number_of_workers_that_is_not_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "hub.db"}"\n')
+    for bad in ("0", "two", "-1"):
+        assert main(["serve", "--config", str(config), "--workers", bad]) == 1
+        assert "'--workers': must be a whole number from 1" in capsys.readouterr().err
