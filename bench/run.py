@@ -1,6 +1,6 @@
 """Measure the hub against the floor, in one run on one machine.
 
-    python bench/run.py [--seconds 5] [--requests 400]
+    python bench/run.py [--seconds 5] [--requests 400] [--workers 2]
 
 Starts the example fake provider, the floor (bench/floor.py: a bare pass-through proxy)
 and the hub with its full middleware stack on SQLite, each one uvicorn worker in its own
@@ -138,6 +138,9 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each round")
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds per target")
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument(
+        "--workers", default="1", help="the hub's worker processes (serve --workers)"
+    )
     args = parser.parse_args()
     ports = {"fake": 8300, "floor": 8301, "hub": 8302}
     tmp = tempfile.mkdtemp(prefix="aigne-hub-bench-")
@@ -163,7 +166,8 @@ async def main() -> None:
             )
         )
         key = hub_setup(env)
-        procs.append(start(["-m", "hub.cli", "serve", "--log-level", "warning"], env=env))
+        serve = ["-m", "hub.cli", "serve", "--log-level", "error", "--workers", args.workers]
+        procs.append(start(serve, env=env))
         await wait_up(f"http://127.0.0.1:{ports['floor']}/v1/models")
         await wait_up(f"http://127.0.0.1:{ports['hub']}/health")
 

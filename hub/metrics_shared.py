@@ -15,7 +15,6 @@ a reader sees whole records only.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import mmap
 import os
@@ -49,6 +48,8 @@ class WorkerFile:
         folder = Path(directory)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = folder / f"worker-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
+        import fcntl  # here, not above: on a platform without it, one process still runs
+
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         # The kernel drops the lock when the process ends, however it ends: that is how a
         # scrape tells a live worker's gauges from a dead one's.
@@ -123,6 +124,8 @@ class Directory:
 
 
 def _read(path: Path) -> tuple[bool, bytes]:
+    import fcntl
+
     with path.open("rb") as file:
         try:
             fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
