@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -190,6 +193,23 @@ LATEST = MIGRATIONS[-1][0]
 
 # Serializes concurrent starts of several instances against one PostgreSQL.
 _PG_LOCK_ID = 0x41494748
+
+
+async def use_wal(database: Database, timeout: float = 10.0) -> None:
+    """Put a SQLite file in WAL mode (readers never wait for the writer), waiting for
+    another process that starts at the same moment: on a new file the switch needs an
+    exclusive lock that SQLite does not wait for, and says "database is locked" at once."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            await database.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 async def current_version(database: Database, dialect: Dialect) -> int:

@@ -86,7 +86,7 @@ class SqlStore:
         await self.database.connect()
         if self.is_sqlite:
             # WAL lets readers (the CLI, the dashboard) work while the hub writes.
-            await self.database.execute("PRAGMA journal_mode=WAL")
+            await migrate.use_wal(self.database)
         if upgrade:
             await migrate.upgrade(self.database, self.dialect)
         elif await migrate.current_version(self.database, self.dialect) < migrate.LATEST:

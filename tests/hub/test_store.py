@@ -301,8 +301,10 @@ def _open_and_close_at(url: str, start_at: float) -> str:
 
     try:
         asyncio.run(go())
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
+    except Exception:
+        import traceback
+
+        return traceback.format_exc()
     return "ok"
 
 
