@@ -82,10 +82,14 @@ NUMBERS = (
     *("-9223372036854775809", "922337203.6854775807", "1e-11", "0.00000000001", "1e8"),
     *("123456789012345678901234567890", "1.0000000000000000001", "36500", "36501"),
 )
+# Amounts a validator might take: every magnitude from one unit to past what 64 bits hold.
+MONEY_EDGE = (
+    *("1", "2.5", "0.0000000001", "100", "1e7", "99999999", "1e8", "5e8", "922337203"),
+    *("922337203.6854775807", "922337204", "1e20", "1e300", "-5", "0"),
+)
 MONEY_TEXT = (
-    *("1", "0", "-5", "0.0000000001", "0.00000000001", "922337203.6854775807", "1e8", "1e20"),
-    *("NaN", "Infinity", "1e-20", "١", "  1 ", "0x10", "1_000", "", "9" * 40, "-0"),
-    *("1e7", "99999999", "5e8"),  # rates a ledger cannot hold a call's charge of
+    *("0.00000000001", "NaN", "Infinity", "1e-20", "١", "  1 ", "0x10", "1_000", "", "9" * 40),
+    *("-0", "1e999"),
 )
 texts = st.one_of(
     st.sampled_from(ODD_TEXT),
@@ -111,7 +115,8 @@ hostile = st.recursive(
     max_leaves=12,
 ) | st.builds(Deep, st.sampled_from((50, 999, 1000, 1200, 5000)), leaves)
 
-money = st.one_of(st.sampled_from(MONEY_TEXT), numbers)
+edge_money = st.sampled_from(MONEY_EDGE) | st.sampled_from(MONEY_EDGE).map(Raw)
+money = st.one_of(edge_money, edge_money, st.sampled_from(MONEY_TEXT), numbers)
 messages = st.lists(
     st.fixed_dictionaries(
         {"role": st.sampled_from(("user", "system", "assistant", "tool", "agent", "")) | texts},
@@ -271,7 +276,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
         }
     ),
     "/api/admin/grants": st.fixed_dictionaries(
-        {"user": st.sampled_from(USERS), "amount": money}, optional={"note": texts}
+        {"user": st.sampled_from(USERS), "amount": edge_money}, optional={"note": texts}
     ),
     "/api/admin/keys": st.fixed_dictionaries(
         {"user": st.sampled_from(USERS) | RIGHT["user"]},
@@ -282,10 +287,20 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     ),
     "/api/admin/rates": st.lists(
         st.fixed_dictionaries(
-            {"model": st.sampled_from(PRICED) | RIGHT["model"], "input": money, "output": money},
-            optional={n: RIGHT[n] for n in ("type", "per", "cached", "cache_write", "image")},
+            {
+                "model": st.sampled_from((*PRICED, "mock/new")),
+                "input": edge_money,
+                "output": edge_money,
+            },
+            optional={
+                "per": st.sampled_from(("token", "million")),
+                "type": RIGHT["type"],
+                "cached": edge_money,
+                "image": edge_money,
+            },
         ),
-        max_size=3,
+        min_size=1,
+        max_size=2,
     ),
     "/api/admin/credentials": st.fixed_dictionaries(
         {"provider": st.just("mock"), "key": RIGHT["key"]}, optional={"weight": RIGHT["weight"]}

@@ -11,18 +11,22 @@ import asyncio
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
 
 from middleware import model_call
 from tests.fuzz import asgi
-from tests.fuzz.traffic import requests, tour
+from tests.fuzz.sweep import price_sweep, sweep, tour
+from tests.fuzz.traffic import plan
 from tests.fuzz.world import World, every_route, faults_of, unreached
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "1500"))
 SEED = int(os.environ.get("FUZZ_SEED", "11"))
+ROUNDS = 2
 RELOAD_EVERY = 50  # requests between reloads of the stored provider keys
 
 
@@ -39,6 +43,27 @@ class Found:
         self.auths.add(request.auth)
         if self.example is None or request.size < self.example.size:
             self.example = request
+
+
+def attack(
+    strategy: st.SearchStrategy[asgi.Request],
+    examples: int,
+    seed_: int,
+    check: Callable[[asgi.Request], None],
+) -> None:
+    @seed(seed_)
+    @settings(
+        max_examples=examples,
+        database=None,
+        deadline=None,
+        phases=(Phase.generate,),
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(strategy)
+    def run(request: asgi.Request) -> None:
+        check(request)
+
+    run()
 
 
 def test_hostile_requests_get_clear_errors_and_leave_the_ledger_whole(
@@ -66,21 +91,15 @@ def test_hostile_requests_get_clear_errors_and_leave_the_ledger_whole(
                 for fault in filter(None, faults):
                     found.setdefault(fault, Found()).add(request)
 
-            @seed(SEED)
-            @settings(
-                max_examples=EXAMPLES,
-                database=None,
-                deadline=None,
-                phases=(Phase.generate,),
-                suppress_health_check=list(HealthCheck),
-            )
-            @given(requests(routes, *secrets))
-            def attack(request: asgi.Request) -> None:
-                check(request)
-
-            for visit in tour(routes, *secrets):
+            for visit in [*tour(routes, *secrets), *sweep(routes), *price_sweep()]:
                 check(visit)
-            attack()
+            strategies = plan(routes, *secrets)
+            per_share = EXAMPLES / ROUNDS / sum(share for _, share in strategies)
+            # In rounds, so that what a later route did (a grant, a rate, a provider key)
+            # meets the earlier routes too.
+            for round_ in range(ROUNDS):
+                for strategy, share in strategies:
+                    attack(strategy, max(1, round(share * per_share)), SEED + round_, check)
             after = runner.run(world.ledger_faults()) + unreached(routes, answers)
         finally:
             runner.run(world.stop())

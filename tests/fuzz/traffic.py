@@ -3,8 +3,6 @@ and a caller; half of them hostile throughout, half plausible with hostile value
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Sequence
 
 from hypothesis import strategies as st
@@ -14,10 +12,7 @@ from middleware.parse import Route as CallRoute
 from tests.fuzz.asgi import Request
 from tests.fuzz.hostile import (
     AUTHS,
-    CHAT,
-    EMBEDDING,
     FIELDS,
-    IMAGE,
     METHODS,
     QUERY_NAMES,
     bodies,
@@ -25,6 +20,7 @@ from tests.fuzz.hostile import (
     plausible_bodies,
     texts,
 )
+from tests.fuzz.sweep import BROWSER, JSON
 
 ODD_SEGMENTS = (
     *("%zz", "%", "%00", "..", "%2e%2e", "%2F", "a%2Fb", "%ff", "%ed%a0%80", "%0d%0a", "~"),
@@ -70,8 +66,6 @@ HEADER_CHOICES: dict[str, tuple[str, ...]] = {
     "access-control-request-method": ("POST", "DELETE", "\xff"),
     "access-control-request-headers": ("content-type", "x-evil", ","),
 }
-JSON = ((b"content-type", b"application/json"),)
-BROWSER = ((b"content-type", b"application/x-www-form-urlencoded"), (b"accept", b"text/html"))
 
 
 def segment(ids: Sequence[str]) -> st.SearchStrategy[str]:
@@ -93,6 +87,13 @@ def paths(template: str, ids: Sequence[str]) -> st.SearchStrategy[str]:
     return segment(ids).map(lambda s: head + s + rest.partition("}")[2])
 
 
+def plausible_paths(template: str, ids: Sequence[str]) -> st.SearchStrategy[str]:
+    if "{" in template and template not in ("/static/{path}", "{unknown}"):
+        head, _, rest = template.partition("{")
+        return st.sampled_from(tuple(ids)).map(lambda s: head + s + rest.partition("}")[2])
+    return paths(template, ids)
+
+
 queries = st.lists(
     st.tuples(
         st.sampled_from((*QUERY_NAMES, "", "%zz", "a[]")),
@@ -100,6 +101,8 @@ queries = st.lists(
     ),
     max_size=4,
 ).map(lambda pairs: "&".join(f"{k}={v}" for k, v in pairs).encode())
+# Bytes past ASCII as they are, which a browser would percent-encode but a server passes on.
+queries = queries | st.sampled_from((b"user=\xff", b"model=\xc3\xa9", b"\xed\xa0\x80=1"))
 
 
 def header_sets() -> st.SearchStrategy[tuple[tuple[bytes, bytes], ...]]:
@@ -113,13 +116,17 @@ def header_sets() -> st.SearchStrategy[tuple[tuple[bytes, bytes], ...]]:
     return st.tuples(*chosen).map(lambda got: tuple(p for p in got if p is not None))
 
 
-def requests(
+def plan(
     routes: Sequence[tuple[str, frozenset[str]]],
     ids: Sequence[str],
     login_keys: Sequence[str],
     link_tokens: Sequence[str],
-) -> st.SearchStrategy[Request]:
-    """A request to one of the routes (template, its methods), by one of the callers."""
+) -> list[tuple[st.SearchStrategy[Request], int]]:
+    """For each route (template, its methods), hostile requests and plausible ones, each
+    with its share of the requests: a route that takes JSON has most to get wrong.
+
+    One Hypothesis run per strategy rather than one over them all: its draws favour the
+    first of many choices, and requests would pile up on a few routes."""
 
     def request(
         template: str,
@@ -154,82 +161,34 @@ def requests(
         body = plausible_bodies(template, call_type)
         if template == "/login":
             body = st.sampled_from(tuple(login_keys)).map(lambda k: f"key={k}&next=/".encode())
-        query = st.just(b"") | queries
+        # The odd parts of a plausible request are in its body; rarely in its query or headers.
+        query = st.sampled_from((b"",) * 4) | queries
         if template == "/login/link":
             tokens = st.sampled_from(tuple(link_tokens))
             query = tokens.map(lambda t: f"token={t}&next=/dashboard".encode()) | query
-        methods = sorted(own - {"HEAD"}) or ["GET"]
+        # The methods that send a body first: Hypothesis draws the first choice most.
+        methods = sorted(own - {"HEAD"}, key=lambda m: (m not in ("POST", "PUT"), m)) or ["GET"]
         return st.builds(
             request,
             st.just(template),
             st.sampled_from(methods),
-            paths(template, ids),
+            plausible_paths(template, ids),
             query,
-            st.sampled_from((JSON, (), BROWSER)) | header_sets().map(lambda h: (*JSON, *h)),
+            st.sampled_from((JSON, JSON, JSON, (), BROWSER))
+            | header_sets().map(lambda h: (*JSON, *h)),
             body,
             st.just(True),
             # The admin's routes mostly by the admin, so that their handlers are reached.
             st.sampled_from(("admin", "admin-cookie", "admin", "user", "user-cookie")),
         )
 
-    # One strategy per route, built once: building them per draw costs more than the hub.
-    # Routes that read a body have the most to get wrong: they are drawn four times as often.
-    # Drawn evenly (st.one_of of many branches favours its first ones).
-    weighted = [r for r in routes for _ in range(4 if reads_body(r[0]) else 1)]
-    kinds = [hostile(*r) for r in weighted] + [plausible(*r) for r in weighted]
-    return st.sampled_from(kinds).flatmap(lambda kind: kind)
+    def share(template: str) -> int:
+        if template in FIELDS and template != "/login":
+            return 6  # the admin and user APIs: money, keys, rates, provider keys
+        return 3 if template in MODEL_ROUTES or template == "/login" else 1
 
-
-def reads_body(template: str) -> bool:
-    return template in FIELDS or template in MODEL_ROUTES
-
-
-def tour(
-    routes: Sequence[tuple[str, frozenset[str]]],
-    ids: Sequence[str],
-    login_keys: Sequence[str],
-    link_tokens: Sequence[str],
-) -> list[Request]:
-    """Each route with each of its methods, once, as the admin would use it: so that every
-    handler is reached whatever the generated requests happen to draw."""
-    chat = {"messages": [{"role": "user", "content": "Say hi"}]}
-    bodies: dict[str, object] = {
-        "chatCompletion": {"model": CHAT, **chat},
-        "embedding": {"model": EMBEDDING, "input": "hello"},
-        "imageGeneration": {"model": IMAGE, "prompt": "a cat"},
-        "/api/v2/chat": {"input": {**chat, "modelOptions": {"model": CHAT}}},
-        "/api/v2/image": {"input": {"prompt": "a cat", "modelOptions": {"model": IMAGE}}},
-        "/api/admin/grants": {"user": "did:abt:bob", "amount": "1"},
-        "/api/admin/keys": {"user": "did:abt:bob"},
-        "/api/user/keys": {"name": "tour"},
-        "/api/admin/rates": [{"model": CHAT, "input": "0.000001", "output": "0.000002"}],
-        "/api/admin/credentials": {"provider": "mock", "key": "sk-tour"},
-    }
-    visits = []
-    for template, methods in routes:
-        spec = MODEL_ROUTES.get(template)
-        call_type = spec.call_type if isinstance(spec, CallRoute) else spec
-        body = bodies.get(template, bodies.get(call_type or "", None))
-        path = template.replace("{path}", "hub.css").replace("{unknown}", "/nope")
-        path = re.sub(r"\{\w+\}", ids[0], path)
-        query = f"token={link_tokens[0]}" if template == "/login/link" else ""
-        for method in sorted(methods - {"HEAD"}) or ["GET"]:
-            raw = json.dumps(body).encode() if body is not None and method != "GET" else b""
-            headers: tuple[tuple[bytes, bytes], ...] = JSON
-            if template == "/login":
-                raw, headers = f"key={login_keys[0]}&next=/".encode(), BROWSER
-            if method == "DELETE" and template == "/api/admin/rates":
-                query = "model=mock/none"
-            length = (b"content-length", str(len(raw)).encode())
-            visits.append(
-                Request(
-                    method,
-                    path.encode(),
-                    query.encode(),
-                    (*headers, length),
-                    raw,
-                    template,
-                    "admin",
-                )
-            )
-    return visits
+    return [
+        (kind(template, own), share(template))
+        for template, own in routes
+        for kind in (hostile, plausible)
+    ]

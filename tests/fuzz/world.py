@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,13 +133,13 @@ class World:
                     f" - charged {charged} = {granted - charged}"
                 )
         stuck = await store.query(
-            select(model_calls.c.id, model_calls.c.model, model_calls.c.credits).where(
+            select(model_calls.c.id, model_calls.c.model).where(
                 model_calls.c.status == "processing"
             )
         )
-        faults += [
-            f"call {c['id']} ({c['model']!r}, {c['credits']}) left processing" for c in stuck
-        ]
+        if stuck:
+            models = sorted({str(c["model"]) for c in stuck})
+            faults.append(f"{len(stuck)} calls left processing, never billed (models {models})")
         return faults
 
     async def stop(self) -> None:
@@ -169,7 +170,8 @@ def faults_of(
     problems = [f"{type(answer.raised).__name__} escaped"] if answer.raised else []
     problems += [
         f"logged {r.levelname} by {r.name}: "
-        + (r.exc_info[0].__name__ if r.exc_info and r.exc_info[0] else r.getMessage()[:80])
+        # The exception, else the message's format (its arguments, such as ids, vary).
+        + (r.exc_info[0].__name__ if r.exc_info and r.exc_info[0] else _shape(r))
         for r in records
         if r.exc_info or r.stack_info or r.levelno >= logging.ERROR
     ]
@@ -206,3 +208,8 @@ def _is_json_error(request: asgi.Request, answer: asgi.Answer) -> bool:
 
 def _is_page(request: asgi.Request) -> bool:
     return any(request.route == p or request.route.startswith(p + "/") for p in PAGES)
+
+
+def _shape(record: logging.LogRecord) -> str:
+    """A log message without its arguments (ids, counts), so that one fault is one class."""
+    return re.sub(r"%[-0-9.]*[sdrf]", "…", str(record.msg))[:80]
