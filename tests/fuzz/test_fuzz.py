@@ -24,7 +24,7 @@ from tests.fuzz.sweep import price_sweep, sweep, tour
 from tests.fuzz.traffic import plan
 from tests.fuzz.world import World, every_route, faults_of, unreached
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "1500"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "3000"))
 SEED = int(os.environ.get("FUZZ_SEED", "11"))
 ROUNDS = 2
 RELOAD_EVERY = 50  # requests between reloads of the stored provider keys
