@@ -16,13 +16,14 @@ import httpx
 import pytest
 import respx
 
+from examples.fake_provider import REPLY
 from hub.bounds import MAX_BALANCE, MAX_CALL_TOKENS, MAX_TOKEN_RATE
 from hub.settings import ConfigError, load_settings
 from hub.store import SqlStore
 from hub.store.admin import Admin
 from middleware.money import credits_text, to_units
 from middleware.ports import SettleRefused
-from tests.conftest import USER, Hub, make_settings, start_hub
+from tests.conftest import USER, Hub, live_hub, make_settings, start_hub
 from tests.hub.test_cli import Cli, write_config
 from tests.hub.test_proxy import completion
 from tests.hub.test_store import a_call
@@ -298,6 +299,37 @@ async def test_a_call_at_the_top_rate_is_billed_exactly(
     assert (call["status"], call["credits"]) == ("success", MAX_CALL_TOKENS * MAX_TOKEN_RATE)
     ledger = await ledger_whole(hub, USER)
     assert ledger["balance"] == to_units(10) - MAX_CALL_TOKENS * MAX_TOKEN_RATE
+
+
+async def test_a_live_call_at_the_top_rate_is_answered_and_billed_what_the_provider_counted(
+    db_url: str,
+) -> None:
+    # Item 3 through a real server: at the highest rate the hub takes, a call is answered
+    # and its charge is written, to the unit, for the tokens the fake provider reported.
+    prompt = "What is the highest rate worth"
+    async with live_hub(
+        db_url, ("fake/gpt-4o-mini",), rates=(MAX_TOKEN_RATE, MAX_TOKEN_RATE)
+    ) as live:
+        async with live.client() as client:
+            answer = await client.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "fake/gpt-4o-mini",
+                    "messages": [{"role": "user", "content": prompt}],
+                },
+            )
+        call = await live.wait_for_call(status="success")
+        balance = (await live.admin.ledger(USER))["balance"]
+
+    reported = answer.json()["usage"]
+    assert answer.status_code == 200
+    assert (reported["prompt_tokens"], reported["completion_tokens"]) == (
+        len(prompt.split()),
+        len(REPLY.split()),
+    )
+    charge = (reported["prompt_tokens"] + reported["completion_tokens"]) * MAX_TOKEN_RATE
+    assert call["credits"] == charge and call["usage_estimated"] is False
+    assert balance == to_units(5) - charge
 
 
 async def test_a_charge_past_the_bound_is_recorded_failed_and_alerted(
