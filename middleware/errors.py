@@ -51,10 +51,29 @@ async def send_error(
 ) -> None:
     """Answer an HTTP request with a complete JSON error response (never a websocket: see
     `refuse_websocket`)."""
-    body = error_body(status, code, message, param)
+    await _send_json(send, "http", status, error_body(status, code, message, param), headers)
+
+
+async def refuse_websocket(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+    """Refuse a websocket before accepting it. A server that offers the denial-response
+    extension sends our JSON error with `status`; any other answers the close with 403."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await _send_json(send, "websocket.http", status, error_body(status, code, message))
+        return
+    await send({"type": "websocket.close", "code": 1008})  # policy violation
+
+
+async def _send_json(
+    send: Send,
+    kind: str,
+    status: int,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    # `kind` is "http" for a request's answer, "websocket.http" for a websocket's denial.
     await send(
         {
-            "type": "http.response.start",
+            "type": f"{kind}.response.start",
             "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
@@ -63,27 +82,7 @@ async def send_error(
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def refuse_websocket(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
-    """Refuse a websocket before accepting it. A server that offers the denial-response
-    extension sends our JSON error with `status`; any other answers the close with 403."""
-    if "websocket.http.response" in scope.get("extensions", {}):
-        body = error_body(status, code, message)
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "websocket.http.response.body", "body": body})
-        return
-    await send({"type": "websocket.close", "code": 1008})  # policy violation
+    await send({"type": f"{kind}.response.body", "body": body})
 
 
 def request_id_of(scope: Scope) -> str:

@@ -279,3 +279,12 @@ async def live_hub(
                 yield Live(hub.url, key, fake, admin)
     finally:
         await store.close()
+
+
+async def poll(condition: Callable[[], object], what: str, seconds: float = 5.0) -> None:
+    """Wait for something another server thread does, failing with `what` if it never does."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds} s: {what}")
+        await anyio.sleep(0.005)

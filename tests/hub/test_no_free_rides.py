@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import struct
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -24,7 +23,7 @@ from hub.providers.registry import ProviderRegistry
 from hub.proxy import Proxy
 from hub.settings import ProviderSettings
 from middleware.call import CALL_KEY, Call, Identity
-from tests.conftest import PROVIDER_KEY, Live, live_hub, make_settings
+from tests.conftest import PROVIDER_KEY, Live, live_hub, make_settings, poll
 
 pytestmark = pytest.mark.anyio
 
@@ -54,14 +53,6 @@ async def live(db_url: str) -> AsyncIterator[Live]:
             image_rate=IMAGE_RATE,
         )  # fmt: skip
         yield started
-
-
-async def poll(condition: Callable[[], object], what: str, seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {seconds} s: {what}")
-        await anyio.sleep(0.005)
 
 
 def png_data_url(width: int, height: int, size: int = 150_000) -> str:

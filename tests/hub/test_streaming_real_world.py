@@ -11,7 +11,7 @@ import asyncio
 import functools
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from openai import APIError, AsyncOpenAI
 
 from examples.fake_provider import BIG_CHUNK
 from hub.settings import Limits
-from tests.conftest import Live, make_settings
+from tests.conftest import Live, make_settings, poll
 from tests.conftest import live_hub as shared_live_hub
 from tests.hub.test_live_streaming import chat
 
@@ -78,15 +78,6 @@ async def live_short_timeout(db_url: str) -> AsyncIterator[Live]:
     )
     async with live_hub(db_url, limits) as started:
         yield started
-
-
-async def poll(condition: Callable[[], object], what: str, seconds: float = 5.0) -> None:
-    """Wait for something another server thread does, failing with `what` if it never does."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {seconds} s: {what}")
-        await anyio.sleep(0.005)
 
 
 def events(text: str) -> list[str]:
