@@ -18,6 +18,7 @@ from hub.secrets import load_box
 from hub.settings import Settings, load_settings
 from hub.store import SqlStore
 from hub.store.admin import Admin
+from hub.store.instances import Instances
 from hub.transport import AiohttpTransport
 from middleware import (
     AuthMiddleware,
@@ -119,6 +120,9 @@ class HubApp:
                 allow_headers=["authorization", "content-type", APP_DID_HEADER, "x-request-id"],
                 expose_headers=["x-request-id"],
             )
+        self.instances = Instances(
+            self.store, timeout=limits.instance_timeout, billing=settings.billing
+        )
         self.started = False
         self._reloader: asyncio.Task[None] | None = None
 
@@ -171,6 +175,8 @@ class HubApp:
     async def startup(self) -> None:
         self.metrics.start()
         await self.store.open()
+        # Before any call is opened, so that every call carries this instance's id.
+        await self.instances.start()
         await self.load_stored_keys()
         self._reloader = asyncio.get_running_loop().create_task(self._reload_stored_keys())
         self.started = True
@@ -185,6 +191,7 @@ class HubApp:
             if self._reloader is not None:
                 self._reloader.cancel()
             await self.transport.aclose()
+            await self.instances.stop()
             await self.store.close()
             self.metrics.stop()
             self.started = False

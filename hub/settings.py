@@ -77,6 +77,9 @@ class Limits:
     # Seconds a piece of an answer may wait for the client to read it before the call is
     # ended (client_too_slow): the upstream connection and credit hold are not kept forever.
     client_send_timeout: float = 60.0
+    # Seconds a hub process may go without its heartbeat before another takes it for dead
+    # and settles its calls in flight (`failed`/`hub_crashed`, charged for their prompt).
+    instance_timeout: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -80,8 +80,8 @@ class ModelCallMiddleware:
                 return
             except Exception as exc:
                 if pause is None:
-                    # Left `processing`; the store marks such calls abandoned when it next
-                    # starts.
+                    # Left `processing`: settled `hub_crashed` by an instance's recovery
+                    # (hub.store.instances) once no live instance owns it.
                     logger.exception(
                         "call %s could not be settled: %s credits for account %s are not recorded",
                         call.id,

@@ -73,11 +73,18 @@ def _meter_triggers(dialect: Dialect) -> list[str]:
 
 
 _ADDED_LATER = {
-    "model_calls": ("usage_estimated", "attempts", "credential", "cache_write_tokens"),
+    "model_calls": (
+        "usage_estimated",
+        "attempts",
+        "credential",
+        "cache_write_tokens",
+        "instance_id",
+        "prompt_estimate",
+    ),
     "ai_model_rates": ("cache_write_rate",),
     "accounts": ("session_epoch",),
 }
-_TABLES_ADDED_LATER = {"ai_credentials", "login_links"}
+_TABLES_ADDED_LATER = {"ai_credentials", "login_links", "hub_instances"}
 _INDEXES_ADDED_LATER = {"ix_model_calls_time"}
 
 
@@ -178,6 +185,16 @@ def _v9_balance_floor(dialect: Dialect) -> list[str]:
     return statements
 
 
+def _v11_instances(dialect: Dialect) -> list[str]:
+    # Calls opened before this step have no instance: the recovery leaves them to the
+    # six-hour rule that came before it (see hub.store.instances).
+    return [
+        str(CreateTable(schema.hub_instances).compile(dialect=dialect)),
+        "ALTER TABLE model_calls ADD COLUMN instance_id VARCHAR(40)",
+        "ALTER TABLE model_calls ADD COLUMN prompt_estimate INTEGER",
+    ]
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
     (2, "model_calls.usage_estimated", _v2_usage_estimated),
@@ -188,6 +205,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (7, "cache-write rates and tokens", _v7_cache_writes),
     (8, "accounts.session_epoch", _v8_session_epoch),
     (9, "meter triggers refuse a balance past its floor", _v9_balance_floor),
+    (11, "hub_instances, model_calls.instance_id and prompt_estimate", _v11_instances),
 ]
 LATEST = MIGRATIONS[-1][0]
 

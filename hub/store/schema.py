@@ -108,6 +108,11 @@ model_calls = Table(
     Column("credential", String(40), nullable=True),
     # Added by migration 7: prompt tokens written to the provider's cache (of input_tokens).
     Column("cache_write_tokens", Integer, nullable=False, default=0),
+    # Added by migration 11: the hub instance (process) that opened the call, so that
+    # another can settle it if that one dies; and the prompt's tokens as estimated at
+    # admission, what such a call is charged (see hub.store.instances).
+    Column("instance_id", String(40), nullable=True),
+    Column("prompt_estimate", Integer, nullable=True),
 )
 Index("ix_model_calls_user_time", model_calls.c.user_did, model_calls.c.request_at)
 # Added by migration 6: the dashboard and the admin usage API read every user's calls of a
@@ -157,6 +162,18 @@ ai_credentials = Table(
     Column("weight", Integer, nullable=False, default=100),
     Column("created_at", Float, nullable=False),
     Column("removed_at", Float, nullable=True),
+)
+
+# Added by migration 11: each running hub process, and when it last said it was alive.
+# One that stops beating for `limits.instance_timeout` is dead: another settles its calls.
+hub_instances = Table(
+    "hub_instances",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("beat_at", Float, nullable=False),
 )
 
 # Added by migration 5: one-time sign-in links (`aigne-hub admin login-link`), kept hashed.

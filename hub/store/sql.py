@@ -31,6 +31,7 @@ from hub.store.raw import (
 from hub.store.schema import model_calls
 from hub.store.statements import Statements
 from middleware.call import Call, CallType
+from middleware.credit import held_prompt_tokens
 from middleware.money import credits_text
 from middleware.ports import SETTLE_REFUSED, AccountRecord, KeyRecord, Rate, SettleRefused
 
@@ -40,9 +41,6 @@ T = TypeVar("T")
 TOUCH_INTERVAL = 60.0
 # Seconds: how stale the rate cache may be before a call for an unpriced model re-reads it.
 RATE_MISS_RELOAD = 1.0
-# A call still `processing` this long after it began belongs to a hub that stopped (a crash,
-# a kill) before settling it; no stream lasts this long. Marked failed at the next start.
-ABANDONED_AFTER = 6 * 3600.0
 
 
 class SqlStore:
@@ -74,6 +72,9 @@ class SqlStore:
         self._rates_loaded_at = 0.0
         self._rates_loading: asyncio.Future[None] | None = None
         self._touched: dict[str, float] = {}
+        # The hub instance this store records calls for (hub.store.instances registers it);
+        # None in the CLI, which opens no calls.
+        self.instance_id: str | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -101,8 +102,6 @@ class SqlStore:
             self._backend = pg
         self._writer = GroupCommitter(self._backend)
         self._writer.start()
-        cutoff = time.time() - ABANDONED_AFTER
-        await self.run(lambda: single(Exec(self.sql.abandon_calls, {"p_cutoff": cutoff})))
 
     async def close(self) -> None:
         """Commit what is queued, release the connection, disconnect."""
@@ -185,6 +184,10 @@ class SqlStore:
         self._remember_balance(account_id, value)
         return value
 
+    def forget_balance(self, account_id: int) -> None:
+        """Drop the account's cached balance (moved by a write the cache did not see)."""
+        self._balances.pop(account_id, None)
+
     def _remember_balance(self, account_id: int, value: int) -> None:
         self._balances[account_id] = (time.monotonic() + self.balance_cache_seconds, value)
 
@@ -235,11 +238,12 @@ class SqlStore:
         self._rates_expire = 0.0
 
     def open_call(self, call: Call) -> None:
-        self._submit(Bulk(self.sql.insert_call, _fit_texts(_call_values(call)), phase=0))
+        values = _call_values(call, self.instance_id)
+        self._submit(Bulk(self.sql.insert_call, _fit_texts(values), phase=0))
 
     async def settle(self, call: Call) -> None:
         charge = call.charge or 0
-        values = _fit_texts(_call_values(call))
+        values = _fit_texts(_call_values(call, self.instance_id))
         problem = _out_of_bounds(values)
         try:
             # Queued before the first await (see CallLog.settle), whatever is written.
@@ -270,9 +274,12 @@ def _with_booleans(statement: Select[Any], rows: list[dict[str, Any]]) -> list[d
     return rows
 
 
-def _call_values(call: Call) -> dict[str, Any]:
+def _call_values(call: Call, instance_id: str | None) -> dict[str, Any]:
     usage = call.usage
     finished = call.status != "processing"
+    # What the call is charged if its instance dies before settling it (the credit check's
+    # count of the prompt: a few scans of the body in C for plain text).
+    estimate = None if finished else min(held_prompt_tokens(call), INT32_MAX)
     return {
         "p_id": call.id,
         "p_request_id": call.request_id,
@@ -302,6 +309,8 @@ def _call_values(call: Call) -> dict[str, Any]:
         "p_usage_estimated": call.usage_estimated,
         "p_attempts": call.attempts,
         "p_credential": call.credential,
+        "p_instance_id": instance_id,
+        "p_prompt_estimate": estimate,
     }
 
 

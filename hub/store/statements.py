@@ -154,15 +154,6 @@ class Statements:
                 where=model_calls.c.status == "processing",
             )
         )
-        self.abandon_calls = prep(
-            model_calls.update()
-            .where(model_calls.c.status == "processing", model_calls.c.request_at < _p("cutoff"))
-            .values(
-                status="failed",
-                error_code="abandoned",
-                error_message="The hub stopped before this call was settled.",
-            )
-        )
         self.insert_grant = prep(
             credit_grants.insert().values(
                 account_id=_p("id"), amount=_p("amount"), note=_p("note"), created_at=_p("now")

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
 import middleware.model_call
-from hub.store import SqlStore
-from hub.store.admin import Admin
 from middleware.call import Call, Identity
 from middleware.model_call import ModelCallMiddleware
 from middleware.parse import CallMiddleware
@@ -80,31 +76,3 @@ async def test_an_app_that_raises_gives_a_json_500_and_a_failed_record() -> None
     assert response.json()["error"]["code"] == "internal_error"
     [call] = log.settled
     assert call.status == "failed" and call.error_code == "internal_error"
-
-
-async def test_calls_left_processing_by_a_stopped_hub_are_marked_abandoned(db_url: str) -> None:
-    store = SqlStore(db_url)
-    await store.open()
-    account = await Admin(store).ensure_account(USER)
-    old, recent = (
-        Call(
-            identity=Identity(account, USER),
-            call_type="chatCompletion",
-            model="m",
-            body={},
-            raw_body=b"",
-        )
-        for _ in range(2)
-    )
-    old.started_at = time.time() - 7 * 3600
-    store.open_call(old)
-    store.open_call(recent)
-    await store.close()  # as if the hub died with both in flight
-
-    store = SqlStore(db_url)
-    await store.open()
-    calls = {c["id"]: c for c in await Admin(store).list_calls()}
-    await store.close()
-
-    assert (calls[old.id]["status"], calls[old.id]["error_code"]) == ("failed", "abandoned")
-    assert calls[recent.id]["status"] == "processing"  # may still be running elsewhere
