@@ -60,6 +60,8 @@ TIME_COLUMNS = {
     "request_at",
     "response_at",
     "updated_at",
+    "started_at",
+    "beat_at",
 }
 
 
@@ -251,6 +253,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     list_calls.add_argument("--limit", type=int, default=20, help="at most this many (20)")
     list_calls.set_defaults(handler=_run(_calls_list))
+
+    instances = commands.add_parser(
+        "instances", parents=[common], help="running hub processes"
+    ).add_subparsers(title="instances")
+    list_instances = instances.add_parser(
+        "list", parents=[common], help="hub processes on this database, and their heartbeats"
+    )
+    list_instances.set_defaults(handler=_run(_instances_list))
     return parser
 
 
@@ -597,6 +607,13 @@ async def _calls_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, 
         "error_code",
     )
     return [{k: row[k] for k in shown} for row in rows]
+
+
+async def _instances_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from hub.store.instances import Instances
+
+    timeout = args.settings.limits.instance_timeout
+    return await Instances(admin.store, timeout=timeout).listing()
 
 
 def _safe_url(url: str) -> str:

@@ -24,7 +24,7 @@ from middleware.money import credits_text
 
 MAX_PAGE = 500
 MAX_EXPORT = 100_000
-OPERATOR_ONLY = frozenset({"credential", "account_id"})
+OPERATOR_ONLY = frozenset({"credential", "account_id", "instance_id"})
 FORMULA_STARTS = frozenset("=+-@\t\r")
 _MONEY = {
     "credits",

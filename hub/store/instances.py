@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, or_, select, true
+from sqlalchemy import and_, bindparam, exists, func, or_, select, true
 
 from hub.bounds import MAX_CHARGE
 from hub.store.raw import Exec, Fetch, Operation, Prepared, refused_by_database, single
@@ -75,9 +75,6 @@ class _Statements:
         )
         # The claim: of the instances that find the same dead row, one deletes it.
         self.claim = prep(i.delete().where(i.c.id == _p("id"), i.c.beat_at < _p("cutoff")))
-        self.listing = prep(
-            select(i.c.id, i.c.host, i.c.pid, i.c.started_at, i.c.beat_at).order_by(i.c.started_at)
-        )
         c = model_calls
         rate = ai_model_rates
         priced = c.outerjoin(rate, and_(rate.c.model == c.c.model, rate.c.type == c.c.type))
@@ -98,6 +95,16 @@ class _Statements:
                     and_(c.c.instance_id.is_(None), c.c.request_at < _p("unowned_cutoff")),
                 ),
             )
+        )
+        in_flight_count = (
+            select(func.count())
+            .where(c.c.status == "processing", c.c.instance_id == i.c.id)
+            .scalar_subquery()
+        )
+        self.listing = prep(
+            select(
+                i.c.id, i.c.host, i.c.pid, i.c.started_at, i.c.beat_at, in_flight_count
+            ).order_by(i.c.started_at, i.c.id)
         )
         # The settle of a crashed call: the meter triggers (migrate.py) write its ledger
         # row and move the balance in this statement, only if it is still `processing`.
@@ -126,12 +133,12 @@ class Instances:
         *,
         timeout: float = 30.0,
         billing: bool = True,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.store = store
         self.timeout = timeout
         self.billing = billing
-        self.clock = clock
+        self.clock = clock or time.time
         self.beat_seconds = min(timeout / 3, MAX_BEAT_SECONDS)
         # Who this is, taken when it starts (in the process that serves, after any fork).
         self.id = ""
@@ -245,9 +252,21 @@ class Instances:
         await self.store.run(lambda: single(Exec(self._sql.deregister, {"p_id": self.id})))
 
     async def listing(self) -> list[dict[str, Any]]:
+        """The registered instances, whether each beats still, and its calls in flight."""
         rows = await self.store.run(lambda: single(Fetch(self._sql.listing, {}, all=True)))
-        keys = ("id", "host", "pid", "started_at", "beat_at")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        cutoff = self.clock() - self.timeout
+        return [
+            {
+                "id": id_,
+                "host": host,
+                "pid": int(pid),
+                "started_at": started_at,
+                "beat_at": beat_at,
+                "alive": beat_at >= cutoff,
+                "calls_in_flight": int(in_flight),
+            }
+            for id_, host, pid, started_at, beat_at, in_flight in rows
+        ]
 
     # -- the task run beside the app --------------------------------------------------
 

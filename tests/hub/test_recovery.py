@@ -4,19 +4,28 @@ settled by a live one, once, charged for their prompt. The clock is the test's o
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
+from unittest.mock import patch
 
+import httpx
 import pytest
+import respx
 
+from hub.cli import main
+from hub.settings import Limits
 from hub.store import SqlStore
 from hub.store.admin import Admin
 from hub.store.instances import HUB_CRASHED, UNOWNED_AFTER, Instances
 from hub.store.schema import model_calls
-from middleware.call import Call, Identity, Usage
+from middleware.call import Call, Identity, Usage, new_call_id
 from middleware.money import to_units
-from tests.conftest import USER
+from tests.conftest import USER, make_settings, start_hub
+from tests.hub.test_proxy import completion
 
 MODEL = "fake/gpt-4o-mini"
 INPUT_RATE = 10_000
@@ -53,7 +62,8 @@ async def stores(db_url: str) -> AsyncIterator[list[SqlStore]]:
 
 async def _instance(store: SqlStore, clock: Clock) -> Instances:
     instance = Instances(store, timeout=TIMEOUT, clock=clock)
-    instance.id = f"test-{id(instance)}"
+    # Who it is, as start() takes it, without the beating task: the test beats by hand.
+    instance.id, instance.host, instance.pid = new_call_id(), "test", os.getpid()
     await instance.register()
     return instance
 
@@ -226,3 +236,61 @@ async def test_a_self_hosted_hub_charges_nothing_for_crashed_calls(stores: list[
     record = (await _calls(stores[2]))[call.id]
     assert record["error_code"] == HUB_CRASHED and record["credits"] == 0
     assert (await _balanced(stores[2]))["metered"] == 0
+
+
+def test_instances_list_shows_each_process_its_heartbeat_and_calls_in_flight(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'hub.db'}"
+    clock = Clock()
+
+    async def two_instances() -> tuple[str, str]:
+        store = await _store(db_url)
+        try:
+            quiet, busy = await _instance(store, clock), await _instance(store, clock)
+            await _open(store, "in flight")  # the store records calls for the last one
+            clock.now += TIMEOUT + 1
+            await busy.beat()
+            return quiet.id, busy.id
+        finally:
+            await store.close()
+
+    quiet, busy = asyncio.run(two_instances())
+    config = tmp_path / "hub.toml"
+    config.write_text(f'[database]\nurl = "{db_url}"\n')
+    with patch("time.time", clock):
+        assert main(["instances", "list", "--json", "--config", str(config)]) == 0
+    listed = {row["id"]: row for row in json.loads(capsys.readouterr().out)}
+
+    assert listed.keys() == {quiet, busy}
+    assert (listed[quiet]["alive"], listed[quiet]["calls_in_flight"]) == (False, 0)
+    assert (listed[busy]["alive"], listed[busy]["calls_in_flight"]) == (True, 1)
+    assert listed[busy]["pid"] == os.getpid()
+
+
+async def test_a_hub_registers_at_start_marks_its_calls_beats_and_leaves_at_shutdown(
+    db_url: str, mock_upstream: respx.MockRouter
+) -> None:
+    mock_upstream.post("/chat/completions").respond(json=completion())
+    limits = Limits(key_cache_seconds=0.2, balance_cache_seconds=0.2, instance_timeout=0.3)
+    hub = await start_hub(
+        make_settings(db_url, limits=limits), httpx.MockTransport(mock_upstream.async_handler)
+    )
+    try:
+        instances = hub.app.instances
+        assert (await hub.chat()).status_code == 200
+        [record] = await hub.calls()
+        assert record["instance_id"] == instances.id
+        [row] = await instances.listing()
+        first_beat = row["beat_at"]
+        await asyncio.sleep(0.35)  # a beat every 0.1 s
+        [row] = await instances.listing()
+        assert row["id"] == instances.id and row["beat_at"] > first_beat and row["alive"]
+    finally:
+        await hub.client.aclose()
+        await hub.app.shutdown()
+    store = await _store(db_url)
+    try:
+        assert await Instances(store).listing() == []
+    finally:
+        await store.close()
