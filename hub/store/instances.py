@@ -28,7 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, or_, select, true
+from sqlalchemy import and_, bindparam, exists, func, literal_column, or_, select, true
+from sqlalchemy.sql.expression import ColumnClause
 
 from hub.bounds import MAX_CHARGE
 from hub.store.raw import Exec, Fetch, Operation, Prepared, refused_by_database, single
@@ -42,6 +43,9 @@ HUB_CRASHED = "hub_crashed"
 # A beat at most this often: with the 30 s default timeout an instance may miss five in a
 # row (a long pause, a slow database) before it is taken for dead.
 MAX_BEAT_SECONDS = 5.0
+# Written into the statements, not bound: only then can SQLite and PostgreSQL (whose
+# generic plans see a parameter) read the partial index of `processing` calls.
+PROCESSING: ColumnClause[str] = literal_column("'processing'")
 # Calls opened before migration 11 carry no instance: they are settled once this old, the
 # rule that came before instances (no stream lasts this long).
 UNOWNED_AFTER = 6 * 3600.0
@@ -83,12 +87,12 @@ class _Statements:
         ).select_from(priced)
         # Both read the partial index of `processing` calls (few: those in flight).
         self.calls_of = prep(
-            in_flight.where(c.c.status == "processing", c.c.instance_id == _p("id"))
+            in_flight.where(c.c.status == PROCESSING, c.c.instance_id == _p("id"))
         )
         registered = exists().where(i.c.id == c.c.instance_id)
         self.orphans = prep(
             in_flight.where(
-                c.c.status == "processing",
+                c.c.status == PROCESSING,
                 c.c.request_at < _p("cutoff"),
                 or_(
                     and_(c.c.instance_id != _p("me"), ~registered),
@@ -98,7 +102,7 @@ class _Statements:
         )
         in_flight_count = (
             select(func.count())
-            .where(c.c.status == "processing", c.c.instance_id == i.c.id)
+            .where(c.c.status == PROCESSING, c.c.instance_id == i.c.id)
             .scalar_subquery()
         )
         self.listing = prep(
@@ -110,7 +114,7 @@ class _Statements:
         # row and move the balance in this statement, only if it is still `processing`.
         self.settle_crashed = prep(
             c.update()
-            .where(c.c.id == _p("id"), c.c.status == "processing")
+            .where(c.c.id == _p("id"), c.c.status == PROCESSING)
             .values(
                 status="failed",
                 error_code=HUB_CRASHED,

@@ -7,8 +7,10 @@ import asyncio
 import json
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 from unittest.mock import patch
 
@@ -20,7 +22,7 @@ from hub.cli import main
 from hub.settings import Limits
 from hub.store import SqlStore
 from hub.store.admin import Admin
-from hub.store.instances import HUB_CRASHED, UNOWNED_AFTER, Instances
+from hub.store.instances import HUB_CRASHED, UNOWNED_AFTER, Instances, _Statements
 from hub.store.schema import model_calls
 from middleware.call import Call, Identity, Usage, new_call_id
 from middleware.money import to_units
@@ -294,3 +296,16 @@ async def test_a_hub_registers_at_start_marks_its_calls_beats_and_leaves_at_shut
         assert await Instances(store).listing() == []
     finally:
         await store.close()
+
+
+async def test_the_recovery_reads_only_calls_in_flight(tmp_path: Path) -> None:
+    # A scan runs every few seconds in every process: it must read the partial index of
+    # `processing` calls, never the whole history of calls.
+    path = tmp_path / "hub.db"
+    store = await _store(f"sqlite:///{path}")
+    statements = _Statements(store)
+    await store.close()
+    with closing(sqlite3.connect(path)) as db:
+        for prepared in (statements.calls_of, statements.orphans, statements.listing):
+            plan = db.execute(f"EXPLAIN QUERY PLAN {prepared.sql}", [None] * len(prepared.order))
+            assert "USING INDEX ix_model_calls_processing" in str(plan.fetchall()), prepared.sql
