@@ -86,9 +86,7 @@ class _Statements:
             c.c.id, c.c.account_id, c.c.request_at, c.c.prompt_estimate, rate.c.input_rate
         ).select_from(priced)
         # Both read the partial index of `processing` calls (few: those in flight).
-        self.calls_of = prep(
-            in_flight.where(c.c.status == PROCESSING, c.c.instance_id == _p("id"))
-        )
+        self.calls_of = prep(in_flight.where(c.c.status == PROCESSING, c.c.instance_id == _p("id")))
         registered = exists().where(i.c.id == c.c.instance_id)
         self.orphans = prep(
             in_flight.where(
