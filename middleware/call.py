@@ -97,6 +97,9 @@ class Call:
     credential: str | None = None
     # Credits in integer units of 10**-10 (see middleware.money); None until priced.
     charge: int | None = None
+    # The prompt's tokens as the credit check counted them for its hold: what the call is
+    # charged if the hub process serving it dies before settling it (hub.store.instances).
+    prompt_estimate: int | None = None
 
     def fail(self, code: str, message: str) -> None:
         """Record why the call failed; the first reason wins."""

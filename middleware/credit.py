@@ -38,12 +38,13 @@ def held_prompt_tokens(call: Call) -> int:
 def worst_case(call: Call, rate: Rate, default_output_tokens: int) -> int:
     """What the call may cost at most, for holding credit while it runs."""
     body = call.body
+    # Kept on the call: the record carries it, for the charge of a call whose hub dies.
+    input_tokens = call.prompt_estimate = held_prompt_tokens(call)
     if call.call_type == "imageGeneration":
         n = body.get("n", 1)
         images = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
         images = min(images, MAX_HELD_IMAGES)
-        return price(Usage(input_tokens=held_prompt_tokens(call), images=images), rate)
-    input_tokens = held_prompt_tokens(call)
+        return price(Usage(input_tokens=input_tokens, images=images), rate)
     output = body.get("max_completion_tokens", body.get("max_tokens"))
     if call.call_type == "embedding":
         output_tokens = 0

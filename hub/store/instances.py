@@ -36,6 +36,7 @@ from hub.store.raw import Exec, Fetch, Operation, Prepared, refused_by_database,
 from hub.store.schema import ai_model_rates, hub_instances, model_calls
 from hub.store.sql import SqlStore
 from middleware.call import new_call_id
+from middleware.money import credits_text
 
 logger = logging.getLogger("aigne_hub.instances")
 
@@ -193,11 +194,11 @@ class Instances:
         for call_id, account_id, credits in settled:
             self.store.forget_balance(account_id)
             logger.warning(
-                "call %s of account %s settled %s, charged %s units for its prompt",
+                "call %s of account %s settled %s, charged %s credits for its prompt",
                 call_id,
                 account_id,
                 HUB_CRASHED,
-                credits,
+                credits_text(credits),
             )
         return len(settled)
 
@@ -290,7 +291,10 @@ class Instances:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        await self.deregister()
+        try:
+            await self.deregister()
+        except Exception:  # the database is gone: the others take this one for dead
+            logger.exception("leaving the instance registry failed")
 
     async def _run(self) -> None:
         while True:

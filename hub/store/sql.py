@@ -31,7 +31,6 @@ from hub.store.raw import (
 from hub.store.schema import model_calls
 from hub.store.statements import Statements
 from middleware.call import Call, CallType
-from middleware.credit import held_prompt_tokens
 from middleware.money import credits_text
 from middleware.ports import SETTLE_REFUSED, AccountRecord, KeyRecord, Rate, SettleRefused
 
@@ -277,9 +276,9 @@ def _with_booleans(statement: Select[Any], rows: list[dict[str, Any]]) -> list[d
 def _call_values(call: Call, instance_id: str | None) -> dict[str, Any]:
     usage = call.usage
     finished = call.status != "processing"
-    # What the call is charged if its instance dies before settling it (the credit check's
-    # count of the prompt: a few scans of the body in C for plain text).
-    estimate = None if finished else min(held_prompt_tokens(call), INT32_MAX)
+    # What the call is charged if its instance dies before settling it (counted by the
+    # credit check; None when it did not run: a hub that does not bill).
+    estimate = call.prompt_estimate
     return {
         "p_id": call.id,
         "p_request_id": call.request_id,
@@ -310,7 +309,7 @@ def _call_values(call: Call, instance_id: str | None) -> dict[str, Any]:
         "p_attempts": call.attempts,
         "p_credential": call.credential,
         "p_instance_id": instance_id,
-        "p_prompt_estimate": estimate,
+        "p_prompt_estimate": None if finished or estimate is None else min(estimate, INT32_MAX),
     }
 
 

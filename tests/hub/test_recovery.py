@@ -25,6 +25,7 @@ from hub.store.admin import Admin
 from hub.store.instances import HUB_CRASHED, UNOWNED_AFTER, Instances, _Statements
 from hub.store.schema import model_calls
 from middleware.call import Call, Identity, Usage, new_call_id
+from middleware.credit import held_prompt_tokens
 from middleware.money import to_units
 from tests.conftest import USER, make_settings, start_hub
 from tests.hub.test_proxy import completion
@@ -83,6 +84,7 @@ async def _open(store: SqlStore, text: str) -> Call:
         body={},
         raw_body=raw,
     )
+    call.prompt_estimate = held_prompt_tokens(call)  # as the credit check counts it
     store.open_call(call)
     await store.balance(account, fresh=True)  # queued after the open: it is committed
     return call
@@ -283,6 +285,7 @@ async def test_a_hub_registers_at_start_marks_its_calls_beats_and_leaves_at_shut
         assert (await hub.chat()).status_code == 200
         [record] = await hub.calls()
         assert record["instance_id"] == instances.id
+        assert record["prompt_estimate"] > 0  # counted by the credit check, kept by the record
         [row] = await instances.listing()
         first_beat = row["beat_at"]
         await asyncio.sleep(0.35)  # a beat every 0.1 s
