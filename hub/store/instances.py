@@ -47,7 +47,7 @@ MAX_BEAT_SECONDS = 5.0
 # Written into the statements, not bound: only then can SQLite and PostgreSQL (whose
 # generic plans see a parameter) read the partial index of `processing` calls.
 PROCESSING: ColumnClause[str] = literal_column("'processing'")
-# Calls opened before migration 11 carry no instance: they are settled once this old, the
+# Calls opened before migration 10 carry no instance: they are settled once this old, the
 # rule that came before instances (no stream lasts this long).
 UNOWNED_AFTER = 6 * 3600.0
 

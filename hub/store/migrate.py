@@ -185,7 +185,7 @@ def _v9_balance_floor(dialect: Dialect) -> list[str]:
     return statements
 
 
-def _v11_instances(dialect: Dialect) -> list[str]:
+def _v10_instances(dialect: Dialect) -> list[str]:
     # Calls opened before this step have no instance: the recovery leaves them to the
     # six-hour rule that came before it (see hub.store.instances).
     return [
@@ -205,7 +205,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (7, "cache-write rates and tokens", _v7_cache_writes),
     (8, "accounts.session_epoch", _v8_session_epoch),
     (9, "meter triggers refuse a balance past its floor", _v9_balance_floor),
-    (11, "hub_instances, model_calls.instance_id and prompt_estimate", _v11_instances),
+    (10, "hub_instances, model_calls.instance_id and prompt_estimate", _v10_instances),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -108,7 +108,7 @@ model_calls = Table(
     Column("credential", String(40), nullable=True),
     # Added by migration 7: prompt tokens written to the provider's cache (of input_tokens).
     Column("cache_write_tokens", Integer, nullable=False, default=0),
-    # Added by migration 11: the hub instance (process) that opened the call, so that
+    # Added by migration 10: the hub instance (process) that opened the call, so that
     # another can settle it if that one dies; and the prompt's tokens as estimated at
     # admission, what such a call is charged (see hub.store.instances).
     Column("instance_id", String(40), nullable=True),
@@ -164,7 +164,7 @@ ai_credentials = Table(
     Column("removed_at", Float, nullable=True),
 )
 
-# Added by migration 11: each running hub process, and when it last said it was alive.
+# Added by migration 10: each running hub process, and when it last said it was alive.
 # One that stops beating for `limits.instance_timeout` is dead: another settles its calls.
 hub_instances = Table(
     "hub_instances",

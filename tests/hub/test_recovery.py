@@ -210,7 +210,7 @@ async def test_calls_no_live_instance_owns_are_settled_after_the_timeout(
     stopped, live = await _instance(stores[0], clock), await _instance(stores[1], clock)
     left = await _open(stores[0], "its settle failed before a clean stop")
     await stopped.deregister()
-    stores[0].instance_id = None  # calls opened before migration 11 had no instance
+    stores[0].instance_id = None  # calls opened before migration 10 had no instance
     old, recent = await _open(stores[0], "old"), await _open(stores[0], "recent")
     await stores[0].execute(
         model_calls.update()
