@@ -106,7 +106,8 @@ def hub_setup(env: dict[str, str]) -> str:
             text=True,
         ).stdout
 
-    key = json.loads(cli("keys", "create", "--user", "did:abt:bench", "--json"))["key"]
+    # The hub has not run yet: this first command makes its database.
+    key = json.loads(cli("keys", "create", "--user", "did:abt:bench", "--create", "--json"))["key"]
     cli("credits", "grant", "did:abt:bench", "1000000")
     cli("rates", "set", "fake/gpt-4o-mini", "--input", "0.15", "--output", "0.6", "--per-million")
     return str(key)

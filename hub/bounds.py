@@ -218,7 +218,8 @@ def rate_entry(entry: Any, call_types: tuple[str, ...]) -> tuple[str, str, dict[
     if per not in ("token", "million"):
         raise refuse("per", "'per' is token or million.")
     required = {
-        "input": True,
+        # An image call is priced per image; its prompt costs nothing unless given a rate.
+        "input": call_type != "imageGeneration",
         "output": call_type == "chatCompletion",
         "image": call_type == "imageGeneration",
     }

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,9 +24,11 @@ from hub.settings import (
     Settings,
     load_settings,
     public_url,
+    sqlite_path,
     trusted_proxies,
     worker_count,
 )
+from hub.startup_notes import next_steps, provider_warnings, providers_with_stored_keys
 from hub.store import SqlStore
 from hub.store.admin import CALL_TYPES, Admin
 from middleware.errors import HubError
@@ -90,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _common_options(default: str | None) -> argparse.ArgumentParser:
+def _common_options(default: str | None, *, create: bool = True) -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument(
         "--config", default=default, help="TOML settings file (default: $AIGNE_HUB_CONFIG)"
@@ -101,7 +104,24 @@ def _common_options(default: str | None) -> argparse.ArgumentParser:
         default=default if default is not None else False,
         help="print JSON for scripts",
     )
+    if create:
+        options.add_argument(
+            "--create",
+            action="store_true",
+            default=default if default is not None else False,
+            help="make the database if there is none yet (else the command stops, rather "
+            "than use a new, empty database the running hub knows nothing of)",
+        )
     return options
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aigne-hub")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,9 +133,13 @@ def _parser() -> argparse.ArgumentParser:
         parents=[_common_options(None)],
         description="AIGNE Hub: an AI gateway with credit billing",
     )
+    parser.add_argument("--version", action="version", version=f"aigne-hub {_version()}")
     commands = parser.add_subparsers(title="commands")
 
-    serve = commands.add_parser("serve", parents=[common], help="run the hub")
+    # `serve` makes its database when there is none: it takes no --create.
+    serve = commands.add_parser(
+        "serve", parents=[_common_options(argparse.SUPPRESS, create=False)], help="run the hub"
+    )
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--log-level", default="info")
@@ -176,8 +200,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     set_rate = rates.add_parser("set", parents=[common], help="set a model's rate")
     set_rate.add_argument("model", help="provider/model, e.g. openai/gpt-4o-mini")
-    set_rate.add_argument("--type", default="chatCompletion", choices=CALL_TYPES)
-    set_rate.add_argument("--input", required=True, help="credits per input token")
+    set_rate.add_argument(
+        "--type",
+        choices=CALL_TYPES,
+        help="the kind of call priced (default: imageGeneration with --image, else chatCompletion)",
+    )
+    set_rate.add_argument(
+        "--input", help="credits per input token (required, except for images: default 0)"
+    )
     set_rate.add_argument(
         "--output", help="credits per output token (required for chat; 0 makes output free)"
     )
@@ -267,15 +297,54 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import logging
 
-    import uvicorn
-
     config = server_config(settings, args)
+    # With several workers, `server_config` has set up logging already; this adds nothing.
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    served = serve_settings(settings, args)
+    asyncio.run(_check_before_serving(served))
     if config.workers == 1:
-        logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
-        server = uvicorn.Server(config)
+        server = _announcing_server(config, served)
         server.run()
         return 0 if server.started else 3  # as `uvicorn.run`: 3 when start-up failed
+    logging.getLogger("aigne_hub").info(next_steps(served))
     return _serve_workers(config)
+
+
+async def _check_before_serving(settings: Settings) -> None:
+    """Make or upgrade the database (as `serve` may), and warn of what will fail every
+    call: a configured provider with no key anywhere, or no provider at all."""
+    import logging
+
+    logger = logging.getLogger("aigne_hub")
+    path = sqlite_path(settings.database_url)
+    if path is not None and not path.exists():
+        logger.info("no database at %s yet: making it", path.absolute())
+    store = SqlStore(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    await store.open()
+    try:
+        stored = await providers_with_stored_keys(store)
+    finally:
+        await store.close()
+    for warning in provider_warnings(settings, stored):
+        logger.warning(warning)
+
+
+def _announcing_server(config: uvicorn.Config, settings: Settings) -> uvicorn.Server:
+    """A uvicorn server that says where to go next once it is listening."""
+    import logging
+
+    import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                shown = settings
+                if settings.port == 0 and self.servers:  # "any free port": the one it got
+                    shown = replace(settings, port=self.servers[0].sockets[0].getsockname()[1])
+                logging.getLogger("aigne_hub").info(next_steps(shown))
+
+    return AnnouncingServer(config)
 
 
 def _serve_workers(config: uvicorn.Config) -> int:
@@ -303,13 +372,8 @@ def _serve_workers(config: uvicorn.Config) -> int:
     return 3 if failed else 0
 
 
-def server_config(settings: Settings, args: argparse.Namespace) -> uvicorn.Config:
-    """How `serve` runs the hub under uvicorn (options over the configuration). With
-    several workers, it also sets the environment the worker processes read."""
-    import uvicorn
-
-    from hub.app import HubApp, create_app
-
+def serve_settings(settings: Settings, args: argparse.Namespace) -> Settings:
+    """The settings `serve` runs with: its options over the configuration."""
     trusted = (
         trusted_proxies(args.forwarded_allow_ips, "--forwarded-allow-ips")
         if args.forwarded_allow_ips is not None
@@ -318,13 +382,24 @@ def server_config(settings: Settings, args: argparse.Namespace) -> uvicorn.Confi
     workers = (
         worker_count(args.workers, "--workers") if args.workers is not None else settings.workers
     )
-    settings = replace(
+    return replace(
         settings,
         host=args.host or settings.host,
         port=args.port if args.port is not None else settings.port,
         forwarded_allow_ips=trusted,
         workers=workers,
     )
+
+
+def server_config(settings: Settings, args: argparse.Namespace) -> uvicorn.Config:
+    """How `serve` runs the hub under uvicorn (options over the configuration). With
+    several workers, it also sets the environment the worker processes read."""
+    import uvicorn
+
+    from hub.app import HubApp, create_app
+
+    settings = serve_settings(settings, args)
+    trusted, workers = settings.forwarded_allow_ips, settings.workers
     app: HubApp | str
     if workers == 1:
         app, log_config = create_app(settings), uvicorn.config.LOGGING_CONFIG
@@ -402,6 +477,8 @@ def _run(command: Command) -> Callable[[Settings, argparse.Namespace], int]:
 
     def handler(settings: Settings, args: argparse.Namespace) -> int:
         async def go() -> Any:
+            if not args.create:
+                await _refuse_a_new_database(settings)
             store = SqlStore(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
             await store.open()
             try:
@@ -415,6 +492,52 @@ def _run(command: Command) -> Callable[[Settings, argparse.Namespace], int]:
         return 0
 
     return handler
+
+
+async def _refuse_a_new_database(settings: Settings) -> None:
+    """Stop a command that would make a new database (a file that is not there yet, or a
+    database without the hub's tables) rather than use the hub's: a key made in a second,
+    empty database gets 401 from the hub, with nothing to say why."""
+    from databases import Database
+
+    from hub.store.migrate import current_version
+    from hub.store.raw import dialect_for
+
+    url = settings.database_url
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        problem = f"there is no database at {path.absolute()}"
+        raise ValueError(_new_database_advice(problem, settings, is_file=True))
+    if url.startswith("sqlite") and path is None:
+        return  # in memory: new every time, and nobody else's
+    database = Database(url) if path is not None else Database(url, min_size=1)
+    await database.connect()
+    try:
+        version = await current_version(database, dialect_for(url.split(":", 1)[0]))
+    finally:
+        await database.disconnect()
+    if version == 0:
+        where = path.absolute() if path is not None else _safe_url(url)
+        problem = f"the database {where} has no hub tables"
+        raise ValueError(_new_database_advice(problem, settings, is_file=path is not None))
+
+
+def _new_database_advice(problem: str, settings: Settings, *, is_file: bool) -> str:
+    if os.environ.get("AIGNE_HUB_DATABASE_URL"):
+        where = "from AIGNE_HUB_DATABASE_URL"
+        where += "; a relative path is from the current folder" if is_file else ""
+        advice = "Point AIGNE_HUB_DATABASE_URL at the hub's database"
+    elif settings.config_file is not None:
+        where = f"the database of {settings.config_file}"
+        where += "; a relative path is from its folder" if is_file else ""
+        advice = "Start the hub with this configuration first (`aigne-hub serve` makes it)"
+    else:
+        where = "the default: no configuration was given by --config or AIGNE_HUB_CONFIG"
+        advice = "Give the configuration the hub runs with, so this command uses its database"
+    return (
+        f"{problem} ({where}). {advice}; a key made in a new database gets 401 from a hub "
+        "using another. Or give --create to make a new database there."
+    )
 
 
 async def _db_upgrade(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
@@ -465,9 +588,10 @@ async def _credits_balance(admin: Admin, args: argparse.Namespace) -> dict[str, 
 
 async def _rates_set(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
     # The same entry `PUT /api/admin/rates` takes, checked by the same code.
+    call_type = args.type or ("imageGeneration" if args.image is not None else "chatCompletion")
     entry = {
         "model": args.model,
-        "type": args.type,
+        "type": call_type,
         "per": "million" if args.per_million else "token",
         "input": args.input,
         "output": args.output,

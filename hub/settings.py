@@ -111,6 +111,9 @@ class Settings:
     # Where the worker processes of one server keep their metrics, summed at each scrape
     # (AIGNE_HUB_METRICS_DIR); None: each process counts alone. `serve --workers N` sets it.
     metrics_dir: str | None = None
+    # The file these settings were read from (an absolute path), for messages that tell
+    # people how to reach the same hub; None: defaults and the environment only.
+    config_file: str | None = None
 
     @property
     def billing(self) -> bool:
@@ -134,6 +137,10 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     env = os.environ if env is None else env
     path = path or env.get("AIGNE_HUB_CONFIG") or None
     data: dict[str, Any] = {}
+    # Relative paths in the file (and the default ones) are taken from the file's folder,
+    # so `serve` and every CLI command given the same file find the same database and key
+    # file, wherever they are run from.
+    folder = Path(os.path.abspath(path)).parent if path is not None else None
     if path is not None:
         try:
             data = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
@@ -173,10 +180,13 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     if not 0 < port < 65536:
         raise ConfigError("server.port", f"must be between 1 and 65535, not {port}")
 
-    url = env.get("AIGNE_HUB_DATABASE_URL") or database.get("url", "sqlite:///aigne-hub.db")
-    if not isinstance(url, str) or not url.startswith(
-        ("sqlite://", "postgresql://", "postgres://")
-    ):
+    url = env.get("AIGNE_HUB_DATABASE_URL")  # from the environment: as given (the cwd's)
+    if not url:
+        url = database.get("url", "sqlite:///aigne-hub.db")
+        if not isinstance(url, str):
+            raise ConfigError("database.url", f"must be a string, not {url!r}")
+        url = sqlite_url_from(url, folder)
+    if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
         raise ConfigError(
             "database.url", f"must start with sqlite:// or postgresql://, not {url!r}"
         )
@@ -198,11 +208,41 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         public_url=_public_url(env.get("AIGNE_HUB_PUBLIC_URL") or server.get("public_url")),
         forwarded_allow_ips=trusted_proxies(server.get("forwarded_allow_ips", [])),
         encryption_key=env.get("AIGNE_HUB_ENCRYPTION_KEY") or security.get("encryption_key"),
-        encryption_key_file=str(security.get("encryption_key_file", "aigne-hub.key")),
+        encryption_key_file=_path_from(
+            str(security.get("encryption_key_file", "aigne-hub.key")), folder
+        ),
         log_prompts=log_prompts,
         workers=worker_count(server.get("workers", 1)),
         metrics_dir=env.get("AIGNE_HUB_METRICS_DIR") or None,
+        config_file=os.path.abspath(path) if path is not None else None,
     )
+
+
+def sqlite_url_from(url: str, folder: Path | None) -> str:
+    """A `sqlite:///` URL whose relative file path is taken from `folder` (the config
+    file's); other URLs, absolute paths and in-memory databases as they are."""
+    prefix = "sqlite:///"
+    if folder is None or not url.startswith(prefix):
+        return url
+    path, sep, query = url[len(prefix) :].partition("?")
+    if not path or path == ":memory:":
+        return url
+    return f"{prefix}{_path_from(path, folder)}{sep}{query}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file a `sqlite:///` URL names (None for other databases and in-memory ones)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return None
+    path = url[len(prefix) :].partition("?")[0]
+    return None if not path or path == ":memory:" else Path(path)
+
+
+def _path_from(path: str, folder: Path | None) -> str:
+    if folder is None or os.path.isabs(path):
+        return path
+    return os.path.normpath(folder / path)
 
 
 def public_url(value: Any, key: str = "server.public_url") -> str:
@@ -381,8 +421,13 @@ def _check_key(secret: str, where: str) -> None:
         raise ConfigError(where, exc.message.replace("'key'", "a provider key")) from None
 
 
+def env_key_name(provider: str) -> str:
+    """The environment variable a provider's key may come from: OPENAI_API_KEY for openai."""
+    return provider.upper().replace("-", "_") + "_API_KEY"
+
+
 def _env_key(name: str, env: Mapping[str, str]) -> str:
-    for variable in (name.upper().replace("-", "_") + "_API_KEY", *_ENV_ALIASES.get(name, ())):
+    for variable in (env_key_name(name), *_ENV_ALIASES.get(name, ())):
         if env.get(variable):
             _check_key(env[variable], variable)
             return env[variable]

@@ -41,11 +41,14 @@ def config(tmp_path: Path) -> str:
 
 
 class Cli:
-    """Runs `aigne-hub ... --config <file>` and captures what it prints."""
+    """Runs `aigne-hub ... --config <file>` and captures what it prints, on a database
+    made first (as `serve` would)."""
 
     def __init__(self, config: str, capsys: pytest.CaptureFixture[str]) -> None:
         self.config = config
         self.capsys = capsys
+        assert main(["db", "upgrade", "--create", "--config", config]) == 0
+        capsys.readouterr()
 
     def run(self, *argv: str) -> tuple[int, str, str]:
         code = main([*argv, "--config", self.config])
@@ -320,7 +323,7 @@ def test_the_config_file_can_come_from_aigne_hub_config(
 ) -> None:
     monkeypatch.setenv("AIGNE_HUB_CONFIG", config)
 
-    code = main(["credits", "grant", ALICE, "2", "--json"])
+    code = main(["credits", "grant", ALICE, "2", "--json", "--create"])
 
     assert code == 0
     assert json.loads(capsys.readouterr().out)["balance"] == "2"
@@ -335,7 +338,7 @@ def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) 
 def test_options_before_the_command_are_honoured(
     config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["--config", config, "--json", "db", "upgrade"])
+    code = main(["--config", config, "--json", "--create", "db", "upgrade"])
 
     out = capsys.readouterr().out
     assert code == 0

@@ -107,7 +107,9 @@ def test_the_cli_prints_a_link_that_works_once(
     config = tmp_path / "hub.toml"
     config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/hub.db"\n[server]\nport = 9999\n')
 
-    code = main(["admin", "login-link", "--user", USER, "--config", str(config), "--json"])
+    code = main(
+        ["admin", "login-link", "--user", USER, "--config", str(config), "--json", "--create"]
+    )
 
     printed = json.loads(capsys.readouterr().out)
     assert code == 0 and printed["url"].startswith("http://127.0.0.1:9999/login/link?token=")

@@ -325,7 +325,9 @@ def test_the_cli_prints_links_at_the_public_url(
         '[server]\npublic_url = "https://hub.example"\n'
     )
 
-    code = main(["admin", "login-link", "--user", USER, "--config", str(config), "--json"])
+    code = main(
+        ["admin", "login-link", "--user", USER, "--config", str(config), "--json", "--create"]
+    )
 
     assert code == 0 and '"url": "https://hub.example/login/link?token=' in capsys.readouterr().out
 

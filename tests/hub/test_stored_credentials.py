@@ -89,6 +89,8 @@ def test_the_cli_stores_a_key_from_stdin_and_never_prints_it(
     )
     monkeypatch.setattr("sys.stdin", io.StringIO(STORED_KEY + "\n"))
 
+    assert main(["db", "upgrade", "--create", "--config", str(config)]) == 0  # as serve would
+    capsys.readouterr()
     assert (
         main(["credentials", "add", "openai", "--weight", "40", "--config", str(config), "--json"])
         == 0
@@ -151,6 +153,7 @@ def test_rotating_the_encryption_key_reseals_every_stored_key(
         f'[security]\nencryption_key_file = "{key_file}"\n'
         '[providers.openai]\napi_keys = ["sk-from-config-0000"]\n'
     )
+    assert main(["db", "upgrade", "--create", "--config", str(config)]) == 0
     for secret in (STORED_KEY, "sk-second-stored-key-0001"):
         assert main(["credentials", "add", "openai", "--key", secret, "--config", str(config)]) == 0
     old_key = key_file.read_bytes()
@@ -181,6 +184,7 @@ def test_a_key_from_the_environment_is_rotated_into_a_file_named(
         f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n'
         '[providers.openai]\napi_keys = ["sk-from-config-0000"]\n'
     )
+    assert main(["db", "upgrade", "--create", "--config", str(config)]) == 0
     assert main(["credentials", "add", "openai", "--key", STORED_KEY, "--config", str(config)]) == 0
     capsys.readouterr()
 
@@ -283,6 +287,7 @@ def test_a_rotation_cut_short_leaves_every_key_readable_and_can_be_run_again(
     real.write_bytes(Fernet.generate_key())
     real.chmod(0o600)
     link.symlink_to(real)  # a key file mounted or linked into place
+    assert main(["db", "upgrade", "--create", "--config", str(config)]) == 0
     assert main(["credentials", "add", "openai", "--key", STORED_KEY, "--config", str(config)]) == 0
 
     async def fails(*args: object, **kwargs: object) -> int:
