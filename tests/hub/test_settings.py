@@ -405,3 +405,35 @@ def test_server_workers_is_a_number_from_one_or_auto(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="server.workers"):
             load_settings(config, env={})
     assert load_settings(None, env={}).workers == 1
+
+
+def test_relative_paths_in_the_file_are_taken_from_its_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    path = write(folder, '[database]\nurl = "sqlite:///data/hub.db?mode=rwc"\n')
+    defaults = write(tmp_path, "")
+
+    settings = load_settings(path, env={})
+    default = load_settings(defaults, env={})
+
+    assert settings.database_url == f"sqlite:///{folder / 'data' / 'hub.db'}?mode=rwc"
+    assert settings.encryption_key_file == str(folder / "aigne-hub.key")
+    assert settings.config_file == str(path)
+    assert default.database_url == f"sqlite:///{tmp_path / 'aigne-hub.db'}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite:////srv/hub.db", "sqlite:///:memory:", "postgresql://hub@db:5432/hub"],
+)
+def test_absolute_and_other_database_urls_are_kept_as_given(tmp_path: Path, url: str) -> None:
+    path = write(tmp_path, f'[database]\nurl = "{url}"\n')
+
+    assert load_settings(path, env={}).database_url == url
+
+
+def test_a_database_url_from_the_environment_is_the_current_folders(tmp_path: Path) -> None:
+    path = write(tmp_path, '[database]\nurl = "sqlite:///ignored.db"\n')
+
+    env = {"AIGNE_HUB_DATABASE_URL": "sqlite:///here.db"}
+    assert load_settings(path, env=env).database_url == "sqlite:///here.db"
