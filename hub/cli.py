@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,6 +34,8 @@ from middleware.errors import HubError
 from middleware.money import credits_text
 
 if TYPE_CHECKING:
+    import socket
+
     import uvicorn
 
 MONEY_COLUMNS = {
