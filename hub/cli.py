@@ -82,7 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result: int = args.handler(settings, args)
+        sys.stdout.flush()  # here, so a reader that has gone is met below, not at exit
         return result
+    except BrokenPipeError:
+        # The output went to a reader that stopped early (`aigne-hub calls list | head`):
+        # nothing is wrong and nothing more can be said; stdout is pointed at /dev/null
+        # so Python's flush at exit does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (ValueError, LookupError, ArithmeticError, HubError) as exc:
         # A HubError is a value out of bounds: the same rule, and words, as the API's.
         print(f"aigne-hub: {exc}", file=sys.stderr)

@@ -278,3 +278,19 @@ def test_an_image_rate_needs_only_its_price_per_image(
 
     assert set_rate["type"] == rate["type"] == "imageGeneration"
     assert (rate["image_rate"], rate["input_rate"], rate["output_rate"]) == ("0.04", "0", "0")
+
+
+def test_output_cut_short_by_its_reader_is_no_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'cli.db'}")
+    command = [sys.executable, "-m", "hub.cli", "rates", "list", "--config", config, "--create"]
+    read, write = os.pipe()
+    os.close(read)  # `| head` that has read what it wanted: every write now fails
+    try:
+        done = subprocess.run(
+            command, stdout=write, stderr=subprocess.PIPE, text=True, env=_clean_environment()
+        )
+    finally:
+        os.close(write)
+
+    assert "BrokenPipe" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr == ""
