@@ -38,7 +38,8 @@ def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list
                 raise HubError(400, "invalid_field", "'admin' must be true or false.", "admin")
             if make_admin:  # as `aigne-hub keys create --admin`: the owner becomes an admin
                 await admin.ensure_account(user, is_admin=True)
-            return await _create_key(admin, user, body)
+            # Rate limits are the operator's to set (`rpm`, `tpm`, `concurrent`).
+            return await _create_key(admin, user, body, bounds.limit_overrides(body))
         return JSONResponse(await admin.list_keys(request.query_params.get("user")))
 
     async def my_keys(request: Request) -> Response:
@@ -59,6 +60,19 @@ def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list
         # sessions opened with it; signing out ends the rest.
         revoked = await admin.revoke_key(key_id, sign_out_owner=owner != caller.user_did)
         return JSONResponse({"id": key_id, "revoked": True, "was_live": revoked})
+
+    async def key_limits(request: Request) -> Response:
+        key_id = request.path_params["key_id"]
+        limits = bounds.limit_overrides(await json_object(request))
+        if not await admin.set_key_limits(key_id, limits):
+            raise HubError(404, "not_found", f"No key with id {key_id}.")
+        return JSONResponse({"id": key_id, **limits})
+
+    async def account_limits(request: Request) -> Response:
+        did = bounds.text(request.path_params["did"], "did")
+        limits = bounds.limit_overrides(await json_object(request))
+        await admin.set_account_limits(did, limits)
+        return JSONResponse({"user_did": did, **limits})
 
     async def sign_out(request: Request) -> Response:
         did = request.path_params["did"]
@@ -115,8 +129,10 @@ def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list
     guarded = [
         ("/api/admin/accounts", accounts, ["GET"]),
         ("/api/admin/accounts/{did}/sign-out", sign_out, ["POST"]),
+        ("/api/admin/accounts/{did}/limits", account_limits, ["PUT"]),
         ("/api/admin/keys", all_keys, ["GET", "POST"]),
         ("/api/admin/keys/{key_id}", revoke, ["DELETE"]),
+        ("/api/admin/keys/{key_id}/limits", key_limits, ["PUT"]),
         ("/api/admin/grants", grants, ["GET", "POST"]),
         ("/api/admin/rates", rates, ["GET", "PUT", "DELETE"]),
         ("/api/admin/providers", providers, ["GET"]),
@@ -149,7 +165,9 @@ def _endpoint(handler: Any, admins_only: bool = False) -> Any:
     return endpoint
 
 
-async def _create_key(admin: Admin, user: str, body: dict[str, Any]) -> Response:
+async def _create_key(
+    admin: Admin, user: str, body: dict[str, Any], limits: dict[str, int | None] | None = None
+) -> Response:
     expires_at = None
     if body.get("expires_days") is not None:
         expires_at = time.time() + bounds.expires_days(body["expires_days"]) * 86400
@@ -158,6 +176,7 @@ async def _create_key(admin: Admin, user: str, body: dict[str, Any]) -> Response
         name=bounds.optional_text(body.get("name"), "name"),
         app_did=bounds.optional_text(body.get("app"), "app"),
         expires_at=expires_at,
+        limits=limits,
     )
     # The only time the secret is shown: it is stored as a hash.
     return JSONResponse({"id": key_id, "key": secret, "user_did": user}, status_code=201)

@@ -10,12 +10,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hub.catalog import offered_model
 from hub.cors import JsonCORSMiddleware
+from hub.limits_redis import RedisLimiter
 from hub.metrics import Metrics
 from hub.providers.registry import ProviderRegistry
 from hub.proxy import Proxy
 from hub.routes import MODEL_ROUTES, PUBLIC_PATHS, build_router
 from hub.secrets import load_box
-from hub.settings import Settings, load_settings
+from hub.settings import Settings, check_shared_limits, load_settings
 from hub.store import SqlStore
 from hub.store.admin import Admin
 from hub.store.instances import Instances
@@ -30,6 +31,8 @@ from middleware import (
 from middleware.billing import price, rate_of
 from middleware.call import Call, get_call
 from middleware.errors import answer_unhandled, refuse_websocket, request_id_of
+from middleware.limiter_memory import MemoryLimiter
+from middleware.limits import RateLimitMiddleware
 from middleware.parse import APP_DID_HEADER
 
 logger = logging.getLogger("aigne_hub")
@@ -47,6 +50,7 @@ class HubApp:
         store: SqlStore | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        check_shared_limits(settings)
         limits = settings.limits
         self.settings = settings
         self.store = store or SqlStore(
@@ -97,6 +101,29 @@ class HubApp:
             rates=self.store,
             enabled=billing,
             default_output_tokens=limits.hold_output_tokens,
+        )
+        redis = settings.redis
+        self.limiter: RedisLimiter | MemoryLimiter = (
+            RedisLimiter(
+                redis.url,
+                prefix=redis.prefix,
+                timeout=redis.timeout,
+                on_error=self.metrics.rate_limiter_failed,
+            )
+            if redis.url is not None
+            else MemoryLimiter()
+        )
+        # Inside the Call layer (it needs the parsed call) and outside the credit check: a
+        # call over a limit holds no credit and leaves no record.
+        stack = RateLimitMiddleware(
+            stack,
+            limiter=self.limiter,
+            policy=settings.rate_limits,
+            overrides=self.store,
+            default_output_tokens=limits.hold_output_tokens,
+            fail_open=redis.on_error == "open",
+            on_unavailable=self.metrics.rate_limiter_failed,
+            on_refused=self.metrics.rate_limited,
         )
         stack = CallMiddleware(
             stack, routes=MODEL_ROUTES, max_body_bytes=limits.max_body_bytes, models=self.registry
@@ -177,6 +204,15 @@ class HubApp:
         await self.store.open()
         # Before any call is opened, so that every call carries this instance's id.
         await self.instances.start()
+        settings = self.settings
+        if settings.workers > 1 and settings.redis.url is None:
+            keys, accounts = await self.store.limit_overrides()
+            if keys or accounts:
+                raise RuntimeError(
+                    f"keys or accounts have rate limits and the hub runs {settings.workers} "
+                    "workers without Redis: each would admit the whole limit. Set [redis] "
+                    "url, or run one worker."
+                )
         await self.load_stored_keys()
         self._reloader = asyncio.get_running_loop().create_task(self._reload_stored_keys())
         self.started = True
@@ -192,6 +228,8 @@ class HubApp:
                 self._reloader.cancel()
             await self.transport.aclose()
             await self.instances.stop()
+            if isinstance(self.limiter, RedisLimiter):
+                await self.limiter.aclose()
             await self.store.close()
             self.metrics.stop()
             self.started = False

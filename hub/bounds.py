@@ -241,3 +241,27 @@ def rate_entry(entry: Any, call_types: tuple[str, ...]) -> tuple[str, str, dict[
         "image_rate": units("image"),
     }
     return text(entry.get("model"), "model"), call_type, values
+
+
+# -- rate limits ----------------------------------------------------------------------
+
+LIMIT_FIELDS = ("rpm", "tpm", "concurrent")
+MAX_LIMIT = 10**15
+
+
+def limit_overrides(values: Mapping[str, Any]) -> dict[str, int | None]:
+    """The rate limits given for a key or an account, of `rpm`, `tpm` and `concurrent`: each
+    a whole number (0: no limit for it) or null / "default" (the configured default again).
+    Fields not given are left as they are, so the result has only those given."""
+    found: dict[str, int | None] = {}
+    for name in LIMIT_FIELDS:
+        if name not in values:
+            continue
+        value = values[name]
+        if value is None or value == "default":
+            found[name] = None
+            continue
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        found[name] = whole(value, name, 0, MAX_LIMIT)
+    return found

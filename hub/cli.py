@@ -21,6 +21,7 @@ from hub.secrets import SecretBox, load_box, write_key_file
 from hub.settings import (
     ConfigError,
     Settings,
+    check_shared_limits,
     load_settings,
     public_url,
     sqlite_path,
@@ -181,7 +182,22 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--app", help="the app DID calls with this key are attributed to")
     create.add_argument("--expires-days", type=float, help="expire after this many days")
     create.add_argument("--admin", action="store_true", help="make the owner an admin")
+    _limit_options(create)
     create.set_defaults(handler=_run(_keys_create))
+    key_limits = keys.add_parser(
+        "limits", parents=[common], help="set a key's rate limits (0: none; default: config)"
+    )
+    key_limits.add_argument("key_id")
+    _limit_options(key_limits)
+    key_limits.set_defaults(handler=_run(_keys_limits))
+    account_limits = commands.add_parser(
+        "limits",
+        parents=[common],
+        help="set an account's rate limits (0: none; default: the configuration's)",
+    )
+    account_limits.add_argument("--user", required=True, help="the account's user DID")
+    _limit_options(account_limits)
+    account_limits.set_defaults(handler=_run(_account_limits))
     listing = keys.add_parser("list", parents=[common], help="list keys (never the secrets)")
     listing.add_argument("--user", help="only this user's keys")
     listing.set_defaults(handler=_run(_keys_list))
@@ -408,6 +424,7 @@ def server_config(settings: Settings, args: argparse.Namespace) -> uvicorn.Confi
 
     settings = serve_settings(settings, args)
     trusted, workers = settings.forwarded_allow_ips, settings.workers
+    check_shared_limits(settings)  # here, once, rather than in each worker
     app: HubApp | str
     if workers == 1:
         app, log_config = create_app(settings), uvicorn.config.LOGGING_CONFIG
@@ -451,6 +468,7 @@ def _share_with_workers(settings: Settings, args: argparse.Namespace) -> None:
     if settings.port:  # 0 (any free port) is the parent's to choose, once
         env["AIGNE_HUB_PORT"] = str(settings.port)
     env["AIGNE_HUB_SESSION_SECRET"] = settings.session_secret
+    env["AIGNE_HUB_WORKERS"] = str(settings.workers)
     if settings.metrics_dir:
         clear(settings.metrics_dir)
         env[METRICS_DIR] = settings.metrics_dir
@@ -564,10 +582,42 @@ async def _keys_create(admin: Admin, args: argparse.Namespace) -> dict[str, Any]
         expires = time.time() + bounds.expires_days(args.expires_days, "--expires-days") * 86400
     if args.admin:
         await admin.ensure_account(user, is_admin=True)
-    key_id, secret = await admin.create_key(user, name=name, app_did=app, expires_at=expires)
+    limits = _limits_given(args)
+    key_id, secret = await admin.create_key(
+        user, name=name, app_did=app, expires_at=expires, limits=limits
+    )
     if not args.json:
         print("Save this key now: it is shown only once.", file=sys.stderr)
     return {"id": key_id, "key": secret, "user_did": args.user}
+
+
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    for name, what in (
+        ("rpm", "requests per minute"),
+        ("tpm", "tokens per minute"),
+        ("concurrent", "calls at once"),
+    ):
+        parser.add_argument(
+            f"--{name}", metavar="N", help=f"{what} (0: no limit; 'default': the configured one)"
+        )
+
+
+def _limits_given(args: argparse.Namespace) -> dict[str, int | None]:
+    given = {name: getattr(args, name) for name in bounds.LIMIT_FIELDS}
+    return bounds.limit_overrides({k: v for k, v in given.items() if v is not None})
+
+
+async def _keys_limits(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    key_id = bounds.text(args.key_id, "key_id", 40)
+    if not await admin.set_key_limits(key_id, _limits_given(args)):
+        raise LookupError(f"no key with id {args.key_id}")
+    return {"id": key_id, **_limits_given(args)}
+
+
+async def _account_limits(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    user = bounds.text(args.user, "--user")
+    await admin.set_account_limits(user, _limits_given(args))
+    return {"user_did": user, **_limits_given(args)}
 
 
 async def _keys_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -128,6 +128,14 @@ class Metrics:
         closed by the provider (a keep-alive timeout) before any answer arrived."""
         self._count("aigne_hub_upstream_stale_retries_total", ())
 
+    def rate_limited(self, scope: str, limit: str) -> None:
+        """A call refused by a rate limit (scope: key, account, app, model)."""
+        self._count("aigne_hub_rate_limited_total", (("scope", scope), ("limit", limit)))
+
+    def rate_limiter_failed(self) -> None:
+        """The shared rate limiter (Redis) could not be asked: calls failed open or closed."""
+        self._count("aigne_hub_rate_limiter_errors_total", ())
+
     def _count(self, name: str, labels: Labels, amount: int = 1) -> None:
         series = self.counters[name]
         series[labels] += amount

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 from hub import bounds
 from middleware.errors import HubError
+from middleware.limits import LimitPolicy
+from middleware.ports import Quota
 
 Mode = Literal["service-provider", "self-hosted"]
 
@@ -83,6 +85,20 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class RedisSettings:
+    """`[redis]`: shared rate-limit counters for several workers and hosts."""
+
+    url: str | None = None
+    # When Redis cannot be reached: admit calls without limits ("open") or refuse them
+    # ("closed"). Either way it is logged and counted, never a 500.
+    on_error: Literal["open", "closed"] = "open"
+    # Prefix of every key the hub writes, so several hubs can share one Redis.
+    prefix: str = "aigne-hub"
+    # Seconds to wait for Redis before failing open or closed.
+    timeout: float = 0.5
+
+
+@dataclass(frozen=True)
 class Settings:
     mode: Mode = "service-provider"
     database_url: str = "sqlite:///aigne-hub.db"
@@ -114,6 +130,9 @@ class Settings:
     # The file these settings were read from (an absolute path), for messages that tell
     # people how to reach the same hub; None: defaults and the environment only.
     config_file: str | None = None
+    # `[rate_limits]`: requests and tokens per minute and calls at once, per scope.
+    rate_limits: LimitPolicy = field(default_factory=LimitPolicy)
+    redis: RedisSettings = field(default_factory=RedisSettings)
 
     @property
     def billing(self) -> bool:
@@ -129,7 +148,18 @@ class Settings:
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
 
-_TOP = {"mode", "server", "database", "limits", "providers", "session", "security", "logging"}
+_TOP = {
+    "mode",
+    "server",
+    "database",
+    "limits",
+    "rate_limits",
+    "redis",
+    "providers",
+    "session",
+    "security",
+    "logging",
+}
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -212,9 +242,11 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
             str(security.get("encryption_key_file", "aigne-hub.key")), folder
         ),
         log_prompts=log_prompts,
-        workers=worker_count(server.get("workers", 1)),
+        workers=worker_count(env.get("AIGNE_HUB_WORKERS") or server.get("workers", 1)),
         metrics_dir=env.get("AIGNE_HUB_METRICS_DIR") or None,
         config_file=os.path.abspath(path) if path is not None else None,
+        rate_limits=_rate_limits(_table(data, "rate_limits", {*_SCOPES, "models"})),
+        redis=_redis(_table(data, "redis", {"url", "on_error", "prefix", "timeout"}), env),
     )
 
 
@@ -243,6 +275,68 @@ def _path_from(path: str, folder: Path | None) -> str:
     if folder is None or os.path.isabs(path):
         return path
     return os.path.normpath(folder / path)
+
+
+_SCOPES = ("key", "account", "app", "model")
+_QUOTA_FIELDS = ("rpm", "tpm", "concurrent")
+
+
+def _quota(table: Any, where: str) -> Quota:
+    if not isinstance(table, dict):
+        raise ConfigError(where, "must be a table like { rpm = 60, tpm = 100000, concurrent = 4 }")
+    _no_unknown(table, set(_QUOTA_FIELDS), where + ".")
+    for name, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 2**62:
+            raise ConfigError(f"{where}.{name}", f"must be a positive whole number, not {value!r}")
+    return Quota(table.get("rpm"), table.get("tpm"), table.get("concurrent"))
+
+
+def _rate_limits(table: dict[str, Any]) -> LimitPolicy:
+    """`[rate_limits]`: a quota per kind of scope (`key`, `account`, `app`, and `model` for
+    each model alone), and `models."provider/name"` for a model's own."""
+    quotas = {scope: _quota(table.get(scope, {}), f"rate_limits.{scope}") for scope in _SCOPES}
+    models = table.get("models", {})
+    if not isinstance(models, dict):
+        raise ConfigError("rate_limits.models", "must be a table of model names")
+    per_model = {
+        str(name): _quota(entry, f"rate_limits.models.{name}") for name, entry in models.items()
+    }
+    return LimitPolicy(**quotas, models=per_model)
+
+
+def _redis(table: dict[str, Any], env: Mapping[str, str]) -> RedisSettings:
+    url = env.get("AIGNE_HUB_REDIS_URL") or table.get("url") or None
+    if url is not None and (
+        not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://"))
+    ):
+        raise ConfigError("redis.url", "must start with redis://, rediss:// or unix://")
+    on_error = table.get("on_error", "open")
+    if on_error not in ("open", "closed"):
+        raise ConfigError("redis.on_error", f'must be "open" or "closed", not {on_error!r}')
+    prefix = table.get("prefix", "aigne-hub")
+    if not isinstance(prefix, str) or not prefix:
+        raise ConfigError("redis.prefix", "must be a non-empty string")
+    timeout = table.get("timeout", 0.5)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < 60:
+        raise ConfigError("redis.timeout", f"must be seconds between 0 and 60, not {timeout!r}")
+    return RedisSettings(
+        url=url,
+        on_error="closed" if on_error == "closed" else "open",
+        prefix=prefix,
+        timeout=float(timeout),
+    )
+
+
+def check_shared_limits(settings: Settings) -> None:
+    """Refuse rate limits that several worker processes would each count alone: without
+    Redis, every worker would admit the whole limit."""
+    if settings.workers > 1 and settings.rate_limits and settings.redis.url is None:
+        raise ConfigError(
+            "redis.url",
+            f"rate limits are configured and the hub runs {settings.workers} workers: each "
+            "would count its calls alone and admit the whole limit. Set [redis] url (the "
+            "workers then share their counters), or run one worker.",
+        )
 
 
 def public_url(value: Any, key: str = "server.public_url") -> str:

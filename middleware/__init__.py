@@ -5,6 +5,8 @@ from middleware.billing import BillingMiddleware, price
 from middleware.call import Call, CallType, Identity, Usage, get_call, get_identity
 from middleware.credit import CreditCheckMiddleware
 from middleware.errors import HubError, error_body, send_error
+from middleware.limiter_memory import MemoryLimiter
+from middleware.limits import LimitPolicy, RateLimitMiddleware
 from middleware.model_call import ModelCallMiddleware
 from middleware.parse import CallMiddleware
 from middleware.ports import (
@@ -14,8 +16,10 @@ from middleware.ports import (
     KeyRecord,
     KeyStore,
     ModelCatalog,
+    Quota,
     Rate,
     RateBook,
+    RateLimiter,
 )
 
 __all__ = [
@@ -32,10 +36,15 @@ __all__ = [
     "Identity",
     "KeyRecord",
     "KeyStore",
+    "LimitPolicy",
+    "MemoryLimiter",
     "ModelCallMiddleware",
     "ModelCatalog",
+    "Quota",
     "Rate",
     "RateBook",
+    "RateLimitMiddleware",
+    "RateLimiter",
     "Usage",
     "error_body",
     "get_call",

@@ -113,3 +113,93 @@ class CallObserver(Protocol):
     def opened(self, call: Call) -> None: ...
 
     def settled(self, call: Call) -> None: ...
+
+
+# -- rate limits ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """The limits of one scope per minute and at once; None: no such limit."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrent: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.rpm is not None or self.tpm is not None or self.concurrent is not None
+
+    def over(self, override: Quota | None) -> Quota:
+        """This quota with an override's figures where it has them (0 there: no limit)."""
+        if override is None:
+            return self
+        return Quota(
+            *(
+                None if mine == 0 else mine if mine is not None else base
+                for mine, base in (
+                    (override.rpm, self.rpm),
+                    (override.tpm, self.tpm),
+                    (override.concurrent, self.concurrent),
+                )
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One scope whose counters a call takes from: `key:<id>`, `account:<id>`, ..."""
+
+    scope: str
+    quota: Quota
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """How much of a bucket's window is used, after an admission (or at its refusal)."""
+
+    requests: int
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A limiter's answer: admitted or not, and what each bucket has used this window."""
+
+    admitted: bool
+    counts: tuple[Count, ...]
+    # Seconds until the current window ends (when requests and tokens come back).
+    reset: float
+    # The window the call was counted in, for correcting its tokens at the end.
+    window: int = 0
+    # When refused: the bucket and the limit ("requests", "tokens", "concurrent").
+    refused_bucket: int = -1
+    refused_limit: str = ""
+
+
+class LimiterUnavailable(Exception):
+    """The shared limiter cannot be reached: the middleware fails open or closed."""
+
+
+class RateLimiter(Protocol):
+    """Counters of requests and tokens per window, and leases of concurrent calls."""
+
+    async def admit(self, lease: str, buckets: tuple[Bucket, ...], tokens: int) -> Admission:
+        """Check every bucket and, only if all have room, take one request, `tokens` tokens
+        and (where limited) a concurrency lease from each, as one atomic step. Raises
+        LimiterUnavailable when the limiter's store cannot be reached."""
+        ...
+
+    def release(
+        self, lease: str, buckets: tuple[Bucket, ...], window: int, token_change: int
+    ) -> None:
+        """The call ended: give back its concurrency leases, and correct the tokens it
+        reserved by `token_change` (used minus reserved). Must not block or raise: the
+        work may be done in the background (a lease's expiry covers a lost release)."""
+        ...
+
+
+class LimitOverrides(Protocol):
+    async def limit_overrides(self) -> tuple[dict[str, Quota], dict[int, Quota]]:
+        """Quotas set per key (by key id) and per account (by id), from a short-lived
+        cache: only keys and accounts that have one."""
+        ...

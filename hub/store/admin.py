@@ -66,8 +66,10 @@ class Admin:
         name: str | None = None,
         app_did: str | None = None,
         expires_at: float | None = None,
+        limits: Mapping[str, int | None] | None = None,
     ) -> tuple[str, str]:
-        """(key id, secret): the secret is returned here once and stored only as a hash."""
+        """(key id, secret): the secret is returned here once and stored only as a hash.
+        `limits`: its rate limits (see set_key_limits)."""
         secret = new_api_key()
         key_id = "key_" + secrets.token_hex(8)
 
@@ -88,7 +90,29 @@ class Admin:
             )
 
         await self.store.run(op)
+        if limits:
+            await self.set_key_limits(key_id, limits)
         return key_id, secret
+
+    async def set_key_limits(self, key_id: str, limits: Mapping[str, int | None]) -> bool:
+        """Set a key's rate limits — `rpm`, `tpm`, `concurrent` (bounds.limit_overrides):
+        a number (0: none), or None for the configured default; those not given stay.
+        False if there is no such key."""
+        return await self._set_limits(api_keys, api_keys.c.id == key_id, limits)
+
+    async def set_account_limits(self, did: str, limits: Mapping[str, int | None]) -> bool:
+        """Set an account's rate limits, as set_key_limits (making the account if new)."""
+        await self.ensure_account(did)
+        return await self._set_limits(accounts, accounts.c.did == did, limits)
+
+    async def _set_limits(self, table: Table, where: Any, limits: Mapping[str, int | None]) -> bool:
+        values = {f"limit_{name}": value for name, value in limits.items()}
+        if not values:
+            found = await self.store.query(select(table.c.id).where(where))
+            return bool(found)
+        changed = await self.store.execute(table.update().where(where).values(**values))
+        self.store.forget_caches()
+        return changed > 0
 
     async def revoke_key(self, key_id: str, *, sign_out_owner: bool = False) -> bool:
         """Revoke a key; False if there is no such live key. Sessions opened with the key
@@ -136,7 +160,13 @@ class Admin:
         )
         return await self.store.query(
             select(
-                c.did, c.name, c.is_admin, c.balance, granted.label("granted"), c.created_at
+                c.did,
+                c.name,
+                c.is_admin,
+                c.balance,
+                granted.label("granted"),
+                c.created_at,
+                *_limit_columns(accounts),
             ).order_by(c.created_at)
         )
 
@@ -161,6 +191,7 @@ class Admin:
                 api_keys.c.last_used_at,
                 api_keys.c.revoked_at,
                 api_keys.c.expires_at,
+                *_limit_columns(api_keys),
             )
             .select_from(api_keys.join(accounts, api_keys.c.account_id == accounts.c.id))
             .order_by(api_keys.c.created_at)
@@ -424,3 +455,13 @@ class Admin:
             return None
         rows = await self.store.query(select(c.user_did).where(c.token_hash == hash_key(token)))
         return str(rows[0]["user_did"])
+
+
+def _limit_columns(table: Table) -> list[Any]:
+    """A table's rate-limit overrides, named as the API and CLI name them (`rpm`, ...)."""
+    c = table.c
+    return [
+        c.limit_rpm.label("rpm"),
+        c.limit_tpm.label("tpm"),
+        c.limit_concurrent.label("concurrent"),
+    ]

@@ -72,6 +72,7 @@ def _meter_triggers(dialect: Dialect) -> list[str]:
     return ([_PG_METER_FUNCTION] if dialect.name == "postgresql" else []) + triggers
 
 
+LIMIT_COLUMNS = ("limit_rpm", "limit_tpm", "limit_concurrent")
 _ADDED_LATER = {
     "model_calls": (
         "usage_estimated",
@@ -82,7 +83,8 @@ _ADDED_LATER = {
         "prompt_estimate",
     ),
     "ai_model_rates": ("cache_write_rate",),
-    "accounts": ("session_epoch",),
+    "accounts": ("session_epoch", *LIMIT_COLUMNS),
+    "api_keys": LIMIT_COLUMNS,
 }
 _TABLES_ADDED_LATER = {"ai_credentials", "login_links", "hub_instances"}
 _INDEXES_ADDED_LATER = {"ix_model_calls_time"}
@@ -195,6 +197,15 @@ def _v10_instances(dialect: Dialect) -> list[str]:
     ]
 
 
+def _v12_limit_overrides(dialect: Dialect) -> list[str]:
+    return [
+        f"ALTER TABLE {table} ADD COLUMN {column} BIGINT"
+        for table in ("accounts", "api_keys")
+        for column in LIMIT_COLUMNS
+    ]
+
+
+# 11 is taken by work beside this (credit holds), to be merged before or after it.
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
     (2, "model_calls.usage_estimated", _v2_usage_estimated),
@@ -206,6 +217,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (8, "accounts.session_epoch", _v8_session_epoch),
     (9, "meter triggers refuse a balance past its floor", _v9_balance_floor),
     (10, "hub_instances, model_calls.instance_id and prompt_estimate", _v10_instances),
+    (12, "rate limits per key and account", _v12_limit_overrides),
 ]
 LATEST = MIGRATIONS[-1][0]
 

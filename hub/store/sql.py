@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from databases import Database, DatabaseURL
-from sqlalchemy import BigInteger, Boolean, Integer, Select, String
+from sqlalchemy import BigInteger, Boolean, Integer, Select, String, or_, select
 
 from hub.bounds import INT32_MAX, MAX_CHARGE
 from hub.store import migrate
@@ -28,11 +28,18 @@ from hub.store.raw import (
     rows_changed,
     single,
 )
-from hub.store.schema import model_calls
+from hub.store.schema import accounts, api_keys, model_calls
 from hub.store.statements import Statements
 from middleware.call import Call, CallType
 from middleware.money import credits_text
-from middleware.ports import SETTLE_REFUSED, AccountRecord, KeyRecord, Rate, SettleRefused
+from middleware.ports import (
+    SETTLE_REFUSED,
+    AccountRecord,
+    KeyRecord,
+    Quota,
+    Rate,
+    SettleRefused,
+)
 
 T = TypeVar("T")
 
@@ -74,6 +81,9 @@ class SqlStore:
         # The hub instance this store records calls for (hub.store.instances registers it);
         # None in the CLI, which opens no calls.
         self.instance_id: str | None = None
+        self._overrides: tuple[dict[str, Quota], dict[int, Quota]] = ({}, {})
+        self._overrides_expire = 0.0
+        self._overrides_loading: asyncio.Future[None] | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -231,8 +241,39 @@ class SqlStore:
         self._rates_loaded_at = time.monotonic()
         self._rates_expire = self._rates_loaded_at + self.rate_cache_seconds
 
+    async def limit_overrides(self) -> tuple[dict[str, Quota], dict[int, Quota]]:
+        if time.monotonic() >= self._overrides_expire:
+            # One reload at a time, shared, as for rates.
+            if self._overrides_loading is None or self._overrides_loading.done():
+                self._overrides_loading = asyncio.ensure_future(self._load_overrides())
+            await asyncio.shield(self._overrides_loading)
+        return self._overrides
+
+    async def _load_overrides(self) -> None:
+        found: list[dict[Any, Quota]] = []
+        for table in (api_keys, accounts):
+            c = table.c
+            rows = await self.query(
+                select(c.id, c.limit_rpm, c.limit_tpm, c.limit_concurrent).where(
+                    or_(
+                        c.limit_rpm.is_not(None),
+                        c.limit_tpm.is_not(None),
+                        c.limit_concurrent.is_not(None),
+                    )
+                )
+            )
+            found.append(
+                {
+                    r["id"]: Quota(r["limit_rpm"], r["limit_tpm"], r["limit_concurrent"])
+                    for r in rows
+                }
+            )
+        self._overrides = (found[0], found[1])
+        self._overrides_expire = time.monotonic() + self.rate_cache_seconds
+
     def forget_caches(self) -> None:
         """Drop cached balances and rates (after changes made by another process)."""
+        self._overrides_expire = 0.0
         self._balances.clear()
         self._rates_expire = 0.0
 
