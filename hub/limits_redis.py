@@ -27,7 +27,6 @@ from middleware.ports import Admission, Bucket, Count, LimiterUnavailable
 logger = logging.getLogger("aigne_hub.limits")
 
 LEASE_SECONDS = 60
-RENEW_SECONDS = LEASE_SECONDS / 3
 # After a failure, Redis is not asked again for this long: calls meanwhile fail open or
 # closed at once, instead of each waiting for its own timeout.
 DOWN_SECONDS = 1.0
@@ -125,6 +124,7 @@ class RedisLimiter:
         # Called when a release or a renewal fails (a lease then runs out by itself).
         on_error: Callable[[], None] | None = None,
         window_seconds: int = WINDOW_SECONDS,
+        lease_seconds: int = LEASE_SECONDS,
     ) -> None:
         # No retries: a Redis that does not answer is failed open or closed at once, as
         # configured, rather than holding every call through a backoff.
@@ -136,6 +136,7 @@ class RedisLimiter:
         )
         self.prefix = prefix
         self.window_seconds = window_seconds
+        self.lease_seconds = lease_seconds
         self.on_error = on_error
         self._admit = self.client.register_script(_ADMIT)
         self._release = self.client.register_script(_RELEASE)
@@ -157,7 +158,7 @@ class RedisLimiter:
     async def admit(self, lease: str, buckets: tuple[Bucket, ...], tokens: int) -> Admission:
         if time.monotonic() < self._down_until:
             raise LimiterUnavailable("Redis failed a moment ago")
-        args: list[Any] = [lease, tokens, LEASE_SECONDS, self.window_seconds]
+        args: list[Any] = [lease, tokens, self.lease_seconds, self.window_seconds]
         for bucket in buckets:
             quota = bucket.quota
             args += [_limit(quota.rpm), _limit(quota.tpm), _limit(quota.concurrent)]
@@ -215,9 +216,9 @@ class RedisLimiter:
 
     async def _renew_leases(self) -> None:
         while self._leases:
-            await asyncio.sleep(RENEW_SECONDS)
+            await asyncio.sleep(self.lease_seconds / 3)
             keys: list[str] = []
-            args: list[Any] = [LEASE_SECONDS]
+            args: list[Any] = [self.lease_seconds]
             for lease, sets in list(self._leases.items()):
                 keys += sets
                 args += [lease] * len(sets)

@@ -17,6 +17,8 @@ ENV_SETTINGS = (
     "AIGNE_HUB_PORT",
     "AIGNE_HUB_HOST",
     "AIGNE_HUB_SESSION_SECRET",
+    "AIGNE_HUB_WORKERS",
+    "AIGNE_HUB_REDIS_URL",
 )
 ALICE = "did:abt:alice"
 
