@@ -209,6 +209,15 @@ class RedisLimiter:
             self._down(exc)
             if self.on_error is not None:
                 self.on_error()
+            now = time.monotonic()
+            if now - self._last_log >= LOG_SECONDS:  # once a minute, not once a call
+                self._last_log = now
+                logger.error(
+                    "Redis failed to release or renew rate-limit leases (they run out by "
+                    "themselves): %s: %s",
+                    type(exc).__name__,
+                    exc,
+                )
 
     def _start_renewing(self) -> None:
         if self._renewer is None or self._renewer.done():
@@ -227,10 +236,6 @@ class RedisLimiter:
 
     def _down(self, exc: BaseException) -> None:
         self._down_until = time.monotonic() + DOWN_SECONDS
-        now = time.monotonic()
-        if now - self._last_log >= LOG_SECONDS:
-            self._last_log = now
-            logger.error("Redis (rate limits) failed: %s: %s", type(exc).__name__, exc)
 
     async def aclose(self) -> None:
         if self._renewer is not None:

@@ -204,7 +204,8 @@ class RateLimitMiddleware:
                     " lower max_tokens to send it."
                 )
         else:
-            message = f"Rate limit reached for {who}: {quota.concurrent} calls at once."
+            n = quota.concurrent
+            message = f"Rate limit reached for {who}: {n} call{'' if n == 1 else 's'} at once."
             retry = CONCURRENT_RETRY_SECONDS
         if self.on_refused is not None:
             self.on_refused(kind, admission.refused_limit)

@@ -3,6 +3,8 @@ every answer, overrides per key and account (admin API, CLI), and the settings."
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +13,7 @@ import httpx
 import pytest
 import respx
 
-from hub.settings import ConfigError, load_settings
+from hub.settings import ConfigError, Settings, load_settings
 from middleware.limits import LimitPolicy
 from middleware.ports import Quota
 from tests.conftest import USER, Hub, make_settings, start_hub
@@ -182,3 +184,40 @@ def test_cli_sets_limits_on_a_new_key_a_key_and_an_account(
     assert code != 0 and "'rpm' must be a whole number" in err
     code, _, err = cli.run("keys", "limits", "key_nope", "--rpm", "1")
     assert code != 0 and "no key with id key_nope" in err
+
+
+@pytest.mark.slow
+async def test_a_hung_up_stream_gives_its_concurrency_slot_back(db_url: str) -> None:
+    from tests.conftest import live_hub
+
+    policy = LimitPolicy(key=Quota(concurrent=1))
+
+    def settings_for(upstream: str) -> Settings:
+        return make_settings(db_url, provider="fake", base_url=upstream + "/v1", rate_limits=policy)
+
+    body = {"model": "fake/stall-model", "stream": True}
+    body["messages"] = [{"role": "user", "content": "Tell me things"}]
+    models = ("fake/stall-model", "fake/gpt-4o-mini")
+    async with live_hub(db_url, models, settings_for=settings_for) as live:
+        async with live.client() as client:
+            async with client.stream("POST", "/v1/chat/completions", json=body) as stream:
+                assert stream.status_code == 200
+                await anext(stream.aiter_lines())
+                # The stalled stream holds the key's one slot.
+                busy = await client.post("/v1/chat/completions", json=body)
+                assert busy.status_code == 429
+                assert "this API key: 1 call at once" in busy.json()["error"]["message"]
+                assert busy.headers["retry-after"] == "1"
+            # Hung up: the slot comes back as soon as the hub has settled the call (the
+            # in-process limiter has no expiry: only the release can give it back).
+            await live.wait_for_call(status="failed", error_code="client_disconnected")
+            deadline = time.monotonic() + 5
+            while (
+                again := await client.post(
+                    "/v1/chat/completions",
+                    json=body | {"model": "fake/gpt-4o-mini", "stream": False},
+                )
+            ).status_code == 429:
+                assert time.monotonic() < deadline, "the slot never came back"
+                await asyncio.sleep(0.05)
+            assert again.status_code == 200

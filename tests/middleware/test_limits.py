@@ -25,9 +25,7 @@ class Clock:
         return self.now
 
 
-def _call(
-    key: str | None = "key_a", account: int = 1, model: str = "m/x", **body: Any
-) -> Call:
+def _call(key: str | None = "key_a", account: int = 1, model: str = "m/x", **body: Any) -> Call:
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **body}
     raw = json.dumps(body).encode()
     return Call(Identity(account, "did:abt:u", key_id=key), "chatCompletion", model, body, raw)
