@@ -149,6 +149,9 @@ def test_human_key_listing_is_a_table_with_a_header(cli: Cli) -> None:
         "LAST_USED_AT",
         "REVOKED_AT",
         "EXPIRES_AT",
+        "RPM",
+        "TPM",
+        "CONCURRENT",
     ]
     assert row.startswith(created["id"])
     assert row.index(ALICE) == header.index("USER_DID")
