@@ -281,13 +281,14 @@ _SCOPES = ("key", "account", "app", "model")
 _QUOTA_FIELDS = ("rpm", "tpm", "concurrent")
 
 
-def _quota(table: Any, where: str) -> Quota:
+def _quota(table: Any, where: str, lowest: int = 1) -> Quota:
     if not isinstance(table, dict):
         raise ConfigError(where, "must be a table like { rpm = 60, tpm = 100000, concurrent = 4 }")
     _no_unknown(table, set(_QUOTA_FIELDS), where + ".")
     for name, value in table.items():
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 2**62:
-            raise ConfigError(f"{where}.{name}", f"must be a positive whole number, not {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= 2**62:
+            kind = "a positive whole number" if lowest else "a whole number (0: no limit)"
+            raise ConfigError(f"{where}.{name}", f"must be {kind}, not {value!r}")
     return Quota(table.get("rpm"), table.get("tpm"), table.get("concurrent"))
 
 
@@ -299,7 +300,9 @@ def _rate_limits(table: dict[str, Any]) -> LimitPolicy:
     if not isinstance(models, dict):
         raise ConfigError("rate_limits.models", "must be a table of model names")
     per_model = {
-        str(name): _quota(entry, f"rate_limits.models.{name}") for name, entry in models.items()
+        # A model's own quota replaces `model` field by field: 0 lifts a limit there.
+        str(name): _quota(entry, f"rate_limits.models.{name}", lowest=0)
+        for name, entry in models.items()
     }
     return LimitPolicy(**quotas, models=per_model)
 
