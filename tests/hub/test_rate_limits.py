@@ -221,3 +221,20 @@ async def test_a_hung_up_stream_gives_its_concurrency_slot_back(db_url: str) -> 
                 assert time.monotonic() < deadline, "the slot never came back"
                 await asyncio.sleep(0.05)
             assert again.status_code == 200
+
+
+async def test_the_keys_and_accounts_pages_show_and_edit_the_limits(limited: Hub) -> None:
+    await limited.admin.ensure_account(USER, is_admin=True)
+    (key,) = await limited.admin.list_keys(USER)
+    await limited.admin.set_key_limits(key["id"], {"rpm": 7, "tpm": 0})
+    await limited.admin.set_account_limits(USER, {"concurrent": 3})
+    keys_page = (await limited.client.get("/dashboard/keys")).text
+    accounts_page = (await limited.client.get("/dashboard/accounts")).text
+    # Each row's form puts to the admin API, filled with what is set (empty: the default).
+    assert f'data-api="/api/admin/keys/{key["id"]}/limits" data-method="PUT"' in keys_page
+    assert 'name="rpm" size="6" inputmode="numeric" placeholder="rpm"' in keys_page
+    assert 'aria-label="requests per minute" value="7"' in keys_page
+    assert 'aria-label="tokens per minute" value="0"' in keys_page
+    assert 'aria-label="calls at once" value=""' in keys_page
+    assert "/api/admin/accounts/did%3Aabt%3Aalice/limits" in accounts_page
+    assert 'aria-label="calls at once" value="3"' in accounts_page

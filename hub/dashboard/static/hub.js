@@ -29,7 +29,12 @@ function showError(near, message) {
 function formBody(form) {
   const body = {};
   for (const [name, value] of new FormData(form)) {
-    if (value === "") continue; // an empty optional field is left out, not sent as ""
+    if (value === "") {
+      // An empty optional field is left out, not sent as "" (or sent as null where the
+      // form says empty means "back to the default": data-blank-null).
+      if ("blankNull" in form.dataset) body[name] = null;
+      continue;
+    }
     const type = form.elements[name].type;
     body[name] = type === "number" ? Number(value) : type === "checkbox" ? true : value;
   }
