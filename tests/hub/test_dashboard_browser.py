@@ -193,3 +193,40 @@ async def test_forms_create_and_revoke_a_key_and_grant_credits(live: Live) -> No
         )
     assert revoked.json()["error"]["code"] == "revoked_api_key"
     assert (await live.admin.ledger("did:abt:dora"))["granted"] == to_units("2.5")
+
+
+async def test_a_keys_rate_limits_set_and_cleared_from_its_row(live: Live) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    await live.admin.ensure_account(USER, is_admin=True)
+    (key,) = await live.admin.list_keys(USER)
+    token = await live.admin.create_login_link(USER)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
+        page = await browser.new_page()
+        refused = csp_violations(page)
+        try:
+            await page.goto(f"{live.hub_url}/login/link?token={token}&next=/dashboard/keys")
+            await page.get_by_role("button", name="Sign in").click()
+            await page.wait_for_url(f"{live.hub_url}/dashboard/keys")
+            limits = page.locator("tr", has_text=key["id"]).locator("form.limits")
+            await limits.locator("input[name=rpm]").fill("9")
+            await limits.locator("input[name=tpm]").fill("0")
+            async with page.expect_response(lambda r: r.url.endswith("/limits")):
+                await limits.get_by_role("button", name="Set").click()
+            await page.wait_for_load_state()
+            await expect(limits.locator("input[name=rpm]")).to_have_value("9")
+            assert (await live.admin.list_keys(USER))[0]["rpm"] == 9
+
+            # Emptied: back to the configured default (null), not left as it was.
+            await limits.locator("input[name=rpm]").fill("")
+            async with page.expect_response(lambda r: r.url.endswith("/limits")):
+                await limits.get_by_role("button", name="Set").click()
+            await page.wait_for_load_state()
+            await expect(limits.locator("input[name=rpm]")).to_have_value("")
+            await expect(limits.locator("input[name=tpm]")).to_have_value("0")
+        finally:
+            await browser.close()
+    assert refused == []
+    (listed,) = await live.admin.list_keys(USER)
+    assert (listed["rpm"], listed["tpm"]) == (None, 0)
