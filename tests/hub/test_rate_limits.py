@@ -14,6 +14,7 @@ import pytest
 import respx
 
 from hub.settings import ConfigError, Settings, load_settings
+from hub.store.admin import Admin
 from middleware.limits import LimitPolicy
 from middleware.ports import Quota
 from tests.conftest import USER, Hub, make_settings, start_hub
@@ -238,3 +239,23 @@ async def test_the_keys_and_accounts_pages_show_and_edit_the_limits(limited: Hub
     assert 'aria-label="calls at once" value=""' in keys_page
     assert "/api/admin/accounts/did%3Aabt%3Aalice/limits" in accounts_page
     assert 'aria-label="calls at once" value="3"' in accounts_page
+
+
+async def test_several_workers_without_redis_refuse_limits_kept_in_the_database(
+    tmp_path: Path,
+) -> None:
+    from hub.app import create_app
+
+    settings = make_settings(f"sqlite:///{tmp_path / 'hub.db'}", workers=2)
+    app = create_app(settings)
+    await app.startup()  # nothing limits anyone yet: several workers may count nothing
+    key_id, _ = await Admin(app.store).create_key(USER, limits={"rpm": 5})
+    await app.shutdown()
+    again = create_app(settings)
+    try:
+        with pytest.raises(RuntimeError, match=r"rate limits .* 2 workers without Redis"):
+            await again.startup()
+    finally:
+        await again.store.close()
+        again.metrics.stop()
+    assert key_id.startswith("key_")
