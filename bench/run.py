@@ -1,6 +1,6 @@
 """Measure the hub against the floor, in one run on one machine.
 
-    python bench/run.py [--seconds 5] [--requests 400] [--workers 2]
+    python bench/run.py [--seconds 5] [--requests 400] [--workers 2] [--limits memory|redis]
 
 Starts the example fake provider, the floor (bench/floor.py: a bare pass-through proxy)
 and the hub with its full middleware stack on SQLite, each one uvicorn worker in its own
@@ -134,6 +134,17 @@ async def measure(
     return figures
 
 
+def _limits(where: str, tmp: str) -> str:
+    if where == "off":
+        return ""
+    never = "{ rpm = 1000000000, tpm = 1000000000000, concurrent = 1000000 }"
+    table = f"[rate_limits]\nkey = {never}\naccount = {never}\n"
+    if where == "redis":
+        prefix = Path(tmp).name  # this run's own keys
+        table += f'[redis]\nurl = "redis://127.0.0.1:6379/0"\nprefix = "{prefix}"\n'
+    return table
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description="hub vs floor")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each round")
@@ -142,6 +153,13 @@ async def main() -> None:
     parser.add_argument(
         "--workers", default="1", help="the hub's worker processes (serve --workers)"
     )
+    parser.add_argument(
+        "--limits",
+        choices=("off", "memory", "redis"),
+        default="off",
+        help="rate limits never reached on every key and account (rpm, tpm, at once), counted "
+        "in the process or in Redis at 127.0.0.1:6379: what the limits cost",
+    )
     args = parser.parse_args()
     ports = {"fake": 8300, "floor": 8301, "hub": 8302}
     tmp = tempfile.mkdtemp(prefix="aigne-hub-bench-")
@@ -149,7 +167,7 @@ async def main() -> None:
     config.write_text(
         f'[server]\nport = {ports["hub"]}\n[database]\nurl = "sqlite:///{tmp}/bench.db"\n'
         f'[providers.fake]\nbase_url = "http://127.0.0.1:{ports["fake"]}/v1"\n'
-        'api_keys = ["bench"]\n'
+        'api_keys = ["bench"]\n' + _limits(args.limits, tmp)
     )
     env = {**os.environ, "AIGNE_HUB_CONFIG": str(config)}
     procs = [start(["examples/fake_provider.py", "--port", str(ports["fake"])])]
