@@ -99,7 +99,7 @@ return 1
 # KEYS: lease sets; ARGV: lease seconds, then the lease to renew in each set.
 _RENEW = """
 local now_t = redis.call('TIME')
-local until_ = tonumber(now_t[1]) + tonumber(ARGV[1])
+local until_ = tonumber(now_t[1]) + tonumber(now_t[2]) / 1000000 + tonumber(ARGV[1])
 for i = 1, #KEYS do
   redis.call('ZADD', KEYS[i], 'XX', until_, ARGV[1 + i])
   redis.call('EXPIRE', KEYS[i], 2 * tonumber(ARGV[1]))

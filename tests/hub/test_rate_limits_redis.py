@@ -115,12 +115,12 @@ async def test_a_crashed_processs_slots_come_back_when_their_leases_end(prefix: 
 
 
 async def test_a_running_calls_lease_is_renewed(prefix: str) -> None:
-    limiter = RedisLimiter(REDIS_URL, prefix=prefix, lease_seconds=1, timeout=5)
-    other = RedisLimiter(REDIS_URL, prefix=prefix, lease_seconds=1, timeout=5)
+    limiter = RedisLimiter(REDIS_URL, prefix=prefix, lease_seconds=2, timeout=5)
+    other = RedisLimiter(REDIS_URL, prefix=prefix, lease_seconds=2, timeout=5)
     buckets = (Bucket("key:k", Quota(concurrent=1)),)
     try:
         taken = await limiter.admit("long", buckets, 0)
-        await asyncio.sleep(1.5)  # past its first expiry: renewed meanwhile
+        await asyncio.sleep(3)  # past its first expiry: renewed meanwhile
         assert not (await other.admit("x", buckets, 0)).admitted
         limiter.release("long", buckets, taken.window, 0)
         await asyncio.wait(limiter._background)
