@@ -197,7 +197,7 @@ def _v10_instances(dialect: Dialect) -> list[str]:
     ]
 
 
-def _v12_limit_overrides(dialect: Dialect) -> list[str]:
+def _v11_limit_overrides(dialect: Dialect) -> list[str]:
     return [
         f"ALTER TABLE {table} ADD COLUMN {column} BIGINT"
         for table in ("accounts", "api_keys")
@@ -217,7 +217,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (8, "accounts.session_epoch", _v8_session_epoch),
     (9, "meter triggers refuse a balance past its floor", _v9_balance_floor),
     (10, "hub_instances, model_calls.instance_id and prompt_estimate", _v10_instances),
-    (12, "rate limits per key and account", _v12_limit_overrides),
+    (11, "rate limits per key and account", _v11_limit_overrides),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -41,7 +41,7 @@ accounts = Table(
     # cookie signed before (each carries the number it was signed with).
     Column("session_epoch", Integer, nullable=False, default=0),
     Column("created_at", Float, nullable=False),
-    # Added by migration 12: rate limits of this account (NULL: the configured default;
+    # Added by migration 11: rate limits of this account (NULL: the configured default;
     # 0: no limit), requests and tokens per minute and calls at once.
     Column("limit_rpm", BigInteger, nullable=True),
     Column("limit_tpm", BigInteger, nullable=True),
@@ -61,7 +61,7 @@ api_keys = Table(
     Column("last_used_at", Float, nullable=True),
     Column("revoked_at", Float, nullable=True),
     Column("expires_at", Float, nullable=True),
-    # Added by migration 12: rate limits of this key, as on accounts.
+    # Added by migration 11: rate limits of this key, as on accounts.
     Column("limit_rpm", BigInteger, nullable=True),
     Column("limit_tpm", BigInteger, nullable=True),
     Column("limit_concurrent", BigInteger, nullable=True),
