@@ -16,7 +16,7 @@ from hub.providers.registry import ProviderRegistry
 from hub.proxy import Proxy
 from hub.routes import MODEL_ROUTES, PUBLIC_PATHS, build_router
 from hub.secrets import load_box
-from hub.settings import Settings, check_shared_limits, load_settings
+from hub.settings import LOG_FORMAT, Settings, check_shared_limits, load_settings
 from hub.store import SqlStore
 from hub.store.admin import Admin
 from hub.store.instances import Instances
@@ -287,4 +287,8 @@ def from_environment() -> HubApp:
         uvicorn --factory hub.app:from_environment --workers 4
         gunicorn -k uvicorn_worker.UvicornWorker -w 4 'hub.app:from_environment()'
     """
+    if not logging.getLogger().handlers:
+        # As `serve` does: the hub's own lines (start-up, one per call) would otherwise go
+        # nowhere under a server that configures only its own loggers.
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     return create_app(load_settings())

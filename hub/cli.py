@@ -19,6 +19,7 @@ from cryptography.fernet import Fernet
 from hub import bounds
 from hub.secrets import SecretBox, load_box, write_key_file
 from hub.settings import (
+    LOG_FORMAT,
     ConfigError,
     Settings,
     check_shared_limits,
@@ -52,7 +53,6 @@ MONEY_COLUMNS = {
     "amount",
 }
 MAX_CALLS_LISTED = 100_000
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # What each worker process loads (it reads its settings as `serve` left them, below).
 WORKER_APP = "hub.app:from_environment"
 METRICS_DIR = "AIGNE_HUB_METRICS_DIR"

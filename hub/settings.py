@@ -162,6 +162,10 @@ _TOP = {
 }
 
 
+# How the hub's log lines look, under `serve` and under any server loading the factory.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read the TOML file (if any) and apply environment overrides; raise ConfigError if bad."""
     env = os.environ if env is None else env
@@ -172,16 +176,20 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     # file, wherever they are run from.
     folder = Path(os.path.abspath(path)).parent if path is not None else None
     if path is not None:
+        # The file may be named by --config or by AIGNE_HUB_CONFIG, and a relative name is
+        # read from the working folder: say both, and where it was looked for.
+        where = "--config/AIGNE_HUB_CONFIG"
         try:
             data = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
         except FileNotFoundError as exc:
-            raise ConfigError("--config", f"no such file: {path}") from exc
+            looked = os.path.abspath(path)
+            raise ConfigError(where, f"no such file: {path} (looked for {looked})") from exc
         except OSError as exc:
-            raise ConfigError("--config", f"cannot read {path}: {exc.strerror or exc}") from exc
+            raise ConfigError(where, f"cannot read {path}: {exc.strerror or exc}") from exc
         except UnicodeDecodeError as exc:
-            raise ConfigError("--config", f"{path} is not UTF-8 text: {exc}") from exc
+            raise ConfigError(where, f"{path} is not UTF-8 text: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
+            raise ConfigError(where, f"{path} is not valid TOML: {exc}") from exc
     _no_unknown(data, _TOP, "")
     server = _table(
         data,

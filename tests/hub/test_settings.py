@@ -334,7 +334,7 @@ def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(missing, env={})
 
-    assert caught.value.key == "--config"
+    assert caught.value.key == "--config/AIGNE_HUB_CONFIG"
     assert "no such file" in str(caught.value)
     assert str(missing) in str(caught.value)
 
@@ -345,7 +345,7 @@ def test_a_missing_file_named_by_aigne_hub_config_is_a_config_error(tmp_path: Pa
     with pytest.raises(ConfigError) as caught:
         load_settings(None, env={"AIGNE_HUB_CONFIG": str(missing)})
 
-    assert caught.value.key == "--config"
+    assert caught.value.key == "--config/AIGNE_HUB_CONFIG"
     assert str(missing) in str(caught.value)
 
 
@@ -355,7 +355,7 @@ def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(path, env={})
 
-    assert caught.value.key == "--config"
+    assert caught.value.key == "--config/AIGNE_HUB_CONFIG"
     assert "is not valid TOML" in str(caught.value)
     assert str(path) in str(caught.value)
 

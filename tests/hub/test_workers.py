@@ -213,3 +213,7 @@ def test_the_factory_loads_under_uvicorn_from_the_environment(tmp_path: Path) ->
 
     assert statuses == [200] * 10
     assert _calls_counted(scraped.text) == 10
+    # The hub's own lines are logged as under `serve`: ready, and one per call.
+    log = (tmp_path / "uvicorn.log").read_text()
+    assert "AIGNE Hub ready" in log
+    assert log.count("aigne_hub.calls") == 10
