@@ -326,12 +326,18 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     served = serve_settings(settings, args)
     asyncio.run(_check_before_serving(served))
-    if config.workers == 1:
-        server = _announcing_server(config, served)
-        server.run()
-        return 0 if server.started else 3  # as `uvicorn.run`: 3 when start-up failed
-    logging.getLogger("aigne_hub").info(next_steps(served))
-    return _serve_workers(config)
+    # The socket first: a port in use is said (and exits 1) before the hub starts and
+    # announces itself, not after.
+    sock = config.bind_socket()
+    try:
+        if config.workers == 1:
+            server = _announcing_server(config, served)
+            server.run(sockets=[sock])
+            return 0 if server.started else 3  # as `uvicorn.run`: 3 when start-up failed
+        logging.getLogger("aigne_hub").info(next_steps(served))
+        return _serve_workers(config, sock)
+    finally:
+        sock.close()
 
 
 async def _check_before_serving(settings: Settings) -> None:
@@ -371,7 +377,7 @@ def _announcing_server(config: uvicorn.Config, settings: Settings) -> uvicorn.Se
     return AnnouncingServer(config)
 
 
-def _serve_workers(config: uvicorn.Config) -> int:
+def _serve_workers(config: uvicorn.Config, sock: socket.socket) -> int:
     """Run `config.workers` processes on one socket, each loading the app factory with
     the settings `server_config` put in the environment; the parent restarts any that die."""
     import logging
@@ -386,12 +392,8 @@ def _serve_workers(config: uvicorn.Config) -> int:
         config.workers,
         config.workers,
     )
-    sock = config.bind_socket()
     supervisor = Multiprocess(config, sockets=[sock])
-    try:
-        supervisor.run()
-    finally:
-        sock.close()
+    supervisor.run()
     failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
     return 3 if failed else 0
 

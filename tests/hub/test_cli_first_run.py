@@ -257,6 +257,31 @@ def test_the_dashboard_address_printed_is_the_public_one(tmp_path: Path) -> None
     assert "Dashboard: https://hub.example/ai/dashboard" in log
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_on_a_port_in_use_says_so_before_it_announces_anything(
+    tmp_path: Path, workers: str
+) -> None:
+    folder = _hub_folder(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "hub.cli", "serve", "--config", str(folder / "hub.toml")]
+            + ["--host", "127.0.0.1", "--port", str(port), "--workers", workers],
+            cwd=tmp_path,
+            env=_clean_environment(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    said = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "address already in use" in said.lower()
+    assert "AIGNE Hub ready" not in said and "Dashboard:" not in said
+
+
 # -- small things a newcomer reaches for ----------------------------------------------------
 
 
