@@ -1,6 +1,7 @@
 """Measure the hub against the floor, in one run on one machine.
 
     python bench/run.py [--seconds 5] [--requests 400] [--workers 2] [--limits memory|redis]
+                        [--database postgresql://...] [--accounts 64]
 
 Starts the example fake provider, the floor (bench/floor.py: a bare pass-through proxy)
 and the hub with its full middleware stack on SQLite, each one uvicorn worker in its own
@@ -8,6 +9,11 @@ process, then prints for each: added latency over calling the provider directly 
 request at a time (p50, p99), requests/s at 64 concurrent, and time to first byte of a
 stream. The hub's figures are also given as ratios to the floor's, since this machine is
 shared and absolute numbers drift from run to run.
+
+`--database` runs the hub on another database (an empty PostgreSQL one, say) instead of
+a new SQLite file. `--accounts N` spreads the throughput rounds over N accounts, a key
+each (one hot account, the default, against many: every call's hold and charge update
+its account's row).
 """
 
 from __future__ import annotations
@@ -75,18 +81,21 @@ async def sequential(url: str, headers: dict[str, str], n: int, stream: bool) ->
     return [r[0] if stream else r[1] for r in results]
 
 
-async def throughput(url: str, headers: dict[str, str], seconds: float, workers: int) -> float:
+async def throughput(
+    url: str, headers: list[dict[str, str]], seconds: float, workers: int
+) -> float:
+    """Requests/s at `workers` concurrent; worker i calls with headers[i % len(headers)]."""
     done = 0
     deadline = time.perf_counter() + seconds
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=workers)) as session:
 
-        async def worker() -> None:
+        async def worker(mine: dict[str, str]) -> None:
             nonlocal done
             while time.perf_counter() < deadline:
-                await one(session, url, headers, BODY)
+                await one(session, url, mine, BODY)
                 done += 1
 
-        await asyncio.gather(*(worker() for _ in range(workers)))
+        await asyncio.gather(*(worker(headers[i % len(headers)]) for i in range(workers)))
     return done / seconds
 
 
@@ -95,7 +104,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def hub_setup(env: dict[str, str]) -> str:
+def hub_setup(env: dict[str, str], accounts: int) -> list[str]:
+    """A key (with credit) for each of `accounts` accounts, and the fake model's rate."""
+
     def cli(*args: str) -> str:
         return subprocess.run(
             [sys.executable, "-m", "hub.cli", *args],
@@ -106,11 +117,16 @@ def hub_setup(env: dict[str, str]) -> str:
             text=True,
         ).stdout
 
-    # The hub has not run yet: this first command makes its database.
-    key = json.loads(cli("keys", "create", "--user", "did:abt:bench", "--create", "--json"))["key"]
-    cli("credits", "grant", "did:abt:bench", "1000000")
+    keys = []
+    for n in range(accounts):
+        user = f"did:abt:bench{n}"
+        # The hub has not run yet: the first command makes its database.
+        create = ["--create"] if n == 0 else []
+        made = cli("keys", "create", "--user", user, *create, "--json")
+        keys.append(json.loads(made)["key"])
+        cli("credits", "grant", user, "1000000")
     cli("rates", "set", "fake/gpt-4o-mini", "--input", "0.15", "--output", "0.6", "--per-million")
-    return str(key)
+    return [str(key) for key in keys]
 
 
 async def measure(
@@ -160,12 +176,14 @@ async def main() -> None:
         help="rate limits never reached on every key and account (rpm, tpm, at once), counted "
         "in the process or in Redis at 127.0.0.1:6379: what the limits cost",
     )
+    parser.add_argument("--database", help="the hub's database URL (default: a new SQLite file)")
+    parser.add_argument("--accounts", type=int, default=1, help="accounts the load is spread on")
     args = parser.parse_args()
     ports = {"fake": 8300, "floor": 8301, "hub": 8302}
     tmp = tempfile.mkdtemp(prefix="aigne-hub-bench-")
     config = Path(tmp) / "hub.toml"
     config.write_text(
-        f'[server]\nport = {ports["hub"]}\n[database]\nurl = "sqlite:///{tmp}/bench.db"\n'
+        f'[server]\nport = {ports["hub"]}\n[database]\nurl = "{args.database or f"sqlite:///{tmp}/bench.db"}"\n'
         f'[providers.fake]\nbase_url = "http://127.0.0.1:{ports["fake"]}/v1"\n'
         'api_keys = ["bench"]\n' + _limits(args.limits, tmp)
     )
@@ -184,22 +202,22 @@ async def main() -> None:
                 ]
             )
         )
-        key = hub_setup(env)
+        keys = hub_setup(env, args.accounts)
         serve = ["-m", "hub.cli", "serve", "--log-level", "error", "--workers", args.workers]
         procs.append(start(serve, env=env))
         await wait_up(f"http://127.0.0.1:{ports['floor']}/v1/models")
         await wait_up(f"http://127.0.0.1:{ports['hub']}/health")
 
         path = "/v1/chat/completions"
-        auth = {"authorization": f"Bearer {key}"}
+        auths = [{"authorization": f"Bearer {key}"} for key in keys]
         targets = {
-            "direct": (f"http://127.0.0.1:{ports['fake']}{path}", {}),
-            "floor": (f"http://127.0.0.1:{ports['floor']}{path}", {}),
-            "hub": (f"http://127.0.0.1:{ports['hub']}{path}", auth),
+            "direct": (f"http://127.0.0.1:{ports['fake']}{path}", [{}]),
+            "floor": (f"http://127.0.0.1:{ports['floor']}{path}", [{}]),
+            "hub": (f"http://127.0.0.1:{ports['hub']}{path}", auths),
         }
-        direct = await measure("direct", *targets["direct"], args, None)
-        floor = await measure("floor", *targets["floor"], args, direct)
-        hub = await measure("hub", *targets["hub"], args, direct)
+        direct = await measure("direct", targets["direct"][0], {}, args, None)
+        floor = await measure("floor", targets["floor"][0], {}, args, direct)
+        hub = await measure("hub", targets["hub"][0], auths[0], args, direct)
         # Throughput in alternating rounds, so a burst of load from elsewhere on this shared
         # machine lands on both sides rather than on whichever ran at that moment.
         rounds: dict[str, list[float]] = {name: [] for name in targets}

@@ -128,7 +128,7 @@ def build_app(database_url: str) -> tuple[ASGIApp, SqlStore]:
     # Built inside out: the first middleware a request meets is the last one wrapped.
     app: ASGIApp = BillingMiddleware(echo, rates=store)
     app = ModelCallMiddleware(app, log=store)
-    app = CreditCheckMiddleware(app, balances=store, rates=store)
+    app = CreditCheckMiddleware(app, rates=store)
     app = CallMiddleware(app, routes=ROUTES)
     app = AuthMiddleware(app, keys=store, accounts=store)
     return app, store

@@ -97,7 +97,6 @@ class HubApp:
         stack = ModelCallMiddleware(stack, log=self.store, observers=(self.metrics,))
         stack = CreditCheckMiddleware(
             stack,
-            balances=self.store,
             rates=self.store,
             enabled=billing,
             default_output_tokens=limits.hold_output_tokens,
@@ -196,7 +195,7 @@ class HubApp:
 
     async def _price(self, call: Call) -> int:
         """What a finished call costs, for answers that show it (the AIGNE format)."""
-        rate = await rate_of(self.store, call)
+        rate = call.rate or await rate_of(self.store, call)
         return price(call.usage, rate) if rate is not None and call.usage is not None else 0
 
     async def startup(self) -> None:

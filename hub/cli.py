@@ -380,18 +380,9 @@ def _announcing_server(config: uvicorn.Config, settings: Settings) -> uvicorn.Se
 def _serve_workers(config: uvicorn.Config, sock: socket.socket) -> int:
     """Run `config.workers` processes on one socket, each loading the app factory with
     the settings `server_config` put in the environment; the parent restarts any that die."""
-    import logging
-
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
-    logging.getLogger("aigne_hub").warning(
-        "%d workers: credit holds are still kept per process, not shared. Until they are, "
-        "concurrent calls on one account can spend more than its balance: each worker "
-        "admits calls against the whole balance, up to %d times it in one burst.",
-        config.workers,
-        config.workers,
-    )
     supervisor = Multiprocess(config, sockets=[sock])
     supervisor.run()
     failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)

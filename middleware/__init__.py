@@ -11,8 +11,8 @@ from middleware.model_call import ModelCallMiddleware
 from middleware.parse import CallMiddleware
 from middleware.ports import (
     AccountLookup,
-    BalanceReader,
     CallLog,
+    InsufficientCredit,
     KeyRecord,
     KeyStore,
     ModelCatalog,
@@ -25,10 +25,10 @@ from middleware.ports import (
 __all__ = [
     "AccountLookup",
     "AuthMiddleware",
-    "BalanceReader",
     "BillingMiddleware",
     "Call",
     "CallLog",
+    "InsufficientCredit",
     "CallMiddleware",
     "CallType",
     "CreditCheckMiddleware",

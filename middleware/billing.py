@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from middleware.call import Call, Usage, get_call
 from middleware.ports import Rate, RateBook
@@ -44,7 +44,10 @@ def price(usage: Usage, rate: Rate) -> int:
 
 
 class BillingMiddleware:
-    """After the response, sets `call.charge`; the ModelCall layer commits it with the record."""
+    """Sets `call.charge` as the answer ends: priced before its last message goes out, so
+    the ModelCall layer (outside this one) can settle the charge before the client has the
+    whole answer; calls that end otherwise (hang-ups, errors) are priced when the app
+    returns."""
 
     def __init__(self, app: ASGIApp, *, rates: RateBook, enabled: bool = True) -> None:
         self.app = app
@@ -56,16 +59,24 @@ class BillingMiddleware:
         if call is None:
             await self.app(scope, receive, send)
             return
+
+        async def price_at_end(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                await self._charge(call)
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, price_at_end)
         finally:
-            await self._charge(call)
+            if not call.answered:
+                await self._charge(call)
 
     async def _charge(self, call: Call) -> None:
         if not self.enabled or call.usage is None:
             call.charge = 0
             return
-        rate = await rate_of(self.rates, call)
+        # The credit check's rate (one lookup a call); looked up here only without one.
+        rate = call.rate or await rate_of(self.rates, call)
         if rate is None:
             # The credit check refused unpriced models, so the rate was removed mid-call:
             # the answer was delivered, so the record stays a success, at no charge.

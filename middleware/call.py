@@ -5,9 +5,12 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from starlette.types import Scope
+
+if TYPE_CHECKING:
+    from middleware.ports import Rate
 
 CallType = Literal["chatCompletion", "embedding", "imageGeneration"]
 CallStatus = Literal["processing", "success", "failed"]
@@ -100,6 +103,11 @@ class Call:
     # The prompt's tokens as the credit check counted them for its hold: what the call is
     # charged if the hub process serving it dies before settling it (hub.store.instances).
     prompt_estimate: int | None = None
+    # The model's rate, looked up once by the credit check; billing prices with it.
+    rate: Rate | None = None
+    # The credit held while the call runs (its worst-case cost), set by the credit check;
+    # None when credit is not checked (billing is off).
+    hold: int | None = None
 
     def fail(self, code: str, message: str) -> None:
         """Record why the call failed; the first reason wins."""

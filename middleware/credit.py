@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from middleware.billing import price, rate_of
 from middleware.call import Call, Usage, get_call
 from middleware.errors import send_error
 from middleware.money import credits_text
-from middleware.ports import BalanceReader, Rate, RateBook
+from middleware.ports import InsufficientCredit, Rate, RateBook
 from middleware.tokens import prompt_tokens
 
 # JSON-encoded text averages over three bytes per token; four errs on the generous side for
@@ -63,45 +61,28 @@ class CreditCheckMiddleware:
 
     Each admitted call holds its worst-case cost while it runs, so a burst of concurrent
     calls cannot all pass on a balance that covers one: the overdraft is bounded by what
-    the admitted calls really cost beyond their holds. Once billing has priced a call, it
-    holds its real charge instead, until the settle has moved the balance. Holds live in
-    this process; the balance comes from the shared store. Unpriced models are refused.
+    the admitted calls really cost beyond their holds. This layer finds the rate (unpriced
+    models are refused) and the hold, and puts both on the Call; the admission itself is
+    made where the call is recorded (`CallLog.open_call`, run by ModelCallMiddleware
+    inside this one), so recording the call, holding its credit and checking the balance
+    are one atomic step of the store, exact across every process and instance that shares
+    it. The settle, which charges the call, releases the hold.
     """
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        balances: BalanceReader,
         rates: RateBook,
         enabled: bool = True,
         holds: bool = True,
         default_output_tokens: int = 4096,
     ) -> None:
         self.app = app
-        self.balances = balances
         self.rates = rates
         self.enabled = enabled
         self.holds = holds
         self.default_output_tokens = default_output_tokens
-        # Shared by all requests on purpose: each account's calls in flight, with their holds,
-        # and the sum of those holds (an upper bound of what is held, kept up to date).
-        self.in_flight: defaultdict[int, dict[str, tuple[Call, int]]] = defaultdict(dict)
-        self.hold_totals: defaultdict[int, int] = defaultdict(int)
-
-    def held(self, account_id: int) -> int:
-        """Credit held by the account's calls in flight: real charges once they are priced."""
-        calls = self.in_flight.get(account_id)
-        if not calls:
-            return 0
-        return sum(hold if call.charge is None else call.charge for call, hold in calls.values())
-
-    def _available(self, account_id: int, balance: int) -> int:
-        # Summing every call in flight is only needed when the holds could use up the
-        # balance; otherwise the cheap upper bound already proves there is credit left.
-        if balance - self.hold_totals.get(account_id, 0) > 0:
-            return balance - self.hold_totals.get(account_id, 0)
-        return balance - self.held(account_id)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         call = get_call(scope) if self.enabled else None
@@ -120,38 +101,22 @@ class CreditCheckMiddleware:
                 "model",
             )
             return
-        account = call.identity.account_id
-        balance = await self.balances.balance(account)
-        available = self._available(account, balance)
-        if available <= 0:
-            # Before refusing, look past the cache: credit granted a moment ago (by the CLI
-            # or another instance) must count at once.
-            balance = await self.balances.balance(account, fresh=True)
-            available = self._available(account, balance)
-        if available <= 0:
-            await send_error(
-                send,
-                402,
-                "insufficient_credits",
-                f"Insufficient credits: the balance is {credits_text(balance)}"
-                + (
-                    f", of which {credits_text(balance - available)} is held by calls in flight"
-                    if available != balance
-                    else ""
-                )
-                + ". Buy or request more credits to continue.",
-            )
-            return
-        hold = worst_case(call, rate, self.default_output_tokens) if self.holds else 0
-        calls = self.in_flight[account]
-        calls[call.id] = (call, hold)
-        self.hold_totals[account] += hold
+        call.rate = rate
+        call.hold = worst_case(call, rate, self.default_output_tokens) if self.holds else 0
         try:
             await self.app(scope, receive, send)
-        finally:
-            # The inner layers have settled the call by now, so the balance reflects it.
-            del calls[call.id]
-            self.hold_totals[account] -= hold
-            if not calls:
-                del self.in_flight[account]
-                del self.hold_totals[account]
+        except InsufficientCredit as refused:
+            # Raised by the admission, before anything was recorded, held or sent.
+            await send_error(send, 402, "insufficient_credits", _refusal(refused))
+
+
+def _refusal(refused: InsufficientCredit) -> str:
+    held = (
+        f", of which {credits_text(refused.held)} is held by calls in flight"
+        if refused.held > 0
+        else ""
+    )
+    return (
+        f"Insufficient credits: the balance is {credits_text(refused.balance)}{held}. "
+        "Buy or request more credits to continue."
+    )

@@ -1,4 +1,4 @@
-"""Record every model call: `processing` before the upstream request, settled after."""
+"""Record every model call: `processing` before the upstream request, settled before its end."""
 
 from __future__ import annotations
 
@@ -20,10 +20,17 @@ SETTLE_RETRY_PAUSES = (0.05, 0.25, 1.0, 3.0)
 
 
 class ModelCallMiddleware:
-    """Opens the call record, watches the response, and settles the call when it ends.
+    """Records the call before it goes upstream, and settles it before the answer ends.
 
-    The settle (final record + meter event + balance change) runs after the inner app
-    returns, so it never sits between the last chunk and the client.
+    The `processing` row is written (and committed) before the inner app runs: a call that
+    reached a provider always has a record, even if the hub is killed a moment later.
+
+    The settle (final record + meter event + balance change + release of the hold) is
+    committed before the last message of the answer is handed to the server: the last
+    bytes of a whole body, the final event of a stream. This puts one group commit between
+    the last chunk and the client, on purpose: settled after the answer, a hub killed in
+    between would have given away a call the client received in full. Calls that end
+    otherwise (a hang-up, an error inside the hub) are settled when the app returns.
     """
 
     def __init__(
@@ -38,9 +45,23 @@ class ModelCallMiddleware:
         if call is None:
             await self.app(scope, receive, send)
             return
-        self.log.open_call(call)
+        # Raises InsufficientCredit (for the credit check outside) before anything is written.
+        await self.log.open_call(call)
         for observer in self.observers:
             observer.opened(call)
+        settled = False
+
+        async def settle() -> bool:
+            nonlocal settled
+            settled = True
+            call.ended_clock = time.perf_counter()
+            _finish(call)
+            # Not shielded: a CallLog queues the settle before its first await (see ports),
+            # so even a cancelled request is settled, without a cancel scope per call.
+            written = await self._settle(call)
+            for observer in self.observers:
+                observer.settled(call)
+            return written
 
         async def watch(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -49,48 +70,54 @@ class ModelCallMiddleware:
                 if call.first_byte_clock is None and message.get("body"):
                     call.first_byte_clock = time.perf_counter()
                 if not message.get("more_body"):
+                    # Marked before the settle: a client that leaves while it commits is
+                    # not a hang-up (the proxy's watcher cuts only unanswered calls), the
+                    # call is settled as it is answered.
                     call.answered = True
+                    if not await settle():
+                        # Not charged, so not finished: the client never gets the end of
+                        # an answer the ledger does not hold (the server cuts it off).
+                        return
             await send(message)
 
         try:
             await self.app(scope, receive, watch)
         except Exception as exc:
-            call.fail("internal_error", f"{type(exc).__name__} inside the hub")
+            if not settled:
+                call.fail("internal_error", f"{type(exc).__name__} inside the hub")
             # Answered here, so the call is settled as failed, with one log line.
             await answer_unhandled(scope, send, exc, call.request_id)
         finally:
-            call.ended_clock = time.perf_counter()
-            _finish(call)
-            # Not shielded: a CallLog queues the settle before its first await (see ports),
-            # so even a cancelled request is settled, without a cancel scope per call.
-            await self._settle(call)
-            for observer in self.observers:
-                observer.settled(call)
+            if not settled:
+                await settle()
 
-    async def _settle(self, call: Call) -> None:
+    async def _settle(self, call: Call) -> bool:
+        """Whether the call's record is written (as settled, or as refused)."""
         # A settle is idempotent by contract, so retrying through a database hiccup (a
         # dropped connection, a lock held elsewhere) can never charge twice. A record the
         # database refuses is not retried: it would be refused again.
         for pause in (*SETTLE_RETRY_PAUSES, None):
             try:
                 await self.log.settle(call)
-                return
+                return True
             except SettleRefused as refused:
                 _refused(call, refused.reason)
-                return
+                return True
             except Exception as exc:
                 if pause is None:
-                    # Left `processing`: settled `hub_crashed` by an instance's recovery
-                    # (hub.store.instances) once no live instance owns it.
+                    # Left `processing`, its credit held: settled `hub_crashed` (the hold
+                    # released) by an instance's recovery (hub.store.instances) once no
+                    # live instance owns it.
                     logger.exception(
                         "call %s could not be settled: %s credits for account %s are not recorded",
                         call.id,
                         call.charge,
                         call.identity.account_id,
                     )
-                    return
+                    return False
                 logger.warning("settling call %s failed (%r); retrying", call.id, exc)
                 await anyio.sleep(pause)
+        raise AssertionError("unreachable: the last attempt returns")
 
 
 def _refused(call: Call, reason: str) -> None:

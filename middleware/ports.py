@@ -57,15 +57,6 @@ class AccountLookup(Protocol):
         ...
 
 
-class BalanceReader(Protocol):
-    async def balance(self, account_id: int, *, fresh: bool = False) -> int:
-        """The account's balance in integer units (grants minus meter events).
-
-        May come from a short-lived cache; `fresh` reads the store.
-        """
-        ...
-
-
 class RateBook(Protocol):
     async def rate(self, model: str, call_type: CallType) -> Rate | None:
         """The rate for a model and call type, or None if it is unpriced."""
@@ -85,13 +76,31 @@ class SettleRefused(Exception):
         self.reason = reason
 
 
+class InsufficientCredit(Exception):
+    """The account cannot pay for the call: its balance, less what its calls in flight
+    hold, is at or below zero. Nothing was recorded or held."""
+
+    def __init__(self, balance: int, held: int) -> None:
+        super().__init__(f"balance {balance}, held {held}")
+        self.balance = balance
+        self.held = held
+
+
 class CallLog(Protocol):
-    def open_call(self, call: Call) -> None:
-        """Record the call as `processing`; queued in order before its settle."""
+    async def open_call(self, call: Call) -> None:
+        """Record the call as `processing`, durably, before it goes upstream.
+
+        When the call carries a hold (`call.hold`, set by the credit check), the record is
+        also its admission, one atomic step shared by every process using the store: the
+        call is recorded, holding `call.hold` until its settle, only if the account's
+        balance less what its calls in flight hold is above zero; otherwise nothing is
+        written and InsufficientCredit is raised.
+        """
         ...
 
     async def settle(self, call: Call) -> None:
-        """Commit final record, meter event and balance change in one transaction.
+        """Commit final record, meter event and balance change in one transaction, which
+        also releases the call's hold.
 
         Keyed by call id: a second settle of the same call changes nothing. The write must
         be committed even if the caller is cancelled while awaiting it: queue it before the

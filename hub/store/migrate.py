@@ -81,9 +81,10 @@ _ADDED_LATER = {
         "cache_write_tokens",
         "instance_id",
         "prompt_estimate",
+        "held",
     ),
     "ai_model_rates": ("cache_write_rate",),
-    "accounts": ("session_epoch", *LIMIT_COLUMNS),
+    "accounts": ("session_epoch", *LIMIT_COLUMNS, "held"),
     "api_keys": LIMIT_COLUMNS,
 }
 _TABLES_ADDED_LATER = {"ai_credentials", "login_links", "hub_instances"}
@@ -205,7 +206,45 @@ def _v11_limit_overrides(dialect: Dialect) -> list[str]:
     ]
 
 
-# 11 is taken by work beside this (credit holds), to be merged before or after it.
+# Migration 12: credit holds kept in the database, shared by every process and instance. A
+# call is admitted by the statement that adds its hold to accounts.held (only while the
+# balance less what is held is above zero), in the transaction that writes its `processing`
+# row, which carries the hold. The row leaving `processing` releases the hold, in the
+# statement that settles it: whoever settles it (the call's own hub, or crash recovery
+# settling a dead instance's calls), the hold goes exactly once, with the charge.
+_RELEASE_HOLD_WHEN = "OLD.status = 'processing' AND NEW.status <> 'processing' AND OLD.held <> 0"
+_RELEASE_HOLD = {
+    "sqlite": [
+        f"""
+CREATE TRIGGER model_calls_release_hold AFTER UPDATE ON model_calls
+WHEN {_RELEASE_HOLD_WHEN}
+BEGIN
+    UPDATE accounts SET held = held - OLD.held WHERE id = OLD.account_id;
+END"""
+    ],
+    "postgresql": [
+        """
+CREATE OR REPLACE FUNCTION aigne_hub_release_hold() RETURNS trigger AS $$
+BEGIN
+    UPDATE accounts SET held = held - OLD.held WHERE id = OLD.account_id;
+    RETURN NULL;
+END
+$$ LANGUAGE plpgsql""",
+        f"""
+CREATE TRIGGER model_calls_release_hold AFTER UPDATE ON model_calls
+FOR EACH ROW WHEN ({_RELEASE_HOLD_WHEN}) EXECUTE FUNCTION aigne_hub_release_hold()""",
+    ],
+}
+
+
+def _v12_shared_holds(dialect: Dialect) -> list[str]:
+    return [
+        "ALTER TABLE accounts ADD COLUMN held BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE model_calls ADD COLUMN held BIGINT NOT NULL DEFAULT 0",
+        *_RELEASE_HOLD[dialect.name],
+    ]
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
     (2, "model_calls.usage_estimated", _v2_usage_estimated),
@@ -218,6 +257,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (9, "meter triggers refuse a balance past its floor", _v9_balance_floor),
     (10, "hub_instances, model_calls.instance_id and prompt_estimate", _v10_instances),
     (11, "rate limits per key and account", _v11_limit_overrides),
+    (12, "credit holds shared in the database", _v12_shared_holds),
 ]
 LATEST = MIGRATIONS[-1][0]
 

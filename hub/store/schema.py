@@ -46,6 +46,10 @@ accounts = Table(
     Column("limit_rpm", BigInteger, nullable=True),
     Column("limit_tpm", BigInteger, nullable=True),
     Column("limit_concurrent", BigInteger, nullable=True),
+    # Added by migration 12: credit held by the account's calls in flight, the sum of their
+    # `model_calls.held`. Admission takes a hold only while balance - held is above zero, in
+    # the statement that adds it, so every process and instance on the database shares it.
+    Column("held", BigInteger, nullable=False, default=0),
 )
 
 api_keys = Table(
@@ -122,6 +126,9 @@ model_calls = Table(
     # admission, what such a call is charged (see hub.store.instances).
     Column("instance_id", String(40), nullable=True),
     Column("prompt_estimate", Integer, nullable=True),
+    # Added by migration 12: the credit this call holds while `processing` (its worst-case
+    # cost); released from accounts.held when the row leaves `processing`, whoever settles it.
+    Column("held", BigInteger, nullable=False, default=0),
 )
 Index("ix_model_calls_user_time", model_calls.c.user_did, model_calls.c.request_at)
 # Added by migration 6: the dashboard and the admin usage API read every user's calls of a

@@ -35,6 +35,7 @@ from middleware.money import credits_text
 from middleware.ports import (
     SETTLE_REFUSED,
     AccountRecord,
+    InsufficientCredit,
     KeyRecord,
     Quota,
     Rate,
@@ -277,9 +278,28 @@ class SqlStore:
         self._balances.clear()
         self._rates_expire = 0.0
 
-    def open_call(self, call: Call) -> None:
-        values = _call_values(call, self.instance_id)
-        self._submit(Bulk(self.sql.insert_call, _fit_texts(values), phase=0))
+    async def open_call(self, call: Call) -> None:
+        values = _fit_texts(_call_values(call, self.instance_id))
+        if call.hold is None:  # no credit check (billing is off)
+            await self.run(Bulk(self.sql.insert_call, values, phase=0))
+            return
+        # At most what one call may be charged: the sum of the holds stays far inside int64.
+        values["p_held"] = min(call.hold, MAX_CHARGE)
+        refused = await self.run(lambda: self._admit(values))
+        if refused is not None:
+            raise InsufficientCredit(*refused)
+
+    def _admit(self, values: dict[str, Any]) -> Operation[tuple[int, int] | None]:
+        """Hold the call's credit and record it `processing`, in one transaction (the
+        batch's), or, if the account cannot pay, nothing: its (balance, held) instead."""
+        if self.sql.admit_call is not None:
+            if (yield Exec(self.sql.admit_call, values)):
+                return None
+        elif (yield Exec(self.sql.hold_credit, values)):
+            yield Exec(self.sql.insert_call, values)
+            return None
+        row = yield Fetch(self.sql.balance_and_held, values)
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
     async def settle(self, call: Call) -> None:
         charge = call.charge or 0
@@ -351,6 +371,9 @@ def _call_values(call: Call, instance_id: str | None) -> dict[str, Any]:
         "p_credential": call.credential,
         "p_instance_id": instance_id,
         "p_prompt_estimate": None if finished or estimate is None else min(estimate, INT32_MAX),
+        # Set by open_call on a call it admits. A settle never writes it: it finalizes the
+        # row that carries the hold, or (the row never written) holds nothing.
+        "p_held": 0,
     }
 
 

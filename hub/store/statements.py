@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
@@ -88,6 +88,7 @@ class Statements:
                 is_admin=_p("is_admin"),
                 balance=0,
                 session_epoch=0,
+                held=0,
                 created_at=_p("now"),
             )
         )
@@ -95,6 +96,18 @@ class Statements:
             accounts.update().where(accounts.c.id == _p("id")).values(is_admin=_p("is_admin"))
         )
         self.balance = prep(select(accounts.c.balance).where(accounts.c.id == _p("id")))
+        self.balance_and_held = prep(
+            select(accounts.c.balance, accounts.c.held).where(accounts.c.id == _p("account_id"))
+        )
+        # A call's admission: its hold is added only while the balance, less what calls in
+        # flight hold, is above zero. One statement, so it is exact under concurrency: on
+        # PostgreSQL (READ COMMITTED) an UPDATE that waited for another's row lock checks
+        # its WHERE again on the row as that one left it; SQLite has one writer at a time.
+        self.hold_credit = prep(
+            accounts.update()
+            .where(accounts.c.id == _p("account_id"), accounts.c.balance - accounts.c.held > 0)
+            .values(held=accounts.c.held + _p("held"))
+        )
         # Read under a row lock by a grant, which checks the bound on what it read: another
         # hub's grant cannot slip in between (SQLite's write transaction locks already).
         self.balance_to_change = prep(
@@ -142,6 +155,23 @@ class Statements:
         self.insert_call = prep(
             model_calls.insert().values({name: _p(name) for name in CALL_COLUMNS})
         )
+        # PostgreSQL: the admission and the `processing` row in one statement (one round
+        # trip of the writer's connection, which every call of the batch waits behind): the
+        # row is written only if the hold was taken. SQLite has no UPDATE inside WITH, and
+        # its statements cost no round trip: there the store runs the two in turn.
+        self.admit_call: Prepared | None = None
+        if dialect.name == "postgresql":
+            taken = (
+                accounts.update()
+                .where(accounts.c.id == _p("account_id"), accounts.c.balance - accounts.c.held > 0)
+                .values(held=accounts.c.held + _p("held"))
+                .returning(accounts.c.id)
+                .cte("taken")
+            )
+            typed = [cast(_p(name), model_calls.c[name].type) for name in CALL_COLUMNS]
+            self.admit_call = prep(
+                model_calls.insert().from_select(CALL_COLUMNS, select(*typed).select_from(taken))
+            )
         # The settle: one upsert per call. It finalizes the `processing` row — or writes the
         # whole record if the queued insert was lost — and does nothing to a settled row, so
         # a second settle is a no-op. The ledger row and balance change are written by the

@@ -180,7 +180,7 @@ async def test_the_24h_window_holds_every_call_of_the_last_24_hours(hub: Hub) ->
             started_at=now - hours_ago * 3600,
         )
         call.usage, call.charge, call.status = Usage(4, 2), 5, "success"
-        hub.store.open_call(call)
+        await hub.store.open_call(call)
         await hub.store.settle(call)
     await anyio.sleep(0.3)
     overview = (await hub.client.get("/dashboard", params={"window": "24h"})).text

@@ -85,8 +85,7 @@ async def _open(store: SqlStore, text: str) -> Call:
         raw_body=raw,
     )
     call.prompt_estimate = held_prompt_tokens(call)  # as the credit check counts it
-    store.open_call(call)
-    await store.balance(account, fresh=True)  # queued after the open: it is committed
+    await store.open_call(call)
     return call
 
 

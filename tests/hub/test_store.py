@@ -52,7 +52,7 @@ async def test_settle_applies_once_even_if_invoked_twice(store: SqlStore) -> Non
     await admin.grant(USER, to_units(1))
     call = a_call(account, to_units("0.25"))
     call.status = "processing"
-    store.open_call(call)
+    await store.open_call(call)
     call.status = "success"
 
     await asyncio.gather(store.settle(call), store.settle(call))
@@ -104,7 +104,8 @@ async def test_queued_writes_are_committed_before_close(db_url: str) -> None:
     calls = [a_call(account, 0) for _ in range(50)]
     for call in calls:
         call.status = "processing"
-        store.open_call(call)  # not awaited
+        asyncio.ensure_future(store.open_call(call))  # not awaited
+    await asyncio.sleep(0)  # each has queued its write
     await store.close()
 
     reopened = SqlStore(db_url)
@@ -239,7 +240,7 @@ async def test_a_settle_whose_caller_is_cancelled_is_still_committed(store: SqlS
     account = await admin.ensure_account(USER)
     call = a_call(account, 77)
     call.status = "processing"
-    store.open_call(call)
+    await store.open_call(call)
     call.status = "success"
 
     task = asyncio.ensure_future(store.settle(call))

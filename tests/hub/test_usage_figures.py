@@ -43,7 +43,7 @@ async def record(
     call.first_byte_clock = duration_ms / 2000
     call.usage, call.charge = Usage(3, 1), 7
     call.status = "failed" if failed else "success"
-    store.open_call(call)
+    await store.open_call(call)
     await store.settle(call)
 
 

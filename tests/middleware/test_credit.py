@@ -8,12 +8,17 @@ import anyio
 import httpx
 import pytest
 import respx
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.store import SqlStore
 from hub.store.admin import Admin
+from middleware.billing import BillingMiddleware
+from middleware.call import Call, Identity, Usage, get_call
+from middleware.credit import CreditCheckMiddleware
+from middleware.model_call import ModelCallMiddleware
 from middleware.money import to_units
-from middleware.ports import Rate
+from middleware.parse import CallMiddleware
+from middleware.ports import InsufficientCredit, Rate
 from tests.conftest import USER, Hub, make_settings, start_hub
 from tests.hub.test_proxy import completion
 
@@ -139,58 +144,110 @@ def test_worst_case_covers_the_asked_output_and_every_image() -> None:
     assert worst_case(call("imageGeneration", {"n": 3}), image, 4096) == 21
 
 
-class _Book:
-    """In-memory ports: a fixed balance and one rate."""
+class _Ledger:
+    """In-memory ports: one rate, and a CallLog that admits as the store does (against
+    the balance less what is held), holding credit until the settle charges the call."""
 
     def __init__(self, balance: int) -> None:
-        self.units = balance
-
-    async def balance(self, account_id: int, *, fresh: bool = False) -> int:
-        return self.units
+        self.balance = balance
+        self.held: dict[str, int] = {}
+        self.recorded: list[str] = []
 
     async def rate(self, model: str, call_type: str) -> Rate:
         return Rate(model, "chatCompletion", input_rate=1, output_rate=1)
 
+    async def open_call(self, call: Call) -> None:
+        held = sum(self.held.values())
+        if call.hold is not None:
+            if self.balance - held <= 0:
+                raise InsufficientCredit(self.balance, held)
+            self.held[call.id] = call.hold
+        self.recorded.append(call.id)
 
-async def test_a_priced_call_holds_its_charge_not_its_worst_case_while_it_settles() -> None:
-    from middleware.call import Identity, get_call
-    from middleware.credit import CreditCheckMiddleware
-    from middleware.parse import CallMiddleware
+    async def settle(self, call: Call) -> None:
+        self.held.pop(call.id, None)
+        self.balance -= call.charge or 0
 
-    settling = anyio.Event()
-    settled = anyio.Event()
+
+def _stack(app: ASGIApp, ledger: _Ledger) -> httpx.AsyncClient:
+    wrapped = CallMiddleware(
+        CreditCheckMiddleware(
+            ModelCallMiddleware(BillingMiddleware(app, rates=ledger), log=ledger), rates=ledger
+        ),
+        routes={"/v1/chat/completions": "chatCompletion"},
+        anonymous=Identity(account_id=1, user_did=USER),
+    )
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=wrapped), base_url="http://t")
+
+
+BODY = {"model": "m", "messages": [], "max_tokens": 10}
+
+
+async def test_a_refused_call_reaches_nothing_and_says_what_is_held() -> None:
+    reached: list[str] = []
+    release = anyio.Event()
+    started = anyio.Event()
+
+    async def model(scope: Scope, receive: Receive, send: Send) -> None:
+        call = get_call(scope)
+        assert call is not None
+        reached.append(call.id)
+        started.set()
+        await release.wait()
+        call.usage = Usage(1, 1)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    ledger = _Ledger(balance=5)  # less than one hold (about 20 units)
+    client = _stack(model, ledger)
+
+    async def first() -> None:
+        await client.post("/v1/chat/completions", json=BODY)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(first)
+        await started.wait()
+        refused = await client.post("/v1/chat/completions", json=BODY)
+        release.set()
+    await client.aclose()
+
+    assert refused.status_code == 402
+    error = refused.json()["error"]
+    assert error["code"] == "insufficient_credits"
+    assert "held by calls in flight" in error["message"]
+    assert len(reached) == 1 and len(ledger.recorded) == 1
+    assert ledger.held == {} and ledger.balance == 3  # charged 2, the hold released
+
+
+async def test_the_charge_is_settled_before_the_answer_ends() -> None:
+    ledger = _Ledger(balance=100)
+    at_end: list[tuple[int, dict[str, int]]] = []
 
     async def model(scope: Scope, receive: Receive, send: Send) -> None:
         call = get_call(scope)
         assert call is not None
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"{}"})
-        call.charge = 10  # priced: the answer is out, the settle is still being committed
-        if not settling.is_set():
-            settling.set()
-            await settled.wait()
+        await send({"type": "http.response.body", "body": b"{", "more_body": True})
+        call.usage = Usage(3, 4)  # known before the last message, as the proxy does
+        await send({"type": "http.response.body", "body": b"}"})
 
-    book = _Book(balance=100)  # covers ten real calls, but not one worst-case hold (4096+)
-    app = CallMiddleware(
-        CreditCheckMiddleware(model, balances=book, rates=book),
-        routes={"/v1/chat/completions": "chatCompletion"},
-        anonymous=Identity(account_id=1, user_did=USER),
-    )
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
-    body = {"model": "m", "messages": []}
+    stack = _stack(model, ledger)._transport.app  # type: ignore[attr-defined]
 
-    async def first() -> None:
-        await client.post("/v1/chat/completions", json=body)
+    async def server(scope: Scope, receive: Receive, send: Send) -> None:
+        async def to_client(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                at_end.append((ledger.balance, dict(ledger.held)))
+            await send(message)
 
-    async with anyio.create_task_group() as group:
-        group.start_soon(first)
-        await settling.wait()
-        # The first call is answered and priced but not yet settled: the next one must pass.
-        second = await client.post("/v1/chat/completions", json=body)
-        settled.set()
+        await stack(scope, receive, to_client)
+
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=server), base_url="http://t")
+    response = await client.post("/v1/chat/completions", json=BODY)
     await client.aclose()
 
-    assert second.status_code == 200
+    assert response.status_code == 200 and response.content == b"{}"
+    # When the client gets the last byte, the charge (3 + 4) is in and the hold is gone.
+    assert at_end == [(93, {})]
 
 
 async def test_credit_granted_elsewhere_counts_at_once(

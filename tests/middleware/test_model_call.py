@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 import middleware.model_call
 from middleware.call import Call, Identity
@@ -23,7 +25,7 @@ class FlakyLog:
         self.opened: list[str] = []
         self.settled: list[Call] = []
 
-    def open_call(self, call: Call) -> None:
+    async def open_call(self, call: Call) -> None:
         self.opened.append(call.id)
 
     async def settle(self, call: Call) -> None:
@@ -65,6 +67,36 @@ async def test_a_settle_that_fails_for_a_moment_is_retried(
     assert response.status_code == 200
     [call] = log.settled
     assert call.status == "success" and log.opened == [call.id]
+
+
+async def test_an_answer_whose_charge_cannot_be_written_is_not_finished(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(middleware.model_call, "SETTLE_RETRY_PAUSES", (0.0, 0.0))
+    log = FlakyLog(failures=10)  # the database stays away through every retry
+    sent: list[Message] = []
+    app = stack(answer, log)._transport.app  # type: ignore[attr-defined]
+    body = json.dumps(BODY).encode()
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": [(b"content-type", b"application/json")],
+        "query_string": b"",
+    }
+    await app(scope, receive, send)
+
+    # The last bytes of the answer are withheld (the server then cuts the connection):
+    # the client has no whole answer the ledger does not hold.
+    assert [m["type"] for m in sent] == ["http.response.start"]
+    assert log.settled == [] and len(log.opened) == 1
 
 
 async def test_an_app_that_raises_gives_a_json_500_and_a_failed_record() -> None:
