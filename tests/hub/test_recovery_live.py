@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
+from subprocess import Popen
 from typing import Any
 
 import httpx
@@ -23,7 +22,7 @@ from hub.store.admin import Admin
 from hub.store.instances import HUB_CRASHED
 from middleware.money import to_units
 from tests.conftest import USER, LiveServer
-from tests.hub.test_workers import _config, _empty, _free_port
+from tests.hub.test_workers import _config, _empty, _free_port, _running
 
 pytestmark = pytest.mark.slow
 
@@ -32,33 +31,11 @@ INPUT_RATE = 10_000
 TIMEOUT = 2.0
 
 
-@contextmanager
-def _serving(config: Path, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`aigne-hub serve` in a process group of its own, killed at the end whatever happens."""
+def _serving(config: Path, port: int, log: Path) -> AbstractContextManager[Popen[bytes]]:
+    """`aigne-hub serve` in a process group of its own, stopped at the end whatever happens."""
     command = [sys.executable, "-m", "hub.cli", "serve", "--config", str(config)]
     command += ["--port", str(port), "--log-level", "warning"]
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 45
-        while True:
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the hub did not start in 45 s"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        yield process
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=10)
+    return _running(command, {}, port, log)
 
 
 async def _setup(db_url: str) -> str:

@@ -80,12 +80,14 @@ def _running(
             time.sleep(0.2)
         yield process
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
         try:
+            os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=15)
+        except ProcessLookupError:
+            pass  # the test killed the group itself
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        process.wait(timeout=5)
 
 
 async def _grant_key(db_url: str) -> str:
