@@ -28,13 +28,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, literal_column, or_, select, true
+from sqlalchemy import and_, exists, func, literal_column, or_, select, true
 from sqlalchemy.sql.expression import ColumnClause
 
 from hub.bounds import MAX_CHARGE
 from hub.store.raw import Exec, Fetch, Operation, Prepared, refused_by_database, single
 from hub.store.schema import ai_model_rates, hub_instances, model_calls
 from hub.store.sql import SqlStore
+from hub.store.statements import param
 from middleware.call import new_call_id
 from middleware.money import credits_text
 
@@ -52,10 +53,6 @@ PROCESSING: ColumnClause[str] = literal_column("'processing'")
 UNOWNED_AFTER = 6 * 3600.0
 
 
-def _p(name: str) -> Any:
-    return bindparam(f"p_{name}")
-
-
 class _Statements:
     def __init__(self, store: SqlStore) -> None:
         def prep(statement: Any) -> Prepared:
@@ -64,22 +61,22 @@ class _Statements:
         i = hub_instances
         self.register = prep(
             i.insert().values(
-                id=_p("id"),
-                host=_p("host"),
-                pid=_p("pid"),
-                started_at=_p("started_at"),
-                beat_at=_p("now"),
+                id=param("id"),
+                host=param("host"),
+                pid=param("pid"),
+                started_at=param("started_at"),
+                beat_at=param("now"),
             )
         )
-        self.beat = prep(i.update().where(i.c.id == _p("id")).values(beat_at=_p("now")))
-        self.deregister = prep(i.delete().where(i.c.id == _p("id")))
+        self.beat = prep(i.update().where(i.c.id == param("id")).values(beat_at=param("now")))
+        self.deregister = prep(i.delete().where(i.c.id == param("id")))
         self.dead = prep(
             select(i.c.id, i.c.host, i.c.pid, i.c.beat_at).where(
-                i.c.beat_at < _p("cutoff"), i.c.id != _p("me")
+                i.c.beat_at < param("cutoff"), i.c.id != param("me")
             )
         )
         # The claim: of the instances that find the same dead row, one deletes it.
-        self.claim = prep(i.delete().where(i.c.id == _p("id"), i.c.beat_at < _p("cutoff")))
+        self.claim = prep(i.delete().where(i.c.id == param("id"), i.c.beat_at < param("cutoff")))
         c = model_calls
         rate = ai_model_rates
         priced = c.outerjoin(rate, and_(rate.c.model == c.c.model, rate.c.type == c.c.type))
@@ -87,15 +84,17 @@ class _Statements:
             c.c.id, c.c.account_id, c.c.request_at, c.c.prompt_estimate, rate.c.input_rate
         ).select_from(priced)
         # Both read the partial index of `processing` calls (few: those in flight).
-        self.calls_of = prep(in_flight.where(c.c.status == PROCESSING, c.c.instance_id == _p("id")))
+        self.calls_of = prep(
+            in_flight.where(c.c.status == PROCESSING, c.c.instance_id == param("id"))
+        )
         registered = exists().where(i.c.id == c.c.instance_id)
         self.orphans = prep(
             in_flight.where(
                 c.c.status == PROCESSING,
-                c.c.request_at < _p("cutoff"),
+                c.c.request_at < param("cutoff"),
                 or_(
-                    and_(c.c.instance_id != _p("me"), ~registered),
-                    and_(c.c.instance_id.is_(None), c.c.request_at < _p("unowned_cutoff")),
+                    and_(c.c.instance_id != param("me"), ~registered),
+                    and_(c.c.instance_id.is_(None), c.c.request_at < param("unowned_cutoff")),
                 ),
             )
         )
@@ -113,15 +112,15 @@ class _Statements:
         # row and move the balance in this statement, only if it is still `processing`.
         self.settle_crashed = prep(
             c.update()
-            .where(c.c.id == _p("id"), c.c.status == PROCESSING)
+            .where(c.c.id == param("id"), c.c.status == PROCESSING)
             .values(
                 status="failed",
                 error_code=HUB_CRASHED,
-                error_message=_p("message"),
-                response_at=_p("end"),
-                duration_ms=_p("duration_ms"),
-                input_tokens=_p("tokens"),
-                credits=_p("credits"),
+                error_message=param("message"),
+                response_at=param("end"),
+                duration_ms=param("duration_ms"),
+                input_tokens=param("tokens"),
+                credits=param("credits"),
                 usage_estimated=true(),
             )
         )

@@ -48,7 +48,7 @@ def _upsert_for(dialect: Dialect) -> Any:
     return pg_insert
 
 
-def _p(name: str) -> Any:
+def param(name: str) -> Any:
     # Prefixed so bind names never collide with the column names SQLAlchemy reserves.
     return bindparam(f"p_{name}")
 
@@ -71,33 +71,33 @@ class Statements:
                 api_keys.c.expires_at,
             )
             .select_from(api_keys.join(accounts, api_keys.c.account_id == accounts.c.id))
-            .where(api_keys.c.key_hash == _p("hash"))
+            .where(api_keys.c.key_hash == param("hash"))
         )
         self.touch_key = prep(
-            api_keys.update().where(api_keys.c.id == _p("id")).values(last_used_at=_p("now"))
+            api_keys.update().where(api_keys.c.id == param("id")).values(last_used_at=param("now"))
         )
         self.find_account = prep(
             select(accounts.c.id, accounts.c.is_admin, accounts.c.session_epoch).where(
-                accounts.c.did == _p("did")
+                accounts.c.did == param("did")
             )
         )
         self.insert_account = prep(
             accounts.insert().values(
-                did=_p("did"),
-                name=_p("name"),
-                is_admin=_p("is_admin"),
+                did=param("did"),
+                name=param("name"),
+                is_admin=param("is_admin"),
                 balance=0,
                 session_epoch=0,
                 held=0,
-                created_at=_p("now"),
+                created_at=param("now"),
             )
         )
         self.set_admin = prep(
-            accounts.update().where(accounts.c.id == _p("id")).values(is_admin=_p("is_admin"))
+            accounts.update().where(accounts.c.id == param("id")).values(is_admin=param("is_admin"))
         )
-        self.balance = prep(select(accounts.c.balance).where(accounts.c.id == _p("id")))
+        self.balance = prep(select(accounts.c.balance).where(accounts.c.id == param("id")))
         self.balance_and_held = prep(
-            select(accounts.c.balance, accounts.c.held).where(accounts.c.id == _p("account_id"))
+            select(accounts.c.balance, accounts.c.held).where(accounts.c.id == param("account_id"))
         )
         # A call's admission: its hold is added only while the balance, less what calls in
         # flight hold, is above zero. One statement, so it is exact under concurrency: on
@@ -105,18 +105,18 @@ class Statements:
         # its WHERE again on the row as that one left it; SQLite has one writer at a time.
         self.hold_credit = prep(
             accounts.update()
-            .where(accounts.c.id == _p("account_id"), accounts.c.balance - accounts.c.held > 0)
-            .values(held=accounts.c.held + _p("held"))
+            .where(accounts.c.id == param("account_id"), accounts.c.balance - accounts.c.held > 0)
+            .values(held=accounts.c.held + param("held"))
         )
         # Read under a row lock by a grant, which checks the bound on what it read: another
         # hub's grant cannot slip in between (SQLite's write transaction locks already).
         self.balance_to_change = prep(
-            select(accounts.c.balance).where(accounts.c.id == _p("id")).with_for_update()
+            select(accounts.c.balance).where(accounts.c.id == param("id")).with_for_update()
         )
         self.add_balance = prep(
             accounts.update()
-            .where(accounts.c.id == _p("id"))
-            .values(balance=accounts.c.balance + _p("amount"))
+            .where(accounts.c.id == param("id"))
+            .values(balance=accounts.c.balance + param("amount"))
             .returning(accounts.c.balance)
         )
         self.all_rates = prep(
@@ -132,28 +132,28 @@ class Statements:
             ).order_by(ai_model_rates.c.model, ai_model_rates.c.type)
         )
         rate_values = {
-            "input_rate": _p("input_rate"),
-            "output_rate": _p("output_rate"),
-            "cached_rate": _p("cached_rate"),
-            "image_rate": _p("image_rate"),
-            "cache_write_rate": _p("cache_write_rate"),
-            "updated_at": _p("now"),
+            "input_rate": param("input_rate"),
+            "output_rate": param("output_rate"),
+            "cached_rate": param("cached_rate"),
+            "image_rate": param("image_rate"),
+            "cache_write_rate": param("cache_write_rate"),
+            "updated_at": param("now"),
         }
         self.update_rate = prep(
             ai_model_rates.update()
-            .where(ai_model_rates.c.model == _p("model"), ai_model_rates.c.type == _p("type"))
+            .where(ai_model_rates.c.model == param("model"), ai_model_rates.c.type == param("type"))
             .values(**rate_values)
         )
         self.insert_rate = prep(
-            ai_model_rates.insert().values(model=_p("model"), type=_p("type"), **rate_values)
+            ai_model_rates.insert().values(model=param("model"), type=param("type"), **rate_values)
         )
         self.delete_rate = prep(
             ai_model_rates.delete().where(
-                ai_model_rates.c.model == _p("model"), ai_model_rates.c.type == _p("type")
+                ai_model_rates.c.model == param("model"), ai_model_rates.c.type == param("type")
             )
         )
         self.insert_call = prep(
-            model_calls.insert().values({name: _p(name) for name in CALL_COLUMNS})
+            model_calls.insert().values({name: param(name) for name in CALL_COLUMNS})
         )
         # PostgreSQL: the admission and the `processing` row in one statement (one round
         # trip of the writer's connection, which every call of the batch waits behind): the
@@ -163,12 +163,14 @@ class Statements:
         if dialect.name == "postgresql":
             taken = (
                 accounts.update()
-                .where(accounts.c.id == _p("account_id"), accounts.c.balance - accounts.c.held > 0)
-                .values(held=accounts.c.held + _p("held"))
+                .where(
+                    accounts.c.id == param("account_id"), accounts.c.balance - accounts.c.held > 0
+                )
+                .values(held=accounts.c.held + param("held"))
                 .returning(accounts.c.id)
                 .cte("taken")
             )
-            typed = [cast(_p(name), model_calls.c[name].type) for name in CALL_COLUMNS]
+            typed = [cast(param(name), model_calls.c[name].type) for name in CALL_COLUMNS]
             self.admit_call = prep(
                 model_calls.insert().from_select(CALL_COLUMNS, select(*typed).select_from(taken))
             )
@@ -176,7 +178,9 @@ class Statements:
         # whole record if the queued insert was lost — and does nothing to a settled row, so
         # a second settle is a no-op. The ledger row and balance change are written by the
         # `model_calls_meter_*` triggers (see migrate.py) inside this same statement.
-        upsert = _upsert_for(dialect)(model_calls).values({name: _p(name) for name in CALL_COLUMNS})
+        upsert = _upsert_for(dialect)(model_calls).values(
+            {name: param(name) for name in CALL_COLUMNS}
+        )
         self.settle_call = prep(
             upsert.on_conflict_do_update(
                 index_elements=[model_calls.c.id],
@@ -186,25 +190,28 @@ class Statements:
         )
         self.insert_grant = prep(
             credit_grants.insert().values(
-                account_id=_p("id"), amount=_p("amount"), note=_p("note"), created_at=_p("now")
+                account_id=param("id"),
+                amount=param("amount"),
+                note=param("note"),
+                created_at=param("now"),
             )
         )
         self.insert_key = prep(
             api_keys.insert().values(
-                id=_p("id"),
-                account_id=_p("account_id"),
-                key_hash=_p("hash"),
-                prefix=_p("prefix"),
-                name=_p("name"),
-                app_did=_p("app_did"),
-                created_at=_p("now"),
-                expires_at=_p("expires_at"),
+                id=param("id"),
+                account_id=param("account_id"),
+                key_hash=param("hash"),
+                prefix=param("prefix"),
+                name=param("name"),
+                app_did=param("app_did"),
+                created_at=param("now"),
+                expires_at=param("expires_at"),
             )
         )
         self.revoke_key = prep(
             api_keys.update()
-            .where(api_keys.c.id == _p("id"), api_keys.c.revoked_at.is_(None))
-            .values(revoked_at=_p("now"))
+            .where(api_keys.c.id == param("id"), api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=param("now"))
         )
         self.ledger_totals = prep(
             select(
@@ -215,5 +222,5 @@ class Statements:
                 select(func.coalesce(func.sum(meter_events.c.amount), 0))
                 .where(meter_events.c.account_id == accounts.c.id)
                 .scalar_subquery(),
-            ).where(accounts.c.id == _p("id"))
+            ).where(accounts.c.id == param("id"))
         )
