@@ -171,15 +171,20 @@ async def _create_key(
     expires_at = None
     if body.get("expires_days") is not None:
         expires_at = time.time() + bounds.expires_days(body["expires_days"]) * 86400
+    # Admins and users alike: a key limited to some models only narrows what its owner can do.
+    models = bounds.model_patterns(body.get("models"))
     key_id, secret = await admin.create_key(
         user,
         name=bounds.optional_text(body.get("name"), "name"),
         app_did=bounds.optional_text(body.get("app"), "app"),
         expires_at=expires_at,
         limits=limits,
+        models=models,
     )
     # The only time the secret is shown: it is stored as a hash.
-    return JSONResponse({"id": key_id, "key": secret, "user_did": user}, status_code=201)
+    return JSONResponse(
+        {"id": key_id, "key": secret, "user_did": user, "models": models}, status_code=201
+    )
 
 
 def _rate(entry: Any, index: int) -> tuple[str, Any, dict[str, Any]]:

@@ -265,3 +265,35 @@ def limit_overrides(values: Mapping[str, Any]) -> dict[str, int | None]:
             value = int(value)
         found[name] = whole(value, name, 0, MAX_LIMIT)
     return found
+
+
+# -- key scopes -----------------------------------------------------------------------
+
+MAX_MODEL_PATTERNS = 50
+MAX_MODEL_PATTERN = 200  # as long as a model name may be (middleware.parse.MAX_TEXT)
+
+
+def model_patterns(value: Any, name: str = "models") -> list[str] | None:
+    """The models a key may call: a list of patterns such as `openai/*` (`*`: any run of
+    characters), or one text of them separated by commas (as a form or the CLI gives them);
+    None or absent for every model. Each pattern is printable, without commas, at most
+    MAX_MODEL_PATTERN characters; at most MAX_MODEL_PATTERNS of them, repeats dropped."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise refuse(name, f"'{name}' must be a list of model patterns such as 'openai/*'.")
+    patterns = list(dict.fromkeys(p.strip() for p in value if p.strip()))
+    if not patterns:
+        raise refuse(name, f"'{name}' needs at least one pattern (null: every model).")
+    if len(patterns) > MAX_MODEL_PATTERNS:
+        raise refuse(name, f"'{name}' may hold at most {MAX_MODEL_PATTERNS} patterns.")
+    for pattern in patterns:
+        if len(pattern) > MAX_MODEL_PATTERN or not pattern.isprintable() or "," in pattern:
+            raise refuse(
+                name,
+                f"'{name}': each pattern must be 1 to {MAX_MODEL_PATTERN} printable "
+                f"characters without commas, not {pattern[:50]!r}.",
+            )
+    return patterns

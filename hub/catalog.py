@@ -8,10 +8,13 @@ from typing import Any
 from hub.providers.registry import ProviderRegistry
 from hub.store.admin import Admin
 from hub.store.sql import SqlStore
+from middleware.scopes import ModelScope
 
 
-async def listed_models(admin: Admin, registry: ProviderRegistry) -> list[dict[str, Any]]:
-    """OpenAI `/v1/models` entries, sorted by id."""
+async def listed_models(
+    admin: Admin, registry: ProviderRegistry, scope: ModelScope | None = None
+) -> list[dict[str, Any]]:
+    """OpenAI `/v1/models` entries, sorted by id; with a key's `scope`, only those it may call."""
     seen: dict[str, dict[str, Any]] = {}
     for rate in await admin.list_rates():
         name = rate["model"]
@@ -21,7 +24,8 @@ async def listed_models(admin: Admin, registry: ProviderRegistry) -> list[dict[s
         for model in provider.models:
             name = f"{provider.name}/{model}"
             seen.setdefault(name, _entry(name, provider.name))
-    return sorted(seen.values(), key=lambda entry: str(entry["id"]))
+    allowed = (e for e in seen.values() if scope is None or scope.allows(str(e["id"])))
+    return sorted(allowed, key=lambda entry: str(entry["id"]))
 
 
 def _entry(name: str, owner: str) -> dict[str, Any]:

@@ -182,6 +182,13 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--app", help="the app DID calls with this key are attributed to")
     create.add_argument("--expires-days", type=float, help="expire after this many days")
     create.add_argument("--admin", action="store_true", help="make the owner an admin")
+    create.add_argument(
+        "--models",
+        action="append",
+        metavar="PATTERNS",
+        help="the only models the key may call, e.g. 'openai/*' (repeat or separate by "
+        "commas; default: every model)",
+    )
     _limit_options(create)
     create.set_defaults(handler=_run(_keys_create))
     key_limits = keys.add_parser(
@@ -576,12 +583,15 @@ async def _keys_create(admin: Admin, args: argparse.Namespace) -> dict[str, Any]
     if args.admin:
         await admin.ensure_account(user, is_admin=True)
     limits = _limits_given(args)
+    models = (
+        None if args.models is None else bounds.model_patterns(",".join(args.models), "--models")
+    )
     key_id, secret = await admin.create_key(
-        user, name=name, app_did=app, expires_at=expires, limits=limits
+        user, name=name, app_did=app, expires_at=expires, limits=limits, models=models
     )
     if not args.json:
         print("Save this key now: it is shown only once.", file=sys.stderr)
-    return {"id": key_id, "key": secret, "user_did": args.user}
+    return {"id": key_id, "key": secret, "user_did": args.user, "models": models}
 
 
 def _limit_options(parser: argparse.ArgumentParser) -> None:
@@ -814,6 +824,8 @@ def _shown(key: str, value: Any, as_json: bool) -> Any:
         )
     if isinstance(value, bool) and not as_json:
         return "yes" if value else "no"
+    if isinstance(value, list) and not as_json:  # a key's model patterns
+        return ",".join(map(str, value))
     return value
 
 

@@ -66,8 +66,11 @@ def build_router(
         return JSONResponse({"status": "ok"})
 
     async def models(request: Request) -> JSONResponse:
-        """The models this hub serves: every priced model, and those the providers list."""
-        return JSONResponse({"object": "list", "data": await listed_models(admin, registry)})
+        """The models this hub serves: every priced model, and those the providers list (for
+        a key limited to some models, those only)."""
+        identity = get_identity(request.scope)
+        scope = identity.models if identity is not None else None
+        return JSONResponse({"object": "list", "data": await listed_models(admin, registry, scope)})
 
     # What the AIGNE SDK reads to find the hub: the hub's component at the root, at the
     # configured address (never the request's Host header, which anyone can set).
@@ -105,6 +108,14 @@ def build_router(
         identity = get_identity(request.scope)
         if not registry.serves(model):
             return JSONResponse({"available": False, "error": f"Model '{model}' is not served."})
+        if (
+            identity is not None
+            and identity.models is not None
+            and not identity.models.allows(model)
+        ):
+            return JSONResponse(
+                {"available": False, "error": f"This API key may not use the model '{model}'."}
+            )
         if billing:
             priced = {r["model"] for r in await admin.list_rates()}
             if model not in priced:

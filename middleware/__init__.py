@@ -21,6 +21,7 @@ from middleware.ports import (
     RateBook,
     RateLimiter,
 )
+from middleware.scopes import ModelScope
 
 __all__ = [
     "AccountLookup",
@@ -38,6 +39,7 @@ __all__ = [
     "KeyStore",
     "LimitPolicy",
     "MemoryLimiter",
+    "ModelScope",
     "ModelCallMiddleware",
     "ModelCatalog",
     "Quota",

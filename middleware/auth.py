@@ -199,6 +199,7 @@ class AuthMiddleware:
             key_id=record.key_id,
             app_did=record.app_did,
             is_admin=record.is_admin,
+            models=record.models,
         )
 
     async def _from_session(self, headers: Headers) -> Identity | None:

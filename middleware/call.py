@@ -11,6 +11,7 @@ from starlette.types import Scope
 
 if TYPE_CHECKING:
     from middleware.ports import Rate
+    from middleware.scopes import ModelScope
 
 CallType = Literal["chatCompletion", "embedding", "imageGeneration"]
 CallStatus = Literal["processing", "success", "failed"]
@@ -40,6 +41,8 @@ class Identity:
     app_did: str | None = None
     is_admin: bool = False
     via: Literal["api_key", "session"] = "api_key"
+    # The models the key may call (the Call middleware refuses others); None: every model.
+    models: ModelScope | None = None
 
 
 @dataclass(slots=True)

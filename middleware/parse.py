@@ -129,6 +129,10 @@ class CallMiddleware:
                 f"'model' must be 1 to {MAX_TEXT} printable characters.",
                 "model",
             )
+        if identity.models is not None and not identity.models.allows(model):
+            raise HubError(
+                403, "model_not_allowed", f"This API key may not use the model '{model}'.", "model"
+            )
         name, kind = _REQUIRED[call_type]
         _field(body, name, kind)
         stream = body.get("stream", False)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from middleware.call import Call, CallType
+from middleware.scopes import ModelScope
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,8 @@ class KeyRecord:
     is_admin: bool
     revoked: bool
     expires_at: float | None
+    # The models the key may call; None: every model.
+    models: ModelScope | None = None
 
 
 @dataclass(frozen=True, slots=True)

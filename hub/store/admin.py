@@ -22,7 +22,7 @@ from hub.store.schema import (
     meter_events,
     model_calls,
 )
-from hub.store.sql import SqlStore
+from hub.store.sql import SqlStore, patterns_json, read_patterns
 from middleware.auth import hash_key, new_api_key
 from middleware.call import CallType
 
@@ -67,9 +67,11 @@ class Admin:
         app_did: str | None = None,
         expires_at: float | None = None,
         limits: Mapping[str, int | None] | None = None,
+        models: list[str] | None = None,
     ) -> tuple[str, str]:
         """(key id, secret): the secret is returned here once and stored only as a hash.
-        `limits`: its rate limits (see set_key_limits)."""
+        `limits`: its rate limits (see set_key_limits); `models`: the patterns of the models
+        it may call (bounds.model_patterns), None for every model."""
         secret = new_api_key()
         key_id = "key_" + secrets.token_hex(8)
 
@@ -86,6 +88,7 @@ class Admin:
                     "p_app_did": app_did,
                     "p_now": time.time(),
                     "p_expires_at": expires_at,
+                    "p_models": patterns_json(models),
                 },
             )
 
@@ -192,13 +195,17 @@ class Admin:
                 api_keys.c.revoked_at,
                 api_keys.c.expires_at,
                 *_limit_columns(api_keys),
+                api_keys.c.allowed_models.label("models"),
             )
             .select_from(api_keys.join(accounts, api_keys.c.account_id == accounts.c.id))
             .order_by(api_keys.c.created_at)
         )
         if did is not None:
             query = query.where(accounts.c.did == did)
-        return await self.store.query(query)
+        keys = await self.store.query(query)
+        for key in keys:  # null: every model
+            key["models"] = read_patterns(key["models"])
+        return keys
 
     async def grant(self, did: str, units: int, note: str | None = None) -> int:
         """Add a credit grant (negative to take credits back); returns the new balance."""

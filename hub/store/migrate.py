@@ -85,7 +85,7 @@ _ADDED_LATER = {
     ),
     "ai_model_rates": ("cache_write_rate",),
     "accounts": ("session_epoch", *LIMIT_COLUMNS, "held"),
-    "api_keys": LIMIT_COLUMNS,
+    "api_keys": (*LIMIT_COLUMNS, "allowed_models"),
 }
 _TABLES_ADDED_LATER = {"ai_credentials", "login_links", "hub_instances"}
 _INDEXES_ADDED_LATER = {"ix_model_calls_time"}
@@ -245,6 +245,10 @@ def _v12_shared_holds(dialect: Dialect) -> list[str]:
     ]
 
 
+def _v13_key_models(dialect: Dialect) -> list[str]:
+    return ["ALTER TABLE api_keys ADD COLUMN allowed_models TEXT"]
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
     (2, "model_calls.usage_estimated", _v2_usage_estimated),
@@ -258,6 +262,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (10, "hub_instances, model_calls.instance_id and prompt_estimate", _v10_instances),
     (11, "rate limits per key and account", _v11_limit_overrides),
     (12, "credit holds shared in the database", _v12_shared_holds),
+    (13, "api_keys.allowed_models", _v13_key_models),
 ]
 LATEST = MIGRATIONS[-1][0]
 

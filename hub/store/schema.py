@@ -17,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 
@@ -69,6 +70,9 @@ api_keys = Table(
     Column("limit_rpm", BigInteger, nullable=True),
     Column("limit_tpm", BigInteger, nullable=True),
     Column("limit_concurrent", BigInteger, nullable=True),
+    # Added by migration 13: the models the key may call, a JSON list of patterns such as
+    # "openai/*" (bounds.model_patterns); NULL: every model.
+    Column("allowed_models", Text, nullable=True),
 )
 
 ai_model_rates = Table(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -41,6 +42,7 @@ from middleware.ports import (
     Rate,
     SettleRefused,
 )
+from middleware.scopes import ModelScope
 
 T = TypeVar("T")
 
@@ -163,7 +165,7 @@ class SqlStore:
         row = await self.fetchone(self.sql.find_key, {"p_hash": key_hash})
         if row is None:
             return None
-        key_id, account_id, did, app_did, is_admin, revoked_at, expires_at = row
+        key_id, account_id, did, app_did, is_admin, revoked_at, expires_at, models = row
         return KeyRecord(
             key_id=key_id,
             account_id=int(account_id),
@@ -172,6 +174,7 @@ class SqlStore:
             is_admin=bool(is_admin),
             revoked=revoked_at is not None,
             expires_at=expires_at,
+            models=ModelScope.of(read_patterns(models)),
         )
 
     def touch_key(self, key_id: str) -> None:
@@ -322,6 +325,16 @@ class SqlStore:
         cached = self._balances.get(account_id)
         if cached is not None and charge:
             self._balances[account_id] = (cached[0], cached[1] - charge)
+
+
+def patterns_json(patterns: list[str] | None) -> str | None:
+    """A key's allowed-model patterns as `api_keys.allowed_models` holds them."""
+    return None if patterns is None else json.dumps(patterns)
+
+
+def read_patterns(stored: str | None) -> list[str] | None:
+    """The patterns `api_keys.allowed_models` holds (written by patterns_json only)."""
+    return None if stored is None else [str(p) for p in json.loads(stored)]
 
 
 def _with_booleans(statement: Select[Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -69,6 +69,7 @@ class Statements:
                 accounts.c.is_admin,
                 api_keys.c.revoked_at,
                 api_keys.c.expires_at,
+                api_keys.c.allowed_models,
             )
             .select_from(api_keys.join(accounts, api_keys.c.account_id == accounts.c.id))
             .where(api_keys.c.key_hash == param("hash"))
@@ -206,6 +207,7 @@ class Statements:
                 app_did=param("app_did"),
                 created_at=param("now"),
                 expires_at=param("expires_at"),
+                allowed_models=param("models"),
             )
         )
         self.revoke_key = prep(
