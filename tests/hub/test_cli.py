@@ -152,6 +152,7 @@ def test_human_key_listing_is_a_table_with_a_header(cli: Cli) -> None:
         "RPM",
         "TPM",
         "CONCURRENT",
+        "MODELS",
     ]
     assert row.startswith(created["id"])
     assert row.index(ALICE) == header.index("USER_DID")
