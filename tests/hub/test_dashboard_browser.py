@@ -161,6 +161,7 @@ async def test_forms_create_and_revoke_a_key_and_grant_credits(live: Live) -> No
             create = page.locator("form[data-api]")
             await create.locator("input[name=user]").fill("did:abt:dora")
             await create.locator("input[name=name]").fill("dora's laptop")
+            await create.locator("input[name=models]").fill("mock/*, */gpt-4o")
             await create.get_by_role("button", name="Create key").click()
             secret = page.locator("[data-revealed]")
             await expect(secret).to_contain_text("ahk_")
@@ -168,6 +169,7 @@ async def test_forms_create_and_revoke_a_key_and_grant_credits(live: Live) -> No
             await page.get_by_role("button", name="Done").click()
             row = page.locator("tr", has_text="dora's laptop")
             await expect(row).to_contain_text("live")
+            await expect(row).to_contain_text("mock/*, */gpt-4o")  # the models it may call
             await row.get_by_role("button", name="Revoke").click()
             await expect(page.locator("tr", has_text="dora's laptop")).to_contain_text("revoked")
 

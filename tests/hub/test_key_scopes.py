@@ -99,6 +99,8 @@ async def test_a_key_limited_by_the_admin_api_calls_only_its_models(
     assert status["available"] is False
     [key] = (await two_providers.client.get("/api/admin/keys", params={"user": BOB})).json()
     assert key["models"] == ["mock/*"]
+    keys_page = (await two_providers.client.get("/dashboard/keys")).text
+    assert "<code>mock/*</code>" in keys_page and "every model" in keys_page
 
 
 async def test_a_key_without_patterns_calls_and_lists_every_model(two_providers: Hub) -> None:
