@@ -212,16 +212,23 @@ class AuthMiddleware:
         if session is None:
             return None
         did, key_hash, epoch = session
+        models = None
         if key_hash is not None:
-            # A session opened with a key ends when that key is revoked or expires.
+            # A session opened with a key ends when that key is revoked or expires, and may
+            # call only the models the key may: pasting a scoped key must not widen it.
             by_key = await self._from_hash(key_hash)
             if isinstance(by_key, tuple) or by_key.user_did != did:
                 return None
+            models = by_key.models
         found = await self.accounts.find_account(did)
         if found is None or found.session_epoch != epoch:  # signed out since
             return None
         return Identity(
-            account_id=found.account_id, user_did=did, is_admin=found.is_admin, via="session"
+            account_id=found.account_id,
+            user_did=did,
+            is_admin=found.is_admin,
+            via="session",
+            models=models,
         )
 
     def _wants_page(self, scope: Scope, headers: Headers) -> bool:

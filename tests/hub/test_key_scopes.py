@@ -129,6 +129,26 @@ async def test_a_user_narrows_a_key_of_their_own(two_providers: Hub) -> None:
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
 
 
+async def test_a_session_opened_with_a_scoped_key_is_scoped_too(two_providers: Hub) -> None:
+    # Pasting a scoped key into the sign-in form must not widen it: the playground calls
+    # the model routes with the session cookie.
+    created = await two_providers.client.post(
+        "/api/admin/keys", json={"user": BOB, "models": ["mock/*"]}
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=two_providers.app), base_url="http://hub.test"
+    ) as browser:
+        signed_in = await browser.post("/login", data={"key": created.json()["key"]})
+        assert signed_in.status_code == 303
+        allowed = await chat(browser, "mock/gpt-4o-mini")
+        refused = await chat(browser, "other/gpt-4o-mini")
+        models = await listed(browser)
+
+    assert allowed.status_code == 200
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
+    assert models == ["mock/gpt-4o-mini"]
+
+
 @pytest.mark.parametrize(
     "models",
     [[], "", [1], "mock/*\x00", ["a" * 201], [f"mock/{i}" for i in range(51)], {"a": 1}],
