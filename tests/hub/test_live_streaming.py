@@ -44,7 +44,9 @@ async def test_processing_row_is_visible_while_the_stream_is_in_flight(live: Liv
         async with client.stream(
             "POST", "/v1/chat/completions", json=chat("fake/stall-model", stream=True)
         ) as response:
-            await anext(response.aiter_lines())
+            # Kept: a dropped line iterator can be collected, closing the stream early.
+            lines = response.aiter_lines()
+            await anext(lines)
             in_flight = await live.wait_for_call(status="processing")
             assert in_flight["model"] == "fake/stall-model" and in_flight["stream"] is True
     settled = await live.wait_for_call(id=in_flight["id"], status="failed")
