@@ -81,6 +81,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[SqlStore]:
+    """An open store on the test's database (SQLite and PostgreSQL)."""
+    opened = SqlStore(db_url, sqlite_synchronous="NORMAL")
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
 async def empty_pg(url: str) -> None:
     import asyncpg
 

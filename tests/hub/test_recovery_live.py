@@ -20,14 +20,13 @@ from examples.fake_provider import FakeProvider
 from hub.store import SqlStore
 from hub.store.admin import Admin
 from hub.store.instances import HUB_CRASHED
-from middleware.money import to_units
 from tests.conftest import USER, LiveServer
-from tests.hub.test_workers import _config, _empty, _free_port, _running
+from tests.hub.test_workers import _config, _empty, _free_port, _grant_key, _running
 
 pytestmark = pytest.mark.slow
 
 MODEL = "fake/stall-model"  # the fake sends one chunk, then waits a minute
-INPUT_RATE = 10_000
+INPUT_RATE = 10_000  # what _grant_key prices the model at
 TIMEOUT = 2.0
 
 
@@ -36,19 +35,6 @@ def _serving(config: Path, port: int, log: Path) -> AbstractContextManager[Popen
     command = [sys.executable, "-m", "hub.cli", "serve", "--config", str(config)]
     command += ["--port", str(port), "--log-level", "warning"]
     return _running(command, {}, port, log)
-
-
-async def _setup(db_url: str) -> str:
-    store = SqlStore(db_url)
-    await store.open()
-    try:
-        admin = Admin(store)
-        _, key = await admin.create_key(USER)
-        await admin.grant(USER, to_units(5))
-        await admin.set_rate(MODEL, "chatCompletion", input_rate=INPUT_RATE, output_rate=20_000)
-        return key
-    finally:
-        await store.close()
 
 
 async def _kill_in_flight(db_url: str, port: int, key: str, victim: int) -> dict[str, Any]:
@@ -106,7 +92,7 @@ def test_a_killed_hubs_call_is_settled_by_the_other_within_the_timeout(
         with config.open("a") as more:
             more.write(f"[limits]\ninstance_timeout = {TIMEOUT}\n")
         with _serving(config, ports[0], tmp_path / "survivor.log"):
-            key = asyncio.run(_setup(db_url))
+            key = asyncio.run(_grant_key(db_url, MODEL))
             with _serving(config, ports[1], tmp_path / "victim.log") as victim:
                 record = asyncio.run(_kill_in_flight(db_url, ports[1], key, victim.pid))
 

@@ -23,14 +23,6 @@ from tests.hub.test_proxy import completion
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def store(db_url: str) -> SqlStore:
-    store = SqlStore(db_url, sqlite_synchronous="NORMAL")
-    await store.open()
-    yield store  # type: ignore[misc]
-    await store.close()
-
-
 def a_call(account_id: int, charge: int) -> Call:
     call = Call(
         identity=Identity(account_id=account_id, user_did=USER),

@@ -22,14 +22,6 @@ pytestmark = pytest.mark.anyio
 HOLD = 1_000
 
 
-@pytest.fixture
-async def store(db_url: str) -> SqlStore:
-    store = SqlStore(db_url, sqlite_synchronous="NORMAL")
-    await store.open()
-    yield store  # type: ignore[misc]
-    await store.close()
-
-
 async def _held(store: SqlStore, account: int) -> tuple[int, int]:
     [row] = await store.query(
         accounts.select()

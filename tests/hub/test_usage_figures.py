@@ -4,7 +4,6 @@ percentiles (as percentile_disc), the same on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,14 +15,6 @@ from middleware.call import Call, Identity, Usage
 from tests.conftest import USER
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[SqlStore]:
-    opened = SqlStore(db_url)
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 async def record(

@@ -90,14 +90,15 @@ def _running(
         process.wait(timeout=5)
 
 
-async def _grant_key(db_url: str) -> str:
+async def _grant_key(db_url: str, model: str = MODEL) -> str:
+    """Alice's key, 5 credits, and `model` priced."""
     store = SqlStore(db_url)
     await store.open()
     try:
         admin = Admin(store)
         _, key = await admin.create_key(USER)
         await admin.grant(USER, to_units(5))
-        await admin.set_rate(MODEL, "chatCompletion", input_rate=10_000, output_rate=20_000)
+        await admin.set_rate(model, "chatCompletion", input_rate=10_000, output_rate=20_000)
         return key
     finally:
         await store.close()
