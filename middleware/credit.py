@@ -25,31 +25,40 @@ _COSTLY_PARTS = (b'"image_url"', b'"input_audio"', b'"file"', b"\\u")
 def held_prompt_tokens(call: Call) -> int:
     """The prompt's tokens, from above: its bytes, or what its images, files, audio and
     non-Latin text count for, if more. A remote image is a few bytes of URL but over a
-    thousand tokens; the counting walks the body only for such bodies."""
-    raw = call.raw_body
-    by_bytes = len(raw) // BYTES_PER_TOKEN + 1
-    if raw.isascii() and not any(marker in raw for marker in _COSTLY_PARTS):
-        return by_bytes
-    return max(by_bytes, prompt_tokens(call.body))
+    thousand tokens; the counting walks the body only for such bodies.
+
+    Counted once a call and kept on it (`prompt_estimate`): the rate limits reserve it,
+    the hold prices it, and the record carries it for the charge of a call whose hub dies."""
+    if call.prompt_estimate is None:
+        raw = call.raw_body
+        by_bytes = len(raw) // BYTES_PER_TOKEN + 1
+        if raw.isascii() and not any(marker in raw for marker in _COSTLY_PARTS):
+            call.prompt_estimate = by_bytes
+        else:
+            call.prompt_estimate = max(by_bytes, prompt_tokens(call.body))
+    return call.prompt_estimate
+
+
+def held_output_tokens(call: Call, default_output_tokens: int) -> int:
+    """The output a chat call may produce at most: what it asks for (capped), else the
+    default; for the hold and the tokens-per-minute reservation alike."""
+    output = call.body.get("max_completion_tokens", call.body.get("max_tokens"))
+    if isinstance(output, int) and not isinstance(output, bool) and output > 0:
+        return min(output, MAX_HELD_OUTPUT_TOKENS)
+    return default_output_tokens
 
 
 def worst_case(call: Call, rate: Rate, default_output_tokens: int) -> int:
     """What the call may cost at most, for holding credit while it runs."""
-    body = call.body
-    # Kept on the call: the record carries it, for the charge of a call whose hub dies.
-    input_tokens = call.prompt_estimate = held_prompt_tokens(call)
+    input_tokens = held_prompt_tokens(call)
     if call.call_type == "imageGeneration":
-        n = body.get("n", 1)
+        n = call.body.get("n", 1)
         images = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
         images = min(images, MAX_HELD_IMAGES)
         return price(Usage(input_tokens=input_tokens, images=images), rate)
-    output = body.get("max_completion_tokens", body.get("max_tokens"))
-    if call.call_type == "embedding":
-        output_tokens = 0
-    elif isinstance(output, int) and not isinstance(output, bool) and output > 0:
-        output_tokens = min(output, MAX_HELD_OUTPUT_TOKENS)
-    else:
-        output_tokens = default_output_tokens
+    output_tokens = (
+        0 if call.call_type == "embedding" else held_output_tokens(call, default_output_tokens)
+    )
     # The prompt may all be written to a cache, at a rate above the input rate.
     written = input_tokens if (rate.cache_write_rate or 0) > rate.input_rate else 0
     usage = Usage(input_tokens, output_tokens, cache_write_tokens=written)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from middleware.call import Call, get_call
-from middleware.credit import MAX_HELD_OUTPUT_TOKENS, held_prompt_tokens
+from middleware.credit import held_output_tokens, held_prompt_tokens
 from middleware.errors import send_error
 from middleware.ports import (
     Admission,
@@ -56,13 +56,7 @@ def reserved_tokens(call: Call, default_output_tokens: int) -> int:
     prompt as the credit hold counts it, and the output it asks for (or the default)."""
     if call.call_type != "chatCompletion":
         return held_prompt_tokens(call)
-    body = call.body
-    output = body.get("max_completion_tokens", body.get("max_tokens"))
-    if isinstance(output, int) and not isinstance(output, bool) and output > 0:
-        output_tokens = min(output, MAX_HELD_OUTPUT_TOKENS)
-    else:
-        output_tokens = default_output_tokens
-    return held_prompt_tokens(call) + output_tokens
+    return held_prompt_tokens(call) + held_output_tokens(call, default_output_tokens)
 
 
 def duration_text(seconds: float) -> str:
