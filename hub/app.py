@@ -14,7 +14,7 @@ from hub.limits_redis import RedisLimiter
 from hub.metrics import Metrics
 from hub.providers.registry import ProviderRegistry
 from hub.proxy import Proxy
-from hub.routes import MODEL_ROUTES, PUBLIC_PATHS, build_router
+from hub.routes import MODEL_ROUTE_TABLE, PUBLIC_PATHS, build_router, knows
 from hub.secrets import load_box
 from hub.settings import LOG_FORMAT, Settings, check_shared_limits, load_settings
 from hub.store import SqlStore
@@ -34,6 +34,7 @@ from middleware.errors import answer_unhandled, refuse_websocket, request_id_of
 from middleware.limiter_memory import MemoryLimiter
 from middleware.limits import RateLimitMiddleware
 from middleware.parse import APP_DID_HEADER
+from middleware.routing import ROUTE_KEY, RouteMiddleware
 
 logger = logging.getLogger("aigne_hub")
 
@@ -87,7 +88,7 @@ class HubApp:
         router = build_router(self.store, self.registry, settings, self.metrics)
 
         async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "http" and scope["path"] in MODEL_ROUTES:
+            if ROUTE_KEY in scope:  # a model route (RouteMiddleware said so)
                 await proxy(scope, receive, send)
             else:
                 await router(scope, receive, send)
@@ -125,7 +126,10 @@ class HubApp:
             on_refused=self.metrics.rate_limited,
         )
         stack = CallMiddleware(
-            stack, routes=MODEL_ROUTES, max_body_bytes=limits.max_body_bytes, models=self.registry
+            stack,
+            routes=MODEL_ROUTE_TABLE,
+            max_body_bytes=limits.max_body_bytes,
+            models=self.registry,
         )
         self.auth = AuthMiddleware(
             stack,
@@ -136,11 +140,15 @@ class HubApp:
             cache_seconds=limits.key_cache_seconds,
             login_path="/login",
         )
-        self.entry: ASGIApp = self.auth
+        # Outside auth: an unknown path is a 404, not a request for a key; and every
+        # layer's errors are written in the client format of the route.
+        self.entry: ASGIApp = RouteMiddleware(
+            self.auth, routes=MODEL_ROUTE_TABLE, known=knows(router)
+        )
         if settings.cors_origins:
             # Outermost, so a browser's preflight is answered before auth asks for a key.
             self.entry = JsonCORSMiddleware(
-                self.auth,
+                self.entry,
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST"],
                 allow_headers=["authorization", "content-type", APP_DID_HEADER, "x-request-id"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -12,7 +13,9 @@ from starlette.types import Receive, Scope, Send
 
 from hub import admin_api, dashboard, login, usage_api
 from hub.catalog import listed_models
-from hub.dialects import aigne
+from hub.dialects import aigne, aigne_models
+from hub.dialects.aigne import AIGNE
+from hub.dialects.openai_chat import OPENAI_CHAT
 from hub.json_route import JsonRoute, JsonRouter
 from hub.metrics import Metrics
 from hub.page_headers import SecurityHeaders
@@ -22,23 +25,31 @@ from hub.store import SqlStore
 from hub.store.admin import Admin
 from middleware.auth import session_signer
 from middleware.call import CallType, get_identity
-from middleware.errors import send_error
-from middleware.parse import Route as CallRoute
+from middleware.errors import HubError, send_error
+from middleware.routing import Route, RouteTable
 
+
+def _openai(call_type: CallType) -> Route:
+    return Route(call_type, OPENAI_CHAT)
+
+
+# Path -> (call type, client format). A new client format is its module in hub/dialects/
+# plus its lines here; a `{model}` part in a path takes the model from the path.
 # Both the AIGNE Hub paths and the OpenAI SDK's paths; `/v1/image/...` as the issue names it.
-MODEL_ROUTES: dict[str, CallType | CallRoute] = {
+MODEL_ROUTES: dict[str, Route] = {
     # The AIGNE SDK's own format.
-    "/api/v2/chat": CallRoute("chatCompletion", "aigne", aigne.normalize_chat),
-    "/api/v2/image": CallRoute("imageGeneration", "aigne", aigne.normalize_image),
-    "/v1/chat/completions": "chatCompletion",
-    "/api/v2/chat/completions": "chatCompletion",
-    "/v1/embeddings": "embedding",
-    "/api/v2/embeddings": "embedding",
-    "/v1/images/generations": "imageGeneration",
-    "/v1/image/generations": "imageGeneration",
-    "/api/v2/image/generations": "imageGeneration",
-    "/api/v2/images/generations": "imageGeneration",
+    "/api/v2/chat": Route("chatCompletion", AIGNE),
+    "/api/v2/image": Route("imageGeneration", AIGNE),
+    "/v1/chat/completions": _openai("chatCompletion"),
+    "/api/v2/chat/completions": _openai("chatCompletion"),
+    "/v1/embeddings": _openai("embedding"),
+    "/api/v2/embeddings": _openai("embedding"),
+    "/v1/images/generations": _openai("imageGeneration"),
+    "/v1/image/generations": _openai("imageGeneration"),
+    "/api/v2/image/generations": _openai("imageGeneration"),
+    "/api/v2/images/generations": _openai("imageGeneration"),
 }
+MODEL_ROUTE_TABLE = RouteTable(MODEL_ROUTES)
 # No key needed: health, and what the AIGNE SDK reads before it calls (discovery, models).
 PUBLIC_PATHS = frozenset(
     {
@@ -72,6 +83,16 @@ def build_router(
         scope = identity.models if identity is not None else None
         return JSONResponse({"object": "list", "data": await listed_models(admin, registry, scope)})
 
+    async def model(request: Request) -> JSONResponse:
+        """One model's entry; its id may contain slashes (`openrouter/openai/gpt-4o`)."""
+        identity = get_identity(request.scope)
+        scope = identity.models if identity is not None else None
+        wanted = request.path_params["id"]
+        for entry in await listed_models(admin, registry, scope):
+            if entry["id"] == wanted:
+                return JSONResponse(entry)
+        raise HubError(404, "unknown_model", f"The model '{wanted}' is not served.", "model")
+
     # What the AIGNE SDK reads to find the hub: the hub's component at the root, at the
     # configured address (never the request's Host header, which anyone can set).
     discovery = {
@@ -97,7 +118,7 @@ def build_router(
 
     async def ai_models(request: Request) -> JSONResponse:
         served = {r["model"] for r in await admin.list_rates() if registry.serves(r["model"])}
-        listing = aigne.models_listing(
+        listing = aigne_models.models_listing(
             await admin.list_rates(), served, request.query_params.get("type")
         )
         return JSONResponse(listing)
@@ -139,6 +160,8 @@ def build_router(
             JsonRoute("/api/health", health),
             JsonRoute("/v1/models", models),
             JsonRoute("/api/v2/models", models),
+            JsonRoute("/v1/models/{id:path}", model),
+            JsonRoute("/api/v2/models/{id:path}", model),
             JsonRoute("/__blocklet__.js", blocklet),
             JsonRoute("/api/ai/models", ai_models),
             JsonRoute("/api/v2/status", status),
@@ -160,6 +183,18 @@ def build_router(
         middleware=[Middleware(SecurityHeaders)],
     )
     return router
+
+
+def knows(router: Router) -> Callable[[Scope], bool]:
+    """Whether the router serves a path (any method), or would redirect it without its
+    trailing slash: the test for answering 404 before auth asks an unknown path for a key."""
+
+    def known(scope: Scope) -> bool:
+        if any(route.matches(scope)[0] != Match.NONE for route in router.routes):
+            return True
+        return _without_trailing_slash(scope, router) is not None
+
+    return known
 
 
 def _without_trailing_slash(scope: Scope, router: Router) -> str | None:

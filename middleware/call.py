@@ -68,6 +68,9 @@ class Call:
     stream: bool = False
     # The wire format the client speaks ("openai", "aigne"); answers are rendered in it.
     dialect: str = "openai"
+    # The client format object itself (middleware.routing.WireFormat; the proxy reads it as
+    # hub.dialects.base.ClientFormat to render answers); None for a route given no format.
+    format: Any = None
     app_did: str | None = None
     request_id: str = ""
     id: str = field(default_factory=lambda: new_call_id())

@@ -7,6 +7,9 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from starlette.types import Scope, Send
 
@@ -41,6 +44,25 @@ def error_body(status: int, code: str, message: str, param: str | None = None) -
     return json.dumps({"error": error}).encode()
 
 
+# Renders (status, code, message, param) as an error body in a client's format.
+ErrorRenderer = Callable[[int, str, str, str | None], bytes]
+# The client format of the request under way, set once per request by the outermost
+# routing layer (middleware.routing.RouteMiddleware) so that every layer's errors, from
+# auth to the proxy, come out in the shape the client's SDK raises on. A context variable
+# rather than a parameter: each request runs in its own task (and tasks it starts copy it).
+_ERROR_FORMAT: ContextVar[ErrorRenderer] = ContextVar("hub_error_format", default=error_body)
+
+
+@contextmanager
+def use_error_format(render: ErrorRenderer) -> Iterator[None]:
+    """Errors sent with `send_error` inside this block are rendered by `render`."""
+    token = _ERROR_FORMAT.set(render)
+    try:
+        yield
+    finally:
+        _ERROR_FORMAT.reset(token)
+
+
 async def send_error(
     send: Send,
     status: int,
@@ -50,8 +72,9 @@ async def send_error(
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     """Answer an HTTP request with a complete JSON error response (never a websocket: see
-    `refuse_websocket`)."""
-    await _send_json(send, "http", status, error_body(status, code, message, param), headers)
+    `refuse_websocket`), in the client format of the request under way."""
+    body = _ERROR_FORMAT.get()(status, code, message, param)
+    await _send_json(send, "http", status, body, headers)
 
 
 async def refuse_websocket(scope: Scope, send: Send, status: int, code: str, message: str) -> None:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -12,6 +11,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from middleware.call import CALL_KEY, Call, CallType, Identity, get_identity
 from middleware.errors import HubError, send_error
 from middleware.ports import ModelCatalog
+from middleware.routing import OPENAI_WIRE, Match, Route, RouteTable
+
+__all__ = ["APP_DID_HEADER", "CallMiddleware", "Route", "RouteTable"]
 
 # The field that must be present for each call type, besides `model`.
 _REQUIRED: dict[str, tuple[str, type | tuple[type, ...]]] = {
@@ -19,19 +21,6 @@ _REQUIRED: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "embedding": ("input", (str, list)),
     "imageGeneration": ("prompt", str),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """A model route: its call type, the wire format its clients speak, and how to read it.
-
-    `normalize` turns the client's body into the OpenAI shape the rest of the stack reads
-    (raising ValueError with a message for a body it cannot read); None for OpenAI clients.
-    """
-
-    call_type: CallType
-    dialect: str = "openai"
-    normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 APP_DID_HEADER = "x-aigne-hub-client-did"
@@ -46,21 +35,19 @@ class CallMiddleware:
         self,
         app: ASGIApp,
         *,
-        routes: Mapping[str, CallType | Route],
+        routes: Mapping[str, CallType | Route] | RouteTable,
         max_body_bytes: int = 4 * 1024 * 1024,
         models: ModelCatalog | None = None,
         anonymous: Identity | None = None,
     ) -> None:
         self.app = app
-        self.routes = {
-            path: spec if isinstance(spec, Route) else Route(spec) for path, spec in routes.items()
-        }
+        self.routes = routes if isinstance(routes, RouteTable) else RouteTable(routes)
         self.max_body_bytes = max_body_bytes
         self.models = models
         self.anonymous = anonymous
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        route = self.routes.match(scope["path"]) if scope["type"] == "http" else None
         if route is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
@@ -99,8 +86,9 @@ class CallMiddleware:
                 return b"".join(chunks)
 
     def _make_call(
-        self, route: Route, raw: bytes, identity: Identity, headers: dict[bytes, str]
+        self, found: Match, raw: bytes, identity: Identity, headers: dict[bytes, str]
     ) -> Call:
+        route = found.route
         call_type = route.call_type
         try:
             body = json.loads(raw)
@@ -112,13 +100,7 @@ class CallMiddleware:
             raise HubError(400, "invalid_json", "The request body is nested too deeply.") from exc
         if not isinstance(body, dict):
             raise HubError(400, "invalid_json", "The request body must be a JSON object.")
-        if route.normalize is not None:
-            try:
-                body = route.normalize(body)
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                raise HubError(
-                    400, "invalid_request", f"The request cannot be read: {exc}"
-                ) from exc
+        body = _normalized(route, found.model, body)
         model = _field(body, "model", str)
         # Printable only: the name goes into the call record, log lines, metrics and (for
         # Gemini) the upstream URL, where NUL, a lone surrogate or CR/LF would break them.
@@ -149,6 +131,8 @@ class CallMiddleware:
             raw_body=raw,
             stream=stream,
             dialect=route.dialect,
+            # The plain default stays None: the hub reads that as its own OpenAI chat format.
+            format=None if route.format is OPENAI_WIRE else route.format,
             app_did=_app_did(identity, headers),
         )
         call.request_id = _header(headers, _REQUEST_ID) or call.id
@@ -196,6 +180,23 @@ def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> An
     if not isinstance(value, kind) or isinstance(value, bool):
         raise HubError(400, "invalid_field", f"The field '{name}' has the wrong type.", name)
     return value
+
+
+def _normalized(route: Route, path_model: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    """The client's body in the normalized (OpenAI) shape, with what the path says."""
+    try:
+        body = route.format.normalize(body, route.call_type)
+    except HubError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise HubError(400, "invalid_request", f"The request cannot be read: {exc}") from exc
+    if path_model is not None or route.stream is not None:
+        body = dict(body)  # the format may have handed back the client's own object
+        if path_model is not None:
+            body["model"] = path_model
+        if route.stream is not None:
+            body["stream"] = route.stream
+    return body
 
 
 def _too_large(limit: int) -> HubError:

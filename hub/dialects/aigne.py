@@ -9,11 +9,14 @@ everything else, ended by closing the connection (a `data: [DONE]` would break t
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+from hub.dialects.base import Relay
 from hub.providers.base import text_of
-from middleware.call import Call, Usage
-from middleware.money import credits_text, to_credits
+from middleware.call import Call, CallType, Usage
+from middleware.errors import error_body
+from middleware.money import to_credits
 
 # The component DID the SDK looks for in /__blocklet__.js to find the hub's mount point.
 AIGNE_HUB_DID = "z8ia3xzq2tMq8CRHfaXj1BTYJyYnEcHbqP8cJ"
@@ -217,6 +220,37 @@ def frame(payload: Any, event: str | None = None) -> bytes:
     return head + b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
+class Aigne:
+    """The AIGNE client format (hub.dialects.base.ClientFormat). No provider speaks it, so
+    every answer is rendered; answers show the call's credits."""
+
+    name = "aigne"
+    native_kind: str | None = None
+    shows_credits = True
+
+    def normalize(self, body: dict[str, Any], call_type: CallType) -> dict[str, Any]:
+        return normalize_image(body) if call_type == "imageGeneration" else normalize_chat(body)
+
+    def error_body(self, status: int, code: str, message: str, param: str | None) -> bytes:
+        # The SDK reads the OpenAI error shape for refusals.
+        return error_body(status, code, message, param)
+
+    def answer(self, call: Call, completion: bytes, credits: int) -> bytes:
+        result = json.loads(completion)
+        if call.call_type == "imageGeneration":
+            return json.dumps(image_answer(call, result, credits)).encode()
+        return json.dumps(answer(call, result, credits)).encode()
+
+    def stream(self, call: Call) -> AigneStream:
+        return AigneStream(call)
+
+    def native_answer(self, call: Call, body: bytes) -> tuple[bytes, Usage | None]:
+        raise NotImplementedError("no provider speaks the AIGNE format")
+
+    def native_stream(self, call: Call, scrub: Callable[[str], str]) -> Relay:
+        raise NotImplementedError("no provider speaks the AIGNE format")
+
+
 class AigneStream:
     """OpenAI chunks in, the SDK's stream frames out; tool calls are sent whole at the end."""
 
@@ -225,7 +259,7 @@ class AigneStream:
         self.text: list[str] = []
         self.tools: dict[int, dict[str, Any]] = {}
 
-    def render(self, chunks: list[dict[str, Any]]) -> bytes:
+    def chunks(self, chunks: list[dict[str, Any]]) -> bytes:
         out = []
         for chunk in chunks:
             for choice in chunk.get("choices") or []:
@@ -256,29 +290,8 @@ class AigneStream:
             {"delta": {"json": {"model": self.call.model, "usage": usage(self.call, credits)}}}
         )
 
-    @staticmethod
-    def error(message: str) -> bytes:
+    def error(self, code: str, message: str) -> bytes:
         return frame({"message": message}, event="error")
 
 
-def models_listing(rates: list[dict[str, Any]], served: set[str], kind: str | None) -> list[Any]:
-    """GET /api/ai/models: the priced models this hub serves, as the SDK lists them."""
-    kinds = {"chat": "chatCompletion", "image": "imageGeneration", "embedding": "embedding"}
-    wanted = kinds.get(kind) if kind else None
-    listed = []
-    for rate in rates:
-        provider = str(rate["model"]).split("/", 1)[0]
-        if rate["model"] not in served or (wanted and rate["type"] != wanted):
-            continue
-        listed.append(
-            {
-                "model": rate["model"],
-                "type": next((k for k, v in kinds.items() if v == rate["type"]), rate["type"]),
-                "provider": provider,
-                "input_credits_per_token": credits_text(int(rate["input_rate"])),
-                "output_credits_per_token": credits_text(int(rate["output_rate"])),
-                "providerDisplayName": provider,
-                "status": {"available": True},
-            }
-        )
-    return listed
+AIGNE = Aigne()

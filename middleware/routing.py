@@ -1,0 +1,123 @@
+"""Which model route a path is, and in which client format its errors are answered.
+
+A route is a call type plus the client format its callers speak. Paths are exact
+(`/v1/chat/completions`) or patterns with a `{model}` part
+(`/v1beta/models/{model}:generateContent`, where the model may contain slashes): the
+model then comes from the path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from middleware.call import CallType
+from middleware.errors import error_body, send_error, use_error_format
+
+ROUTE_KEY = "hub.route"
+
+
+class WireFormat(Protocol):
+    """What the middlewares need of a client format (hub.dialects.base.ClientFormat has
+    the rest): its name, how to read its requests, and its error shape."""
+
+    name: str
+
+    def normalize(self, body: dict[str, Any], call_type: CallType) -> dict[str, Any]: ...
+
+    def error_body(self, status: int, code: str, message: str, param: str | None) -> bytes: ...
+
+
+class _OpenAIWire:
+    """The default: OpenAI chat clients, whose bodies are already the normalized shape."""
+
+    name = "openai"
+
+    def normalize(self, body: dict[str, Any], call_type: CallType) -> dict[str, Any]:
+        return body
+
+    def error_body(self, status: int, code: str, message: str, param: str | None) -> bytes:
+        return error_body(status, code, message, param)
+
+
+OPENAI_WIRE: WireFormat = _OpenAIWire()
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A model route: its call type and the client format its callers speak.
+
+    `stream`, when set, says whether the route streams regardless of the body (Gemini's
+    `:streamGenerateContent`); the model of a pattern route is taken from its path.
+    """
+
+    call_type: CallType
+    format: WireFormat = OPENAI_WIRE
+    stream: bool | None = None
+
+    @property
+    def dialect(self) -> str:
+        return self.format.name
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    route: Route
+    model: str | None = None  # from the path, for a pattern route
+
+
+class RouteTable:
+    """Exact paths by dict lookup (the common case costs one), then `{model}` patterns."""
+
+    def __init__(self, routes: Mapping[str, CallType | Route]) -> None:
+        self.exact: dict[str, Match] = {}
+        self.patterns: list[tuple[re.Pattern[str], Route]] = []
+        for path, spec in routes.items():
+            route = spec if isinstance(spec, Route) else Route(spec)
+            if "{model}" in path:
+                before, after = path.split("{model}", 1)
+                regex = re.compile(f"{re.escape(before)}(?P<model>.+){re.escape(after)}")
+                self.patterns.append((regex, route))
+            else:
+                self.exact[path] = Match(route)
+
+    def match(self, path: str) -> Match | None:
+        found = self.exact.get(path)
+        if found is not None or not self.patterns:
+            return found
+        for regex, route in self.patterns:
+            hit = regex.fullmatch(path)
+            if hit is not None:
+                return Match(route, hit.group("model"))
+        return None
+
+
+class RouteMiddleware:
+    """Outermost of the policy layers: decides once per request, from the path, the client
+    format every layer's errors are written in; and answers an unknown path with 404
+    before auth could ask it for a key. `known` says whether another app (the hub's
+    router) serves a path that is not a model route."""
+
+    def __init__(self, app: ASGIApp, *, routes: RouteTable, known: Callable[[Scope], bool]) -> None:
+        self.app = app
+        self.routes = routes
+        self.known = known
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        found = self.routes.match(scope["path"])
+        if found is None:
+            if not self.known(scope):
+                await send_error(send, 404, "not_found", f"No route for {scope['path']}.")
+                return
+            await self.app(scope, receive, send)
+            return
+        scope[ROUTE_KEY] = found
+        with use_error_format(found.route.format.error_body):
+            await self.app(scope, receive, send)
