@@ -56,6 +56,9 @@ class ProviderSettings:
     models: tuple[str, ...] = ()
     # One per key, for the weighted pool; empty means 100 each.
     weights: tuple[int, ...] = ()
+    # Request fields this provider cannot take: dropped (and logged by name) when True,
+    # refused with 400 `unsupported_parameter` when False.
+    drop_unsupported: bool = False
 
     def key_weights(self) -> tuple[int, ...]:
         return self.weights or (DEFAULT_WEIGHT,) * len(self.api_keys)
@@ -435,7 +438,11 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
         key = f"providers.{name}"
         if not isinstance(entry, dict):
             raise ConfigError(key, "must be a table")
-        _no_unknown(entry, {"kind", "base_url", "api_keys", "api_key", "models"}, key + ".")
+        _no_unknown(
+            entry,
+            {"kind", "base_url", "api_keys", "api_key", "models", "drop_unsupported"},
+            key + ".",
+        )
         if "/" in name or not name:
             raise ConfigError(key, "a provider name may not be empty or contain '/'")
         preset_kind, preset_url = PRESETS.get(name, ("openai", ""))
@@ -463,6 +470,9 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
         models = entry.get("models", [])
         if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
             raise ConfigError(key + ".models", "must be a list of model names")
+        drop = entry.get("drop_unsupported", False)
+        if not isinstance(drop, bool):
+            raise ConfigError(key + ".drop_unsupported", f"must be true or false, not {drop!r}")
         providers[name] = ProviderSettings(
             name=name,
             kind=kind,
@@ -470,6 +480,7 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
             api_keys=tuple(keys),
             models=tuple(models),
             weights=tuple(weights),
+            drop_unsupported=drop,
         )
     # Presets switch themselves on when their key is in the environment.
     for name, (kind, base_url) in PRESETS.items():

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from hub.providers.anthropic_fields import ANSWER_TOOL, FIELDS, answer_schema
 from hub.providers.base import (
     Turns,
     assistant_message,
@@ -17,11 +18,11 @@ from hub.providers.base import (
     error_item,
     json_request,
     max_output_tokens,
-    stop_list,
     text_of,
     tool_arguments,
     upstream_headers,
 )
+from hub.providers.fields import FieldPolicy, apply_fields
 from hub.providers.pool import Credential, CredentialPool
 from hub.settings import ProviderSettings
 from hub.sse import event_data
@@ -57,6 +58,7 @@ class AnthropicProvider:
         self.pool = CredentialPool(
             settings.api_keys, settings.key_weights(), self._headers, provider=self.name
         )
+        self.fields = FieldPolicy(self.name, FIELDS, settings.drop_unsupported)
 
     def _headers(self, key: str | None) -> httpx.Headers:
         auth = [(b"x-api-key", key.encode())] if key is not None else []
@@ -75,15 +77,24 @@ class AnthropicProvider:
         if not isinstance(answer, dict):
             raise ValueError("not an Anthropic message")
         usage = usage_of(answer.get("usage"))
+        json_answer = answer_schema(call.body) is not None
         text: list[str] = []
+        thinking: list[str] = []
         tool_calls: list[dict[str, Any]] = []
         for block in answer.get("content") or []:
             if block.get("type") == "text":
                 text.append(str(block.get("text", "")))
+            elif block.get("type") == "thinking":
+                thinking.append(str(block.get("thinking", "")))
+            elif json_answer and block.get("name") == ANSWER_TOOL:
+                # Structured output asked through the forced tool: its input is the answer.
+                text.append(json.dumps(block.get("input") or {}))
             elif block.get("type") == "tool_use":
                 tool_calls.append(_tool_call(block, len(tool_calls))["function_call"])
         message = assistant_message("".join(text), tool_calls)
-        finish = FINISH.get(str(answer.get("stop_reason")), "stop")
+        if thinking:
+            message["reasoning_content"] = "".join(thinking)
+        finish = _finish(answer.get("stop_reason"), bool(tool_calls))
         result = completion(call, message, finish, usage, str(answer.get("id", "msg")))
         return json.dumps(result).encode(), usage
 
@@ -145,11 +156,6 @@ def to_anthropic(call: Call) -> dict[str, Any]:
         request["system"] = [block for block in system if block["text"]]  # kept as blocks
     elif system:
         request["system"] = "\n\n".join(b["text"] for b in system if b["text"])
-    for name in ("temperature", "top_p"):
-        if isinstance(body.get(name), int | float):
-            request[name] = body[name]
-    if stop := stop_list(body):
-        request["stop_sequences"] = stop
     tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("function")]
     if tools:
         request["tools"] = [
@@ -164,6 +170,8 @@ def to_anthropic(call: Call) -> dict[str, Any]:
         choice = _tool_choice(body.get("tool_choice"))
         if choice is not None:
             request["tool_choice"] = choice
+    # The other fields, as the table says (see anthropic_fields.py).
+    apply_fields(request, body, FIELDS)
     if call.stream:
         request["stream"] = True
     return request
@@ -223,6 +231,12 @@ def _tool_choice(choice: Any) -> dict[str, Any] | None:
     return None
 
 
+def _finish(reason: Any, called: bool) -> str:
+    # A tool_use stop with no tool call left is the structured answer's forced tool.
+    finish = FINISH.get(str(reason), "stop")
+    return "stop" if finish == "tool_calls" and not called else finish
+
+
 def _tool_call(block: dict[str, Any], index: int) -> dict[str, Any]:
     arguments = json.dumps(block.get("input") or {})
     return {
@@ -256,6 +270,8 @@ class AnthropicStream:
         self.finished = False
         self.id = "msg"
         self._tool_index: dict[int, int] = {}
+        self._json_answer = answer_schema(call.body) is not None
+        self._answer_block = -1  # the content block of the structured answer's tool
 
     def feed(self, event: bytes) -> list[dict[str, Any]]:
         data = event_data(event)
@@ -274,6 +290,9 @@ class AnthropicStream:
             return [chunk(call, self.id, {"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             block = payload.get("content_block") or {}
+            if block.get("name") == ANSWER_TOOL and self._json_answer:
+                self._answer_block = int(payload.get("index", 0))
+                return []
             if block.get("type") == "tool_use":
                 index = len(self._tool_index)
                 self._tool_index[int(payload.get("index", 0))] = index
@@ -287,6 +306,13 @@ class AnthropicStream:
             delta = payload.get("delta") or {}
             if delta.get("type") == "text_delta":
                 return [chunk(call, self.id, {"content": str(delta.get("text", ""))})]
+            if delta.get("type") == "thinking_delta":
+                thought = {"reasoning_content": str(delta.get("thinking", ""))}
+                return [chunk(call, self.id, thought)]
+            if delta.get("type") == "input_json_delta" and (
+                int(payload.get("index", 0)) == self._answer_block
+            ):
+                return [chunk(call, self.id, {"content": str(delta.get("partial_json", ""))})]
             if delta.get("type") == "input_json_delta":
                 index = self._tool_index.get(int(payload.get("index", 0)), 0)
                 arguments = {"arguments": str(delta.get("partial_json", ""))}
@@ -304,7 +330,8 @@ class AnthropicStream:
                 base.cached_tokens,
                 cache_write_tokens=base.cache_write_tokens,
             )
-            reason = FINISH.get(str((payload.get("delta") or {}).get("stop_reason")), "stop")
+            stop_reason = (payload.get("delta") or {}).get("stop_reason")
+            reason = _finish(stop_reason, bool(self._tool_index))
             return [chunk(call, self.id, {}, reason)]
         if kind == "error":
             return [error_item(payload.get("error"), "type")]

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from hub.providers.fields import FieldPolicy
 from hub.providers.pool import Credential, CredentialPool
 from middleware.call import Call, CallType, Usage
 
@@ -38,6 +39,9 @@ class Adapter(Protocol):
 
     # The provider's keys, each with its prebuilt headers; the proxy picks and reports.
     pool: CredentialPool
+    # Which request fields it carries, and what it does with the others (refuse or drop):
+    # the proxy asks before anything goes upstream.
+    fields: FieldPolicy
 
     def build_request(self, call: Call, credential: Credential) -> httpx.Request: ...
 

@@ -20,12 +20,12 @@ from hub.providers.base import (
     error_fields,
     error_item,
     json_request,
-    max_output_tokens,
-    stop_list,
     text_of,
     tool_arguments,
     upstream_headers,
 )
+from hub.providers.fields import FieldPolicy, apply_fields
+from hub.providers.gemini_fields import FIELDS
 from hub.providers.pool import Credential, CredentialPool
 from hub.settings import ProviderSettings
 from hub.sse import event_data
@@ -71,6 +71,7 @@ class GeminiProvider:
         self.pool = CredentialPool(
             settings.api_keys, settings.key_weights(), self._headers, provider=self.name
         )
+        self.fields = FieldPolicy(self.name, FIELDS, settings.drop_unsupported)
 
     def _headers(self, key: str | None) -> httpx.Headers:
         auth = [(b"x-goog-api-key", key.encode())] if key is not None else []
@@ -129,11 +130,17 @@ class GeminiProvider:
         if call.call_type == "imageGeneration":
             return _images(answer)
         usage = usage_of(answer.get("usageMetadata"))
-        candidate = (answer.get("candidates") or [{}])[0]
-        text, calls = _parts(candidate, 0)
-        message = assistant_message(text, [c for _, c in calls])
-        finish = _finish(candidate.get("finishReason"), bool(calls)) or "stop"
-        result = completion(call, message, finish, usage, str(answer.get("responseId", "gemini")))
+        choices = []
+        # Several candidates when the caller asked for n > 1: one choice each.
+        for index, candidate in enumerate(answer.get("candidates") or [{}]):
+            text, thoughts, calls = _parts(candidate, 0)
+            message = assistant_message(text, [c for _, c in calls])
+            if thoughts:
+                message["reasoning_content"] = thoughts
+            finish = _finish(candidate.get("finishReason"), bool(calls)) or "stop"
+            choices.append({"index": index, "message": message, "finish_reason": finish})
+        result = completion(call, {}, None, usage, str(answer.get("responseId", "gemini")))
+        result["choices"] = choices
         return json.dumps(result).encode(), usage
 
     def stream_translator(self, call: Call) -> GeminiStream:
@@ -202,23 +209,8 @@ def to_gemini(call: Call) -> dict[str, Any]:
     request: dict[str, Any] = {"contents": turns.turns}
     if system:
         request["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
-    config: dict[str, Any] = {}
-    if isinstance(body.get("temperature"), int | float):
-        config["temperature"] = body["temperature"]
-    if isinstance(body.get("top_p"), int | float):
-        config["topP"] = body["top_p"]
-    if "max_tokens" in body or "max_completion_tokens" in body:
-        config["maxOutputTokens"] = max_output_tokens(body, 8192)
-    if stop := stop_list(body):
-        config["stopSequences"] = stop
-    response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") in (
-        "json_object",
-        "json_schema",
-    ):
-        config["responseMimeType"] = "application/json"
-    if config:
-        request["generationConfig"] = config
+    # The options, as the table says (see gemini_fields.py).
+    apply_fields(request, body, FIELDS)
     tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("function")]
     if tools:
         request["tools"] = [
@@ -319,13 +311,14 @@ def _schema(schema: Any) -> Any:
     return schema
 
 
-def _parts(candidate: dict[str, Any], first_index: int) -> tuple[str, list[tuple[int, Any]]]:
-    """Text (thoughts left out) and OpenAI tool calls of a candidate's parts."""
+def _parts(candidate: dict[str, Any], first_index: int) -> tuple[str, str, list[tuple[int, Any]]]:
+    """Text, thoughts (asked for by reasoning_effort) and OpenAI tool calls of a candidate."""
     text: list[str] = []
+    thoughts: list[str] = []
     calls: list[tuple[int, Any]] = []
     for part in (candidate.get("content") or {}).get("parts") or []:
-        if "text" in part and not part.get("thought"):
-            text.append(str(part["text"]))
+        if "text" in part:
+            (thoughts if part.get("thought") else text).append(str(part["text"]))
         elif isinstance(part.get("functionCall"), dict):
             index = first_index + len(calls)
             function_call = part["functionCall"]
@@ -342,7 +335,7 @@ def _parts(candidate: dict[str, Any], first_index: int) -> tuple[str, list[tuple
                     },
                 )
             )
-    return "".join(text), calls
+    return "".join(text), "".join(thoughts), calls
 
 
 def _finish(reason: Any, has_calls: bool) -> str | None:
@@ -395,8 +388,10 @@ class GeminiStream:
             self.id = str(payload.get("responseId", self.id))
             out.append(chunk(self.call, self.id, {"role": "assistant", "content": ""}))
         candidate = (payload.get("candidates") or [{}])[0]
-        text, calls = _parts(candidate, self._calls)
+        text, thoughts, calls = _parts(candidate, self._calls)
         self._calls += len(calls)
+        if thoughts:
+            out.append(chunk(self.call, self.id, {"reasoning_content": thoughts}))
         if text:
             out.append(chunk(self.call, self.id, {"content": text}))
         if calls:

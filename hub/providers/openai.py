@@ -16,6 +16,7 @@ from hub.providers.base import (
     json_request,
     upstream_headers,
 )
+from hub.providers.fields import FieldPolicy
 from hub.providers.pool import Credential, CredentialPool
 from hub.settings import ProviderSettings
 from middleware.call import Call, CallType, Usage
@@ -61,6 +62,9 @@ class OpenAIProvider:
             lambda key: {stream: self._headers(key, stream) for stream in (False, True)},
             provider=self.name,
         )
+        # The client's fields pass as sent (the fields that would cost more than the rate
+        # are refused in hub/priced_fields.py): nothing to refuse or drop here.
+        self.fields = FieldPolicy(self.name, None, settings.drop_unsupported)
 
     def _headers(self, key: str | None, stream: bool) -> httpx.Headers:
         accept = (b"accept", b"text/event-stream" if stream else b"application/json")
