@@ -115,9 +115,14 @@ class Proxy:
             if refused is not None:
                 param, why = refused
                 message = f"'{param}' is not allowed through this hub: {why}."
-                call.fail("unsupported_parameter", message)
-                await send_error(send, 400, "unsupported_parameter", message, param)
-                return None
+            elif (refusal := provider.fields.check(call)) is not None:
+                # A field this provider cannot carry: refused before anything goes upstream.
+                param, message = refusal.param, refusal.message
+            else:
+                continue
+            call.fail("unsupported_parameter", message)
+            await send_error(send, 400, "unsupported_parameter", message, param)
+            return None
         return providers
 
     async def _exchange(self, send: Send, call: Call, providers: list[Adapter]) -> None:
