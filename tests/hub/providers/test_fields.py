@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ import pytest
 import respx
 from sqlalchemy import select
 
+from hub.settings import ConfigError, load_settings
 from hub.store.schema import accounts
 from tests.conftest import USER, Hub, make_settings, start_hub
 from tests.hub.providers.test_anthropic import WEATHER_TOOL, chunks, events, message
@@ -178,40 +180,34 @@ async def test_reasoning_effort_becomes_a_thinking_budget_and_thinking_returns(
     assert (message_["content"], message_["reasoning_content"]) == ("4C", "Oslo is cold.")
 
 
-async def test_parallel_tool_calls_user_and_top_k_reach_anthropic(
+async def test_parallel_tool_calls_user_and_top_k_reach_anthropic_and_defaults_pass(
     hub: Hub, upstream: respx.MockRouter
 ) -> None:
     route = claude_answer(upstream, {"type": "text", "text": "ok"})
-    await hub.chat(
-        model=CLAUDE,
-        tools=[WEATHER_TOOL],
-        parallel_tool_calls=False,
-        user="user-42",
-        top_k=5,
-    )
-    body = sent(route)
-    assert body["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
-    assert body["metadata"] == {"user_id": "user-42"}
-    assert body["top_k"] == 5
-
-
-async def test_values_that_ask_for_nothing_pass_to_anthropic(
-    hub: Hub, upstream: respx.MockRouter
-) -> None:
-    route = claude_answer(upstream, {"type": "text", "text": "ok"})
+    # Values that ask for nothing beyond the default pass even for fields Anthropic lacks.
     idle = {
         "n": 1,
         "logprobs": False,
         "presence_penalty": 0,
         "frequency_penalty": 0.0,
         "logit_bias": {},
-        "parallel_tool_calls": True,
         "response_format": {"type": "text"},
         "seed": None,
     }
-    response = await hub.chat(model=CLAUDE, **idle)
+    response = await hub.chat(
+        model=CLAUDE,
+        tools=[WEATHER_TOOL],
+        parallel_tool_calls=False,
+        user="user-42",
+        top_k=5,
+        **idle,
+    )
     assert response.status_code == 200, response.text
-    assert not set(idle) & set(sent(route))
+    body = sent(route)
+    assert not set(idle) & set(body)
+    assert body["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+    assert body["metadata"] == {"user_id": "user-42"}
+    assert body["top_k"] == 5
 
 
 # Refused: 400 naming the field, nothing sent, nothing charged ---------------------------
@@ -330,3 +326,15 @@ async def test_drop_unsupported_drops_and_logs_field_names_only(
     finally:
         await hub.client.aclose()
         await hub.app.shutdown()
+
+
+def test_drop_unsupported_is_read_per_provider_and_must_be_true_or_false(tmp_path: Path) -> None:
+    config = tmp_path / "hub.toml"
+    table = '[providers.claude]\nkind = "anthropic"\nbase_url = "http://a.test"\n'
+    config.write_text(table + "drop_unsupported = true\n")
+    assert load_settings(config, env={}).providers["claude"].drop_unsupported is True
+    config.write_text(table)
+    assert load_settings(config, env={}).providers["claude"].drop_unsupported is False
+    config.write_text(table + 'drop_unsupported = "yes"\n')
+    with pytest.raises(ConfigError, match="providers.claude.drop_unsupported"):
+        load_settings(config, env={})
