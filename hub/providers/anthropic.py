@@ -22,7 +22,7 @@ from hub.providers.base import (
     tool_arguments,
     upstream_headers,
 )
-from hub.providers.fields import FieldPolicy, apply_fields
+from hub.providers.fields import FieldPolicy, apply_fields, data_url
 from hub.providers.pool import Credential, CredentialPool
 from hub.settings import ProviderSettings
 from hub.sse import event_data
@@ -189,6 +189,10 @@ def _user_blocks(content: Any) -> list[dict[str, Any]]:
         elif part.get("type") == "image_url":
             url = str((part.get("image_url") or {}).get("url", ""))
             blocks.append({"type": "image", "source": _image_source(url), **_cache_mark(part)})
+        elif (found := data_url(part.get("file"), "file_data")) is not None:
+            media_type, data = found
+            source = {"type": "base64", "media_type": media_type, "data": data}
+            blocks.append({"type": "document", "source": source, **_cache_mark(part)})
     return blocks
 
 

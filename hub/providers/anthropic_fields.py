@@ -15,7 +15,10 @@ from hub.providers.fields import (
     NO_REASONING,
     THINKING_BUDGETS,
     Rule,
+    anything,
     carried,
+    data_url,
+    messages_problem,
     refused,
     translated,
 )
@@ -117,9 +120,29 @@ def _effort(value: Any, body: dict[str, Any]) -> bool:
     return thinking_budget(value) is not None and not _forces_tool(body)
 
 
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+# Content parts of a user message: text, images (by URL or inline), and PDFs given inline
+# (as a document block); a file given by id lives at OpenAI, out of Anthropic's reach.
+USER_PARTS = {
+    "text": anything,
+    "image_url": anything,
+    "file": lambda file: (
+        (found := data_url(file, "file_data")) is not None and found[0] == "application/pdf"
+    ),
+}
+
+
+def _messages(value: Any) -> str | None:
+    return messages_problem(value, ROLES, USER_PARTS)
+
+
 FIELDS: dict[str, Rule] = {
     "model": translated("model (the name after the provider prefix)"),
-    "messages": translated("system + messages (alternating turns, tool_use/tool_result blocks)"),
+    "messages": translated(
+        "system + messages (alternating turns, tool_use/tool_result blocks; user parts: "
+        "text, image_url, inline PDF file as a document; other roles: text)",
+        inner=_messages,
+    ),
     "stream": carried("stream"),
     "stream_options": translated("usage is always reported; shown if include_usage"),
     "max_tokens": translated("max_tokens (4096 when absent)"),

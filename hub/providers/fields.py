@@ -90,6 +90,9 @@ class Rule:
     idle: tuple[Any, ...] = ()
     # For carried and translated fields, the values the provider cannot take.
     accepts: Accepts | None = None
+    # For a field with parts (messages): where inside it lies the first part the provider
+    # cannot take (`[2].content[0]`), so the refusal names that part; None: all can go.
+    inner: Callable[[Any], str | None] | None = None
 
     def is_idle(self, value: Any) -> bool:
         # Compared with the type too: `True == 1`, but `n: true` is not `n: 1`.
@@ -127,7 +130,53 @@ def unsupported(body: dict[str, Any], table: Table | None) -> list[str]:
             continue
         elif rule.how == "refused" or (rule.accepts is not None and not rule.accepts(value, body)):
             names.append(name)
+        elif rule.inner is not None and (where := rule.inner(value)) is not None:
+            names.append(name + where)
     return names
+
+
+def messages_problem(
+    messages: Any, roles: frozenset[str], parts: Mapping[str, Callable[[Any], bool]]
+) -> str | None:
+    """Where in OpenAI `messages` the first role or content part lies that a provider has no
+    place for (`[2].content[0].type`); None if every one can go. `parts` maps each content
+    part type the provider takes in a user message to a test of the part's own object (a
+    file given by id, say, cannot go where only inline data can); the other roles carry
+    text parts only."""
+    for i, message in enumerate(messages if isinstance(messages, list) else []):
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        if role not in roles:
+            return f"[{i}].role"
+        content = message.get("content")
+        allowed = parts if role == "user" else _TEXT_ONLY
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            if not isinstance(part, dict):
+                continue
+            kind = part.get("type")
+            fits = allowed.get(kind) if isinstance(kind, str) else None
+            if fits is None:
+                return f"[{i}].content[{j}].type"
+            if not fits(part.get(kind)):
+                return f"[{i}].content[{j}].{kind}"
+    return None
+
+
+def anything(value: Any) -> bool:
+    return True
+
+
+_TEXT_ONLY: dict[str, Callable[[Any], bool]] = {"text": anything}
+
+
+def data_url(value: Any, key: str) -> tuple[str, str] | None:
+    """(media type, base64 data) of a `data:` URL under `key` of a part object; else None."""
+    url = value.get(key) if isinstance(value, dict) else None
+    if isinstance(url, str) and url.startswith("data:") and ";base64," in url:
+        media_type, _, data = url[5:].partition(";base64,")
+        return media_type, data
+    return None
 
 
 def apply_fields(request: dict[str, Any], body: dict[str, Any], table: Table) -> None:
@@ -173,7 +222,7 @@ class FieldPolicy:
             )
             return None
         first = names[0]
-        rule = self.table.get(first) if self.table is not None else None
+        rule = self.table.get(first.split("[", 1)[0]) if self.table is not None else None
         why = rule.note if rule is not None and rule.how == "refused" else _why(rule)
         message = f"'{_shown(first)}' is not supported by provider '{self.provider}': {why}."
         if names[1:]:
@@ -184,6 +233,8 @@ class FieldPolicy:
 def _why(rule: Rule | None) -> str:
     if rule is None:
         return "the hub does not know how to carry this field to it"
+    if rule.inner is not None:
+        return f"this part has no place in what it receives ({rule.note})"
     return f"this value cannot be carried (the provider takes it as {rule.note})"
 
 

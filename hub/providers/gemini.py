@@ -24,7 +24,7 @@ from hub.providers.base import (
     tool_arguments,
     upstream_headers,
 )
-from hub.providers.fields import FieldPolicy, apply_fields
+from hub.providers.fields import FieldPolicy, apply_fields, data_url
 from hub.providers.gemini_fields import FIELDS
 from hub.providers.pool import Credential, CredentialPool
 from hub.settings import ProviderSettings
@@ -300,6 +300,12 @@ def _user_parts(content: Any) -> list[dict[str, Any]]:
                 parts.append({"inlineData": {"mimeType": mime, "data": data}})
             else:
                 parts.append({"fileData": {"fileUri": url}})
+        elif (found := data_url(part.get("file"), "file_data")) is not None:
+            parts.append({"inlineData": {"mimeType": found[0], "data": found[1]}})
+        elif part.get("type") == "input_audio" and isinstance(part.get("input_audio"), dict):
+            audio = part["input_audio"]
+            mime = f"audio/{audio.get('format') or 'wav'}"
+            parts.append({"inlineData": {"mimeType": mime, "data": audio.get("data", "")}})
     return parts
 
 

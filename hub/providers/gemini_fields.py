@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from hub.providers.base import max_output_tokens, stop_list
-from hub.providers.fields import THINKING_BUDGETS, Rule, refused, translated
+from hub.providers.fields import (
+    THINKING_BUDGETS,
+    Rule,
+    anything,
+    data_url,
+    messages_problem,
+    refused,
+    translated,
+)
 
 # Gemini's own default cap when the caller gives none but asks for max tokens in some form.
 DEFAULT_MAX_TOKENS = 8192
@@ -87,9 +95,27 @@ def _candidates(value: Any, body: dict[str, Any]) -> bool:
     return _whole(value, body) and value >= 1 and (value == 1 or body.get("stream") is not True)
 
 
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+# Content parts of a user message: text, images, inline files of any type, and audio.
+USER_PARTS = {
+    "text": anything,
+    "image_url": anything,
+    "file": lambda file: data_url(file, "file_data") is not None,
+    "input_audio": lambda audio: isinstance(audio, dict) and isinstance(audio.get("data"), str),
+}
+
+
+def _messages(value: Any) -> str | None:
+    return messages_problem(value, ROLES, USER_PARTS)
+
+
 FIELDS: dict[str, Rule] = {
     "model": translated("the model in the URL path (after the provider prefix)"),
-    "messages": translated("systemInstruction + contents (user/model turns, function parts)"),
+    "messages": translated(
+        "systemInstruction + contents (user/model turns, function parts; user parts: text, "
+        "image_url, inline file and input_audio as inlineData; other roles: text)",
+        inner=_messages,
+    ),
     "stream": translated("streamGenerateContent?alt=sse"),
     "stream_options": translated("usage is always reported; shown if include_usage"),
     "max_tokens": translated("generationConfig.maxOutputTokens", _max_tokens, accepts=_whole),

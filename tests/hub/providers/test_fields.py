@@ -212,6 +212,15 @@ async def test_parallel_tool_calls_user_and_top_k_reach_anthropic_and_defaults_p
 
 # Refused: 400 naming the field, nothing sent, nothing charged ---------------------------
 
+AUDIO = {"data": "UklGRg==", "format": "wav"}
+PDF = {"file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"}
+
+
+def said(part: dict[str, Any]) -> dict[str, Any]:
+    """A user message of some text and this content part."""
+    return {"messages": [{"role": "user", "content": [{"type": "text", "text": "See:"}, part]}]}
+
+
 REFUSED: list[tuple[str, dict[str, Any], str]] = [
     (CLAUDE, {"seed": 7}, "seed"),
     (CLAUDE, {"n": 2}, "n"),
@@ -230,6 +239,10 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     (GEMINI, {"logit_bias": {"1": 2}}, "logit_bias"),
     (GEMINI, {"n": 2, "stream": True}, "n"),
     (GEMINI, {"a_field_nobody_knows": 1}, "a_field_nobody_knows"),
+    (CLAUDE, said({"type": "input_audio", "input_audio": AUDIO}), "messages[0].content[1].type"),
+    (CLAUDE, said({"type": "file", "file": {"file_id": "file-1"}}), "messages[0].content[1].file"),
+    (GEMINI, said({"type": "file", "file": {"file_id": "file-1"}}), "messages[0].content[1].file"),
+    (GEMINI, {"messages": [{"role": "function", "name": "f", "content": "1"}]}, "messages[0].role"),
 ]
 
 
@@ -298,6 +311,21 @@ async def test_sampling_fields_and_n_reach_gemini(hub: Hub, upstream: respx.Mock
     }
     choices = response.json()["choices"]
     assert [(c["index"], c["message"]["content"]) for c in choices] == [(0, "one"), (1, "two")]
+
+
+async def test_inline_pdfs_and_audio_reach_the_providers_that_take_them(
+    hub: Hub, upstream: respx.MockRouter
+) -> None:
+    claude = claude_answer(upstream, {"type": "text", "text": "ok"})
+    gemini = gemini_answer(upstream)
+    first = await hub.chat(model=CLAUDE, **said({"type": "file", "file": PDF}))
+    second = await hub.chat(model=GEMINI, **said({"type": "input_audio", "input_audio": AUDIO}))
+    assert (first.status_code, second.status_code) == (200, 200)
+    document = sent(claude)["messages"][0]["content"][1]
+    source = {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}
+    assert document == {"type": "document", "source": source}
+    audio = sent(gemini)["contents"][0]["parts"][1]
+    assert audio == {"inlineData": {"mimeType": "audio/wav", "data": "UklGRg=="}}
 
 
 # The operator's escape hatch -----------------------------------------------------------
