@@ -33,6 +33,7 @@ SCHEMA = {
     "required": ["city", "temp"],
     "additionalProperties": False,
 }
+TEXT_4C = {"type": "text_delta", "text": "4C"}
 JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "weather", "schema": SCHEMA}}
 
 
@@ -178,6 +179,47 @@ async def test_reasoning_effort_becomes_a_thinking_budget_and_thinking_returns(
     assert body["max_tokens"] == 500 + 8192  # the answer keeps the room the caller gave it
     message_ = response.json()["choices"][0]["message"]
     assert (message_["content"], message_["reasoning_content"]) == ("4C", "Oslo is cold.")
+
+
+async def test_streamed_thinking_arrives_as_reasoning_content_deltas(
+    hub: Hub, upstream: respx.MockRouter
+) -> None:
+    started = {"id": "msg_t", "usage": {"input_tokens": 10, "output_tokens": 1}}
+    thinking = {"type": "thinking_delta", "thinking": "Oslo is cold."}
+    stream = events(
+        ("message_start", {"type": "message_start", "message": started}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": thinking}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1, "delta": TEXT_4C}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}}),
+    )
+    claude = upstream.post(MESSAGES_URL).respond(
+        content=stream, headers={"content-type": "text/event-stream"}
+    )
+    gemini_stream = (
+        b"data: "
+        + json.dumps(
+            {
+                "candidates": [
+                    {
+                        "content": {
+                            "parts": [{"text": "Cold there.", "thought": True}, {"text": "4C"}]
+                        }
+                    }
+                ]
+            }
+        ).encode()
+        + b"\n\n"
+    )
+    upstream.post(GEMINI_URL.replace("generateContent", "streamGenerateContent")).respond(
+        content=gemini_stream, headers={"content-type": "text/event-stream"}
+    )
+
+    for model, thought in ((CLAUDE, "Oslo is cold."), (GEMINI, "Cold there.")):
+        response = await hub.chat(model=model, stream=True, reasoning_effort="low")
+        deltas = [c["choices"][0]["delta"] for c in chunks(response.text) if c["choices"]]
+        assert "".join(d.get("reasoning_content") or "" for d in deltas) == thought
+        assert "".join(d.get("content") or "" for d in deltas) == "4C"
+    assert sent(claude)["thinking"]["budget_tokens"] == 4096
 
 
 async def test_parallel_tool_calls_user_and_top_k_reach_anthropic_and_defaults_pass(
