@@ -200,15 +200,17 @@ class Refusal:
 class FieldPolicy:
     """One provider's decision on a call's fields: refuse them, or drop them and say so."""
 
-    def __init__(self, provider: str, table: Table | None, drop: bool) -> None:
+    def __init__(self, provider: str, kind: str, table: Table | None, drop: bool) -> None:
         self.provider = provider
+        self.kind = kind
         self.table = table
         self.drop = drop
 
     def check(self, call: Call) -> Refusal | None:
         """The refusal for a chat call this provider cannot honour in full; None if it can
         (or the operator lets such fields drop: then they are logged, by name only)."""
-        if call.call_type != "chatCompletion":
+        if call.call_type != "chatCompletion" or call.dialect == self.kind:
+            # A client speaking the provider's own protocol is passed through as sent.
             return None
         names = unsupported(call.body, self.table)
         if not names:

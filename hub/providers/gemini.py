@@ -71,7 +71,7 @@ class GeminiProvider:
         self.pool = CredentialPool(
             settings.api_keys, settings.key_weights(), self._headers, provider=self.name
         )
-        self.fields = FieldPolicy(self.name, FIELDS, settings.drop_unsupported)
+        self.fields = FieldPolicy(self.name, self.kind, FIELDS, settings.drop_unsupported)
 
     def _headers(self, key: str | None) -> httpx.Headers:
         auth = [(b"x-goog-api-key", key.encode())] if key is not None else []

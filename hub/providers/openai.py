@@ -64,7 +64,7 @@ class OpenAIProvider:
         )
         # The client's fields pass as sent (the fields that would cost more than the rate
         # are refused in hub/priced_fields.py): nothing to refuse or drop here.
-        self.fields = FieldPolicy(self.name, None, settings.drop_unsupported)
+        self.fields = FieldPolicy(self.name, self.kind, None, settings.drop_unsupported)
 
     def _headers(self, key: str | None, stream: bool) -> httpx.Headers:
         accept = (b"accept", b"text/event-stream" if stream else b"application/json")
