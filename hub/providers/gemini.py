@@ -366,7 +366,8 @@ def usage_of(raw: Any) -> Usage:
 
 
 class GeminiStream:
-    """streamGenerateContent (alt=sse) events to OpenAI chunks; usage is cumulative."""
+    """streamGenerateContent (alt=sse) events to OpenAI chunks; usage is cumulative. With
+    n > 1 (candidateCount) each candidate is a choice of its own, by its index."""
 
     def __init__(self, call: Call) -> None:
         self.call = call
@@ -374,7 +375,10 @@ class GeminiStream:
         self.finished = False
         self.id = "gemini"
         self._started = False
-        self._calls = 0
+        n = call.body.get("n")
+        self._choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+        self._calls: dict[int, int] = {}  # tool calls so far, per choice
+        self._done: set[int] = set()
 
     def feed(self, event: bytes) -> list[dict[str, Any]]:
         data = event_data(event)
@@ -392,19 +396,34 @@ class GeminiStream:
         if not self._started:
             self._started = True
             self.id = str(payload.get("responseId", self.id))
-            out.append(chunk(self.call, self.id, {"role": "assistant", "content": ""}))
-        candidate = (payload.get("candidates") or [{}])[0]
-        text, thoughts, calls = _parts(candidate, self._calls)
-        self._calls += len(calls)
-        if thoughts:
-            out.append(chunk(self.call, self.id, {"reasoning_content": thoughts}))
-        if text:
-            out.append(chunk(self.call, self.id, {"content": text}))
-        if calls:
-            deltas = [{"index": index, **tool_call} for index, tool_call in calls]
-            out.append(chunk(self.call, self.id, {"tool_calls": deltas}))
-        finish = _finish(candidate.get("finishReason"), self._calls > 0)
-        if finish:
-            self.finished = True
-            out.append(chunk(self.call, self.id, {}, finish))
+            for index in range(self._choices):
+                out.append(self._chunk(index, {"role": "assistant", "content": ""}))
+        for position, candidate in enumerate(payload.get("candidates") or [{}]):
+            index = candidate.get("index", position)
+            out += self._candidate(index if isinstance(index, int) else position, candidate)
         return out
+
+    def _candidate(self, index: int, candidate: dict[str, Any]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        text, thoughts, calls = _parts(candidate, self._calls.get(index, 0))
+        self._calls[index] = self._calls.get(index, 0) + len(calls)
+        if thoughts:
+            out.append(self._chunk(index, {"reasoning_content": thoughts}))
+        if text:
+            out.append(self._chunk(index, {"content": text}))
+        if calls:
+            deltas = [{"index": at, **tool_call} for at, tool_call in calls]
+            out.append(self._chunk(index, {"tool_calls": deltas}))
+        finish = _finish(candidate.get("finishReason"), self._calls[index] > 0)
+        if finish:
+            self._done.add(index)
+            self.finished = len(self._done) >= self._choices
+            out.append(self._chunk(index, {}, finish))
+        return out
+
+    def _chunk(
+        self, index: int, delta: dict[str, Any], finish: str | None = None
+    ) -> dict[str, Any]:
+        item = chunk(self.call, self.id, delta, finish)
+        item["choices"][0]["index"] = index
+        return item

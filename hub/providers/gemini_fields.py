@@ -91,8 +91,7 @@ def _thinking(request: dict[str, Any], value: Any, body: dict[str, Any]) -> None
 
 
 def _candidates(value: Any, body: dict[str, Any]) -> bool:
-    # Several answers are rendered as choices for a whole answer; a stream shows one.
-    return _whole(value, body) and value >= 1 and (value == 1 or body.get("stream") is not True)
+    return _whole(value, body) and value >= 1
 
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -151,7 +150,7 @@ FIELDS: dict[str, Rule] = {
         "generationConfig.frequencyPenalty", _set("frequencyPenalty"), accepts=_number
     ),
     "n": translated(
-        "generationConfig.candidateCount, one choice each (not when streaming)",
+        "generationConfig.candidateCount, one choice each",
         _set("candidateCount"),
         idle=(1,),
         accepts=_candidates,

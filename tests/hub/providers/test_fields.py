@@ -279,7 +279,7 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     (GEMINI, {"parallel_tool_calls": False}, "parallel_tool_calls"),
     (GEMINI, {"logprobs": True}, "logprobs"),
     (GEMINI, {"logit_bias": {"1": 2}}, "logit_bias"),
-    (GEMINI, {"n": 2, "stream": True}, "n"),
+    (GEMINI, {"n": 0}, "n"),
     (GEMINI, {"a_field_nobody_knows": 1}, "a_field_nobody_knows"),
     (CLAUDE, said({"type": "input_audio", "input_audio": AUDIO}), "messages[0].content[1].type"),
     (CLAUDE, said({"type": "file", "file": {"file_id": "file-1"}}), "messages[0].content[1].file"),
@@ -368,6 +368,36 @@ async def test_inline_pdfs_and_audio_reach_the_providers_that_take_them(
     assert document == {"type": "document", "source": source}
     audio = sent(gemini)["contents"][0]["parts"][1]
     assert audio == {"inlineData": {"mimeType": "audio/wav", "data": "UklGRg=="}}
+
+
+async def test_a_gemini_stream_with_n_2_gives_two_choices(
+    hub: Hub, upstream: respx.MockRouter
+) -> None:
+    def candidate(index: int, text: str, finish: str | None = None) -> dict[str, Any]:
+        found = {"index": index, "content": {"role": "model", "parts": [{"text": text}]}}
+        return {**found, "finishReason": finish} if finish else found
+
+    frames = [
+        [candidate(0, "Hel"), candidate(1, "Bon")],
+        [candidate(0, "lo", "STOP"), candidate(1, "jour", "STOP")],
+    ]
+    stream = b"".join(b"data: " + json.dumps({"candidates": f}).encode() + b"\n\n" for f in frames)
+    route = upstream.post(GEMINI_URL.replace("generateContent", "streamGenerateContent")).respond(
+        content=stream, headers={"content-type": "text/event-stream"}
+    )
+
+    response = await hub.chat(model=GEMINI, stream=True, n=2)
+
+    assert sent(route)["generationConfig"]["candidateCount"] == 2
+    texts = {0: "", 1: ""}
+    finishes = {}
+    for item in chunks(response.text):
+        for choice in item["choices"]:
+            texts[choice["index"]] += choice["delta"].get("content") or ""
+            if choice["finish_reason"]:
+                finishes[choice["index"]] = choice["finish_reason"]
+    assert texts == {0: "Hello", 1: "Bonjour"}
+    assert finishes == {0: "stop", 1: "stop"}
 
 
 # The operator's escape hatch -----------------------------------------------------------
