@@ -58,6 +58,10 @@ def _number(value: Any, body: dict[str, Any]) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _positive(value: Any, body: dict[str, Any]) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def _set(key: str) -> Any:
     def apply(request: dict[str, Any], value: Any, body: dict[str, Any]) -> None:
         request[key] = value
@@ -145,12 +149,14 @@ FIELDS: dict[str, Rule] = {
     ),
     "stream": carried("stream"),
     "stream_options": translated("usage is always reported; shown if include_usage"),
-    "max_tokens": translated("max_tokens (4096 when absent)"),
-    "max_completion_tokens": translated("max_tokens"),
+    "max_tokens": translated("max_tokens (4096 when absent)", accepts=_positive),
+    "max_completion_tokens": translated("max_tokens", accepts=_positive),
     "temperature": carried("temperature", _set("temperature"), accepts=_number),
     "top_p": carried("top_p", _set("top_p"), accepts=_number),
     "top_k": carried("top_k", _set("top_k"), accepts=_number),
-    "stop": translated("stop_sequences", _stop, accepts=lambda v, b: stop_list(b) is not None),
+    "stop": translated(
+        "stop_sequences", _stop, idle=([],), accepts=lambda v, b: stop_list(b) is not None
+    ),
     "tools": translated("tools (input_schema)"),
     "tool_choice": translated("tool_choice (auto/any/none/tool)"),
     "parallel_tool_calls": translated(

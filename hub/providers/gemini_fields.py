@@ -44,6 +44,10 @@ def _whole(value: Any, body: dict[str, Any]) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _positive(value: Any, body: dict[str, Any]) -> bool:
+    return _whole(value, body) and value > 0
+
+
 def _max_tokens(request: dict[str, Any], value: Any, body: dict[str, Any]) -> None:
     _config(request)["maxOutputTokens"] = max_output_tokens(body, DEFAULT_MAX_TOKENS)
 
@@ -117,15 +121,18 @@ FIELDS: dict[str, Rule] = {
     ),
     "stream": translated("streamGenerateContent?alt=sse"),
     "stream_options": translated("usage is always reported; shown if include_usage"),
-    "max_tokens": translated("generationConfig.maxOutputTokens", _max_tokens, accepts=_whole),
+    "max_tokens": translated("generationConfig.maxOutputTokens", _max_tokens, accepts=_positive),
     "max_completion_tokens": translated(
-        "generationConfig.maxOutputTokens", _max_tokens, accepts=_whole
+        "generationConfig.maxOutputTokens", _max_tokens, accepts=_positive
     ),
     "temperature": translated("generationConfig.temperature", _set("temperature"), accepts=_number),
     "top_p": translated("generationConfig.topP", _set("topP"), accepts=_number),
     "top_k": translated("generationConfig.topK", _set("topK"), accepts=_number),
     "stop": translated(
-        "generationConfig.stopSequences", _stop, accepts=lambda v, b: stop_list(b) is not None
+        "generationConfig.stopSequences",
+        _stop,
+        idle=([],),
+        accepts=lambda v, b: stop_list(b) is not None,
     ),
     "tools": translated("tools.functionDeclarations (schema keywords Gemini rejects removed)"),
     "tool_choice": translated("toolConfig.functionCallingConfig (AUTO/ANY/NONE, allowed names)"),

@@ -274,6 +274,8 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     (CLAUDE, {"reasoning_effort": "extreme"}, "reasoning_effort"),
     (CLAUDE, {"response_format": {"type": "json_schema"}}, "response_format"),
     (CLAUDE, {"prompt_cache_key": "k"}, "prompt_cache_key"),
+    (CLAUDE, {"max_tokens": 0}, "max_tokens"),
+    (GEMINI, {"max_completion_tokens": "lots"}, "max_completion_tokens"),
     (CLAUDE, {"a_field_nobody_knows": 1}, "a_field_nobody_knows"),
     (GEMINI, {"user": "user-42"}, "user"),
     (GEMINI, {"parallel_tool_calls": False}, "parallel_tool_calls"),
