@@ -189,7 +189,7 @@ def _user_blocks(content: Any) -> list[dict[str, Any]]:
         elif part.get("type") == "image_url":
             url = str((part.get("image_url") or {}).get("url", ""))
             blocks.append({"type": "image", "source": _image_source(url), **_cache_mark(part)})
-        elif (found := data_url(part.get("file"), "file_data")) is not None:
+        elif part.get("type") == "file" and (found := data_url(part.get("file"), "file_data")):
             media_type, data = found
             source = {"type": "base64", "media_type": media_type, "data": data}
             blocks.append({"type": "document", "source": source, **_cache_mark(part)})

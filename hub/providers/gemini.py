@@ -300,7 +300,7 @@ def _user_parts(content: Any) -> list[dict[str, Any]]:
                 parts.append({"inlineData": {"mimeType": mime, "data": data}})
             else:
                 parts.append({"fileData": {"fileUri": url}})
-        elif (found := data_url(part.get("file"), "file_data")) is not None:
+        elif part.get("type") == "file" and (found := data_url(part.get("file"), "file_data")):
             parts.append({"inlineData": {"mimeType": found[0], "data": found[1]}})
         elif part.get("type") == "input_audio" and isinstance(part.get("input_audio"), dict):
             audio = part["input_audio"]
