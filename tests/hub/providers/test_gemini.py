@@ -9,7 +9,9 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from sqlalchemy import select
 
+from hub.store.schema import accounts
 from tests.conftest import PROVIDER_KEY, Hub, make_settings, start_hub
 from tests.hub.providers.test_anthropic import WEATHER_TOOL, chunks
 
@@ -267,6 +269,12 @@ async def test_token_arrays_cannot_be_embedded_by_gemini(hub: Hub) -> None:
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_request"
+    # A request that cannot be translated ends before going upstream: failed, free, and
+    # its credit hold released.
+    [call] = await hub.calls()
+    assert (call["status"], call["credits"]) == ("failed", 0)
+    rows = await hub.store.read(select(accounts.c.held))
+    assert sum(int(row["held"]) for row in rows) == 0
 
 
 async def test_images_go_to_imagen_predict_and_are_billed_per_image(
