@@ -25,6 +25,16 @@ def _words(value: Any) -> int:
     return 0
 
 
+def _answers_tool(payload: dict[str, Any]) -> bool:
+    """Whether the last message hands back a tool's result: then the fake answers in words
+    (an agent such as Codex would otherwise call the tool for ever)."""
+    messages = payload.get("messages") or [{}]
+    content = messages[-1].get("content")
+    return isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+    )
+
+
 async def _start(send: Send, status: int, content_type: bytes) -> None:
     await send(
         {
@@ -44,7 +54,7 @@ async def anthropic(payload: dict[str, Any], send: Send) -> None:
     prompt = _words(payload.get("messages")) + _words(payload.get("system"))
     tools = payload.get("tools") or []
     words = REPLY.split()
-    if tools:
+    if tools and not _answers_tool(payload):
         block: dict[str, Any] = {
             "type": "tool_use",
             "id": "toolu_fake",
@@ -82,7 +92,7 @@ async def anthropic(payload: dict[str, Any], send: Send) -> None:
             }
         },
     )
-    if tools:
+    if stop == "tool_use":
         await event("content_block_start", {"index": 0, "content_block": {**block, "input": {}}})
         for part in ('{"city":', ' "Paris"}'):
             await event(

@@ -2,7 +2,8 @@
 
 It speaks the OpenAI API, and also Anthropic Messages (POST /v1/messages) and Gemini
 (POST /v1beta/models/{model}:generateContent / :streamGenerateContent, and Imagen's
-:predict), see fake_protocols.py.
+:predict), see fake_protocols.py, and the Responses API (POST /v1/responses), see
+fake_responses.py.
 
     python examples/fake_provider.py --port 8100 [--keep-alive 5]
 
@@ -29,9 +30,10 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 try:
-    from examples import fake_protocols
+    from examples import fake_protocols, fake_responses
 except ImportError:  # run as a script: examples/ itself is on the path
     import fake_protocols  # type: ignore[no-redef]
+    import fake_responses  # type: ignore[no-redef]
 
 REPLY = "Hello! I am a fake model, answering from 127.0.0.1 with predictable usage."
 # The content of one `big-` chunk: large enough that 50 MiB is a few thousand events.
@@ -97,6 +99,8 @@ class FakeProvider:
                 status,
                 {"error": {"message": f"fake error {status}", "type": "fake", "code": None}},
             )
+        elif scope["path"].endswith("/responses"):
+            await fake_responses.responses(payload, send)
         elif scope["path"].endswith("/messages"):
             await fake_protocols.anthropic(payload, send)
         elif ":generateContent" in scope["path"] or ":streamGenerateContent" in scope["path"]:
