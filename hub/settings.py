@@ -59,6 +59,15 @@ class ProviderSettings:
     # Request fields this provider cannot take: dropped (and logged by name) when True,
     # refused with 400 `unsupported_parameter` when False.
     drop_unsupported: bool = False
+    # Whether an OpenAI-kind provider serves the Responses API (POST /responses), so
+    # Responses clients pass through to it; None: only OpenAI's own address does (DeepSeek,
+    # Groq, Ollama... serve chat completions only, and get Responses calls translated).
+    responses_api: bool | None = None
+
+    def serves_responses(self) -> bool:
+        if self.responses_api is not None:
+            return self.kind == "openai" and self.responses_api
+        return self.kind == "openai" and self.base_url.startswith("https://api.openai.com/")
 
     def key_weights(self) -> tuple[int, ...]:
         return self.weights or (DEFAULT_WEIGHT,) * len(self.api_keys)
@@ -438,11 +447,8 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
         key = f"providers.{name}"
         if not isinstance(entry, dict):
             raise ConfigError(key, "must be a table")
-        _no_unknown(
-            entry,
-            {"kind", "base_url", "api_keys", "api_key", "models", "drop_unsupported"},
-            key + ".",
-        )
+        known = {"kind", "base_url", "api_keys", "api_key", "models", "drop_unsupported"}
+        _no_unknown(entry, known | {"responses_api"}, key + ".")
         if "/" in name or not name:
             raise ConfigError(key, "a provider name may not be empty or contain '/'")
         preset_kind, preset_url = PRESETS.get(name, ("openai", ""))
@@ -473,6 +479,9 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
         drop = entry.get("drop_unsupported", False)
         if not isinstance(drop, bool):
             raise ConfigError(key + ".drop_unsupported", f"must be true or false, not {drop!r}")
+        responses_api = entry.get("responses_api")
+        if responses_api is not None and not isinstance(responses_api, bool):
+            raise ConfigError(key + ".responses_api", "must be true or false")
         providers[name] = ProviderSettings(
             name=name,
             kind=kind,
@@ -481,6 +490,7 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
             models=tuple(models),
             weights=tuple(weights),
             drop_unsupported=drop,
+            responses_api=responses_api,
         )
     # Presets switch themselves on when their key is in the environment.
     for name, (kind, base_url) in PRESETS.items():

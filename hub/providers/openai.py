@@ -54,8 +54,11 @@ class OpenAIProvider:
         self.base_url = settings.base_url
         self.models = settings.models
         self.timeout = timeout
+        # Responses API clients pass through to this provider (else translated to chat).
+        self.serves_responses = settings.serves_responses()
         # Parsed once: URL parsing is a visible share of a proxied request's CPU.
         self._urls = {kind: httpx.URL(self.base_url + path) for kind, path in _PATHS.items()}
+        self._responses_url = httpx.URL(self.base_url + "/responses")
         self.pool = CredentialPool(
             settings.api_keys,
             settings.key_weights(),
@@ -77,6 +80,8 @@ class OpenAIProvider:
     def build_request(self, call: Call, credential: Credential) -> httpx.Request:
         headers = credential.headers[call.stream]
         url = self._urls[call.call_type]
+        if call.dialect == "responses" and self.serves_responses:
+            return bytes_request(self._responses_url, headers, _responses_body(call), self.timeout)
         if call.dialect == "openai":
             # Same protocol both ways: send the client's own bytes with only the model
             # renamed, rather than encode the parsed body again.
@@ -136,12 +141,23 @@ def _patched(call: Call) -> bytes | None:
     if raw[at : at + len(asked)] != asked:
         return None
     patched = raw[:at] + json.dumps(call.upstream_model).encode() + raw[at + len(asked) :]
-    if call.call_type == "chatCompletion" and call.stream:
+    if call.dialect == "openai" and call.call_type == "chatCompletion" and call.stream:
         opening = patched.find(b"{")
         if opening < 0:
             return None
         patched = patched[:opening] + _STREAM_USAGE + patched[opening + 1 :]
     return patched
+
+
+def _responses_body(call: Call) -> bytes:
+    """A Responses API client's own body for a provider that serves the API, the model
+    renamed (its streams report usage in response.completed without being asked)."""
+    patched = _patched(call)
+    if patched is not None:
+        return patched
+    body = json.loads(call.raw_body)
+    body["model"] = call.upstream_model
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def usage_from(payload: Any, call_type: CallType) -> Usage | None:

@@ -11,6 +11,8 @@ import pytest
 
 from hub.dialects.responses import RESPONSES, PassThrough
 from hub.dialects.responses_render import ResponsesStream
+from hub.providers.openai import OpenAIProvider
+from hub.settings import ProviderSettings
 from hub.sse import EventSplitter, json_data
 from middleware.call import Call, Identity, Usage
 from middleware.errors import HubError
@@ -367,3 +369,38 @@ def test_a_native_answer_reports_its_usage() -> None:
     body = json.dumps({"object": "response", "usage": {"input_tokens": 3, "output_tokens": 2}})
     sent, usage = RESPONSES.native_answer(_call(), body.encode())
     assert sent == body.encode() and usage == Usage(input_tokens=3, output_tokens=2)
+
+
+def _provider(base_url: str, responses_api: bool | None = None) -> OpenAIProvider:
+    settings = ProviderSettings("p", "openai", base_url, ("sk-up",), responses_api=responses_api)
+    return OpenAIProvider(settings, {"connect": 1.0, "read": 1.0, "write": 1.0, "pool": 1.0})
+
+
+def _upstream(provider: OpenAIProvider, raw: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    call = _call(RESPONSES.normalize(raw, "chatCompletion"), raw)
+    call.upstream_model = "gpt-4o-mini"
+    credential = provider.pool.pick([])
+    assert credential is not None
+    request = provider.build_request(call, credential)
+    return str(request.url), json.loads(b"".join(request.stream))  # type: ignore[arg-type]
+
+
+def test_openai_gets_the_clients_own_responses_body_with_the_model_renamed() -> None:
+    raw = {"model": "fake/gpt-4o-mini", "input": "hi", "store": False, "include": ["x"]}
+    url, sent = _upstream(_provider("https://api.openai.com/v1"), raw)
+    assert url == "https://api.openai.com/v1/responses"
+    assert sent == {**raw, "model": "gpt-4o-mini"}
+    # A fake (or any base URL) is told by configuration that it serves the API.
+    url, _ = _upstream(_provider("http://127.0.0.1:9/v1", responses_api=True), raw)
+    assert url == "http://127.0.0.1:9/v1/responses"
+
+
+def test_chat_only_openai_compatible_providers_get_a_chat_completions_request() -> None:
+    raw = {"model": "fake/gpt-4o-mini", "instructions": "Be brief.", "input": "hi"}
+    url, sent = _upstream(_provider("https://api.deepseek.com/v1"), raw)
+    assert url == "https://api.deepseek.com/v1/chat/completions"
+    assert sent["model"] == "gpt-4o-mini" and "input" not in sent
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi"},
+    ]
