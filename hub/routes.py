@@ -16,6 +16,7 @@ from hub.catalog import listed_models
 from hub.dialects import aigne, aigne_models
 from hub.dialects.aigne import AIGNE
 from hub.dialects.openai_chat import OPENAI_CHAT
+from hub.dialects.responses import RESPONSES
 from hub.json_route import JsonRoute, JsonRouter
 from hub.metrics import Metrics
 from hub.page_headers import SecurityHeaders
@@ -41,6 +42,8 @@ MODEL_ROUTES: dict[str, Route] = {
     "/api/v2/chat": Route("chatCompletion", AIGNE),
     "/api/v2/image": Route("imageGeneration", AIGNE),
     "/v1/chat/completions": _openai("chatCompletion"),
+    # The Responses API (the openai SDKs' client.responses, Codex).
+    "/v1/responses": Route("chatCompletion", RESPONSES),
     "/api/v2/chat/completions": _openai("chatCompletion"),
     "/v1/embeddings": _openai("embedding"),
     "/api/v2/embeddings": _openai("embedding"),

@@ -132,3 +132,14 @@ class ClientFormat(Protocol):
         """Pass-through of a stream from a `native_kind` provider: events go out as they
         came, tapped (see Relay). `scrub` removes provider keys from error messages."""
         ...
+
+
+def speaks_natively(fmt: ClientFormat, provider: Any) -> bool:
+    """Whether `provider` (a hub.providers Adapter) speaks the client's format, so bytes
+    pass through: its kind is the format's native kind, and, for an adapter that lists the
+    formats it serves (`native_formats`), the format is among them. Not every OpenAI-kind
+    server serves the Responses API (DeepSeek, Groq and Ollama serve chat only)."""
+    if fmt.native_kind != provider.kind:
+        return False
+    served = getattr(provider, "native_formats", None)
+    return served is None or fmt.name in served

@@ -56,6 +56,10 @@ class OpenAIProvider:
         self.timeout = timeout
         # Responses API clients pass through to this provider (else translated to chat).
         self.serves_responses = settings.serves_responses()
+        # The client formats whose bytes pass through to this provider untouched.
+        self.native_formats = frozenset(
+            {"openai", "responses"} if self.serves_responses else {"openai"}
+        )
         # Parsed once: URL parsing is a visible share of a proxied request's CPU.
         self._urls = {kind: httpx.URL(self.base_url + path) for kind, path in _PATHS.items()}
         self._responses_url = httpx.URL(self.base_url + "/responses")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import httpx
 from starlette.types import Send
 
-from hub.dialects.base import ClientFormat, Relay
+from hub.dialects.base import ClientFormat, Relay, speaks_natively
 from hub.providers.base import Adapter
 from hub.proxy.connect import failure_of
 from hub.proxy.relay import Converted, OpenAISource, TranslatedSource, ensure_usage
@@ -30,7 +30,7 @@ def relay_for(
     """Pass-through when the provider speaks the client's format; else normalized chunks
     (read as they are from an OpenAI-compatible provider, or by its adapter's translator)
     rendered by the client's format."""
-    if fmt.native_kind == provider.kind:
+    if speaks_natively(fmt, provider):
         return fmt.native_stream(call, scrub)
     source = (
         OpenAISource(call)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 from starlette.types import Send
 
-from hub.dialects.base import ClientFormat
+from hub.dialects.base import ClientFormat, speaks_natively
 from hub.estimate import answer_usage
 from hub.providers.base import Adapter
 from hub.proxy.connect import failure_of
@@ -87,7 +87,7 @@ async def _rendered(
     call: Call, body: bytes, provider: Adapter, fmt: ClientFormat, pricer: Pricer
 ) -> bytes:
     """The answer in the client's format, with `call.usage` set from it."""
-    native = fmt.native_kind == provider.kind
+    native = speaks_natively(fmt, provider)
     if native:
         body, usage = fmt.native_answer(call, body)
     else:

@@ -42,9 +42,7 @@ WEATHER = {
 
 def hub_settings(db_url: str, upstream_url: str) -> Settings:
     """The three providers, all on the one fake."""
-    fake = ProviderSettings(
-        "fake", "openai", upstream_url + "/v1", ("sk-up",), responses_api=True
-    )
+    fake = ProviderSettings("fake", "openai", upstream_url + "/v1", ("sk-up",), responses_api=True)
     chat = ProviderSettings("chat", "openai", upstream_url + "/v1", ("sk-up",))
     return make_settings(
         db_url,
@@ -70,7 +68,10 @@ def upstream_tokens(request: dict[str, Any]) -> int:
 @pytest.fixture
 async def live(db_url: str) -> AsyncIterator[Live]:
     async with live_hub(
-        db_url, MODELS, rates=(INPUT_RATE, OUTPUT_RATE), settings_for=lambda url: hub_settings(db_url, url)
+        db_url,
+        MODELS,
+        rates=(INPUT_RATE, OUTPUT_RATE),
+        settings_for=lambda url: hub_settings(db_url, url),
     ) as started:
         yield started
 
@@ -80,9 +81,10 @@ async def check_charges(live: Live, expected: list[tuple[int, int]]) -> None:
     calls = await live.wait_for_calls(len(expected))
     assert all(c["status"] == "success" for c in calls), calls
     recorded = sorted((c["input_tokens"], c["output_tokens"], c["credits"]) for c in calls)
-    assert recorded == sorted(
-        (i, o, i * INPUT_RATE + o * OUTPUT_RATE) for i, o in expected
-    ), (recorded, expected)
+    assert recorded == sorted((i, o, i * INPUT_RATE + o * OUTPUT_RATE) for i, o in expected), (
+        recorded,
+        expected,
+    )
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -90,7 +92,9 @@ async def test_a_tool_call_and_its_output_whole(live: Live, model: str) -> None:
     client = AsyncOpenAI(base_url=live.hub_url + "/v1", api_key=live.key, max_retries=0)
     question = [{"role": "user", "content": "What is the weather in Paris?"}]
     first = await client.responses.create(model=model, input=question, tools=[WEATHER])  # type: ignore[arg-type, list-item]
-    expected = [(upstream_tokens(live.fake.requests[-1]), first.usage.output_tokens if first.usage else -1)]
+    expected = [
+        (upstream_tokens(live.fake.requests[-1]), first.usage.output_tokens if first.usage else -1)
+    ]
     calls = [item for item in first.output if item.type == "function_call"]
     if model == CHAT_ONLY:
         # The fake's chat side never calls tools: a call is made up to send its output back.
@@ -101,10 +105,17 @@ async def test_a_tool_call_and_its_output_whole(live: Live, model: str) -> None:
         call_id, arguments = calls[0].call_id, calls[0].arguments
         assert first.usage is not None and first.usage.output_tokens == 5
     assert first.id.startswith("resp_") and first.status == "completed"
+    # Passed through: the provider's own answer, its id included; else rendered by the hub.
+    assert (first.id == "resp_fake") == (model == PASS_THROUGH)
 
     history: list[Any] = [
         *question,
-        {"type": "function_call", "call_id": call_id, "name": "get_weather", "arguments": arguments},
+        {
+            "type": "function_call",
+            "call_id": call_id,
+            "name": "get_weather",
+            "arguments": arguments,
+        },
         {"type": "function_call_output", "call_id": call_id, "output": "Sunny, 21 C"},
     ]
     second = await client.responses.create(model=model, input=history, tools=[WEATHER])  # type: ignore[list-item]
@@ -117,7 +128,11 @@ async def test_a_tool_call_and_its_output_whole(live: Live, model: str) -> None:
     # The tool's output reached the provider in its own protocol.
     assert "Sunny, 21 C" in str(sent["body"])
     assert sent["path"].endswith(
-        {PASS_THROUGH: "/v1/responses", CHAT_ONLY: "/v1/chat/completions", ANTHROPIC: "/v1/messages"}[model]
+        {
+            PASS_THROUGH: "/v1/responses",
+            CHAT_ONLY: "/v1/chat/completions",
+            ANTHROPIC: "/v1/messages",
+        }[model]
     )
     await check_charges(live, expected)
 
@@ -155,7 +170,9 @@ async def test_streamed_events_and_the_stream_helper(live: Live, model: str) -> 
 
     # The SDK's stream helper, with a tool: the call streams as argument deltas.
     async with client.responses.stream(
-        model=model, input="What is the weather in Paris?", tools=[WEATHER]  # type: ignore[list-item]
+        model=model,
+        input="What is the weather in Paris?",
+        tools=[WEATHER],  # type: ignore[list-item]
     ) as helper:
         arguments = ""
         async for event in helper:
