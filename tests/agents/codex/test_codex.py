@@ -81,6 +81,13 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """SQLite only: what is recorded and charged is checked on both databases by the SDK
+    tests (tests/hub/test_responses_inbound_live.py); these runs are the slow ones."""
+    return f"sqlite:///{tmp_path / 'hub.db'}"
+
+
+@pytest.fixture
 async def live(db_url: str) -> AsyncIterator[Live]:
     async with live_hub(
         db_url,
