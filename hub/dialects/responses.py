@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from hub.dialects import responses_render
-from hub.dialects.responses_render import ResponsesStream
 from hub.dialects.responses_request import normalize
+from hub.dialects.responses_stream import ResponsesStream
 from hub.providers.base import count
 from hub.sse import encode, json_data
 from middleware.call import Call, CallType, Usage
@@ -133,7 +133,7 @@ class PassThrough:
         code, message = error
         first = {"type": "error", "sequence_number": self.events}
         out = encode({**first, "code": code, "message": message, "param": None}, event="error")
-        failed = {
+        failed: dict[str, Any] = {
             "id": self.response_id or responses_render.response_id(self.call),
             "object": "response",
             "status": "failed",

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from hub.dialects.responses import RESPONSES, PassThrough
-from hub.dialects.responses_render import ResponsesStream
+from hub.dialects.responses_stream import ResponsesStream
 from hub.providers.openai import OpenAIProvider
 from hub.settings import ProviderSettings
 from hub.sse import EventSplitter, json_data
