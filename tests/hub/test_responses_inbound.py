@@ -5,6 +5,7 @@ chat answers and chunks rendered as Responses objects and events, and the pass-t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from hub.dialects.responses import RESPONSES, PassThrough
 from hub.dialects.responses_stream import ResponsesStream
 from hub.providers.openai import OpenAIProvider
-from hub.settings import ProviderSettings
+from hub.settings import ConfigError, ProviderSettings, load_settings
 from hub.sse import EventSplitter, json_data
 from middleware.call import Call, Identity, Usage
 from middleware.errors import HubError
@@ -404,3 +405,18 @@ def test_chat_only_openai_compatible_providers_get_a_chat_completions_request() 
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "hi"},
     ]
+
+
+def test_a_provider_says_in_its_settings_whether_it_serves_the_api(tmp_path: Path) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text(
+        '[providers.fake]\nbase_url = "http://127.0.0.1:9/v1"\nresponses_api = true\n'
+        '[providers.deepseek]\napi_key = "sk-d"\n[providers.openai]\napi_key = "sk-o"\n'
+    )
+    providers = load_settings(config, env={}).providers
+    assert providers["fake"].serves_responses() and providers["openai"].serves_responses()
+    assert not providers["deepseek"].serves_responses()
+    config.write_text('[providers.fake]\nbase_url = "http://x/v1"\nresponses_api = "yes"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, env={})
+    assert caught.value.key == "providers.fake.responses_api"
