@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import openai
 import pytest
 from openai import AsyncOpenAI
 
@@ -193,8 +194,6 @@ async def test_streamed_events_and_the_stream_helper(live: Live, model: str) -> 
 
 async def test_refused_fields_are_named_in_openais_error_shape(live: Live) -> None:
     client = AsyncOpenAI(base_url=live.hub_url + "/v1", api_key=live.key, max_retries=0)
-    import openai
-
     with pytest.raises(openai.BadRequestError) as caught:
         await client.responses.create(
             model=PASS_THROUGH, input="hi", previous_response_id="resp_earlier"
@@ -203,3 +202,19 @@ async def test_refused_fields_are_named_in_openais_error_shape(live: Live) -> No
     assert caught.value.code == "unsupported_parameter"
     assert caught.value.param == "previous_response_id"
     assert live.fake.requests == []
+
+
+@pytest.mark.parametrize("model", ["fake/error-429", "claude/error-429"])
+async def test_a_providers_refusal_reaches_the_sdk_as_its_own_exception(
+    live: Live, model: str
+) -> None:
+    await live.admin.set_rate(
+        model, "chatCompletion", input_rate=INPUT_RATE, output_rate=OUTPUT_RATE
+    )
+    client = AsyncOpenAI(base_url=live.hub_url + "/v1", api_key=live.key, max_retries=0)
+    with pytest.raises(openai.RateLimitError) as caught:
+        await client.responses.create(model=model, input="hi", stream=True)
+    await client.close()
+    assert caught.value.code == "upstream_rate_limited" and "fake error 429" in caught.value.message
+    call = await live.wait_for_call(model=model)
+    assert call["status"] == "failed" and call["credits"] == 0, call
