@@ -204,7 +204,7 @@ def input_messages(given: Any) -> list[dict[str, Any]]:
                 {
                     "role": "tool",
                     "tool_call_id": str(item["call_id"]),
-                    "content": _output_text(item.get("output")),
+                    "content": _output_text(item.get("output"), f"input[{i}].output"),
                 }
             )
         elif kind == "reasoning":
@@ -229,9 +229,11 @@ def _message(item: dict[str, Any], i: int) -> dict[str, Any]:
     if not isinstance(content, list):
         raise ValueError(f"'input[{i}].content' must be a string or a list of parts")
     parts = [_part(part, f"input[{i}].content[{j}]") for j, part in enumerate(content)]
-    if role != "user" or all(p["type"] == "text" for p in parts):
-        # Only user turns take images; text alone reads best as one string everywhere.
-        return {"role": role, "content": "".join(p.get("text", "") for p in parts)}
+    if all(p["type"] == "text" for p in parts):
+        # Text alone reads best as one string, for every provider.
+        return {"role": role, "content": "".join(p["text"] for p in parts)}
+    if role != "user":
+        raise refuse(f"input[{i}].content", "images are served in user messages only")
     return {"role": role, "content": parts}
 
 
@@ -276,11 +278,18 @@ def _add_tool_call(messages: list[dict[str, Any]], item: dict[str, Any]) -> None
         messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
 
 
-def _output_text(output: Any) -> str:
+def _output_text(output: Any, where: str) -> str:
+    """A tool's output as text: chat's tool messages carry text only."""
     if isinstance(output, str):
         return output
-    if isinstance(output, list):
-        return "".join(
-            str(p.get("text", "")) for p in output if isinstance(p, dict) and "text" in p
-        )
-    return json.dumps(output)
+    if not isinstance(output, list):
+        return json.dumps(output)
+    texts = []
+    for j, part in enumerate(output):
+        if not isinstance(part, dict) or part.get("type") not in ("input_text", "output_text"):
+            kind = part.get("type") if isinstance(part, dict) else None
+            raise refuse(
+                f"{where}[{j}].type", f"tool output of type {str(kind)[:40]!r} is not served"
+            )
+        texts.append(str(part.get("text", "")))
+    return "".join(texts)

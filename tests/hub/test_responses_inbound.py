@@ -192,6 +192,22 @@ def test_namespace_tools_are_flattened_and_their_calls_named_back() -> None:
             {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
             "input[0].content[0].type",
         ),
+        (
+            {"input": [{"role": "system", "content": [{"type": "input_image", "image_url": "u"}]}]},
+            "input[0].content",
+        ),
+        (
+            {
+                "input": [
+                    {
+                        "type": "function_call_output",
+                        "call_id": "c",
+                        "output": [{"type": "input_image", "image_url": "u"}],
+                    }
+                ]
+            },
+            "input[0].output[0].type",
+        ),
         ({"background": True}, "background"),
         ({"truncation": "auto"}, "truncation"),
         ({"top_logprobs": 3}, "top_logprobs"),
