@@ -24,6 +24,10 @@ CALL_FIELDS = (
     *("stream_options", "max_tokens", "tools", "response_format", "service_tier", "models"),
 )
 AIGNE_FIELDS = ("input", "options", "model", "prompt", "outputFileType")
+RESPONSES_FIELDS = (
+    *("model", "input", "instructions", "stream", "tools", "tool_choice", "text", "reasoning"),
+    *("max_output_tokens", "previous_response_id", "store", "include", "metadata", "user"),
+)
 FIELDS: dict[str, tuple[str, ...]] = {
     "/api/admin/keys": ("user", "admin", "name", "app", "expires_days"),
     "/api/user/keys": ("name", "app", "expires_days"),
@@ -32,6 +36,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "/api/admin/credentials": ("provider", "key", "weight"),
     "/api/v2/chat": AIGNE_FIELDS,
     "/api/v2/image": AIGNE_FIELDS,
+    "/v1/responses": RESPONSES_FIELDS,
     "/login": ("key", "next"),
 }
 QUERY_NAMES = (
@@ -274,6 +279,27 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
                 {"prompt": words, "modelOptions": st.just({"model": IMAGE})}
             )
         }
+    ),
+    "/v1/responses": st.fixed_dictionaries(
+        {
+            "model": st.sampled_from((CHAT, CHAT, "mock/unpriced")),
+            "input": words
+            | st.lists(
+                st.fixed_dictionaries(
+                    {"role": st.sampled_from(("user", "developer")), "content": words}
+                ),
+                min_size=1,
+                max_size=3,
+            ),
+        },
+        optional={
+            "stream": st.booleans(),
+            "instructions": words,
+            "max_output_tokens": st.sampled_from((1, 100, 2**31, 10**12)),
+            "previous_response_id": st.just("resp_earlier"),
+            "tools": st.just([{"type": "web_search"}]),
+            "service_tier": st.just("priority"),
+        },
     ),
     "/api/admin/grants": st.fixed_dictionaries(
         {"user": st.sampled_from(USERS), "amount": edge_money}, optional={"note": texts}

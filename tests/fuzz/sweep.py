@@ -37,6 +37,7 @@ BASE: dict[str, Any] = {
     "imageGeneration": {"model": IMAGE, "prompt": "a cat"},
     "/api/v2/chat": {"input": {**_CHAT, "modelOptions": {"model": CHAT}}},
     "/api/v2/image": {"input": {"prompt": "a cat", "modelOptions": {"model": IMAGE}}},
+    "/v1/responses": {"model": CHAT, "input": "Say hi"},
     "/api/admin/grants": {"user": "did:abt:bob", "amount": "1", "note": "sweep"},
     "/api/admin/keys": {"user": "did:abt:bob", "name": "k", "app": "a", "expires_days": 1},
     "/api/user/keys": {"name": "sweep", "app": "a", "expires_days": 1},

@@ -140,6 +140,9 @@ async def test_codex_answers_a_prompt_through_the_hub(
         f'model = "{model}"\n'
         'model_provider = "hub"\n'
         'web_search = "disabled"\n'
+        # Nothing of the test may reach the internet.
+        "check_for_update_on_startup = false\n"
+        "[analytics]\nenabled = false\n"
         "[model_providers.hub]\n"
         'name = "AIGNE Hub"\n'
         f'base_url = "{live.hub_url}/v1"\n'

@@ -1,0 +1,125 @@
+"""What a client format costs: the Responses API against OpenAI chat, in one run.
+
+    python bench/formats.py [--requests 300]
+
+Starts the example fake provider and the hub (one worker each, SQLite), then times one
+request at a time, whole and streamed, for: OpenAI chat passed through, the Responses API
+passed through (the fake serves it), and the Responses API translated to chat (the same
+fake as a provider that serves chat only). Prints p50 latencies, and the Responses figures
+as ratios to chat's from the same run (this machine is shared: absolute numbers drift). A
+translated stream's extra time over the passed-through one, per streamed chunk, is the
+cost of translating and rendering a chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from run import hub_setup, start, wait_up  # type: ignore[import-not-found]
+
+CHAT = {"model": "fake/gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}]}
+RESPONSES = {"model": "fake/gpt-4o-mini", "input": "Say hi"}
+
+
+async def timed(
+    session: aiohttp.ClientSession, url: str, key: str, body: dict[str, object]
+) -> float:
+    started = time.perf_counter()
+    async with session.post(url, json=body, headers={"authorization": f"Bearer {key}"}) as answer:
+        await answer.read()
+        if answer.status != 200:
+            raise RuntimeError(f"{url} answered {answer.status}: {body}")
+    return time.perf_counter() - started
+
+
+async def chunks(url: str, key: str) -> int:
+    """The text deltas of one streamed Responses answer."""
+    async with aiohttp.ClientSession() as session:
+        body = {**RESPONSES, "stream": True}
+        async with session.post(
+            url, json=body, headers={"authorization": f"Bearer {key}"}
+        ) as answer:
+            return (await answer.read()).count(b"event: response.output_text.delta")
+
+
+async def median_ms(url: str, key: str, body: dict[str, object], n: int) -> float:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(20):
+            await timed(session, url, key, body)
+        return statistics.median([await timed(session, url, key, body) for _ in range(n)]) * 1000
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description="Responses API vs OpenAI chat through the hub")
+    parser.add_argument("--requests", type=int, default=300)
+    args = parser.parse_args()
+    fake_port, hub_port = 8310, 8311
+    tmp = tempfile.mkdtemp(prefix="aigne-hub-formats-")
+    config = Path(tmp) / "hub.toml"
+    fake = f"http://127.0.0.1:{fake_port}/v1"
+    config.write_text(
+        f'[server]\nport = {hub_port}\n[database]\nurl = "sqlite:///{tmp}/bench.db"\n'
+        f'[providers.fake]\nbase_url = "{fake}"\napi_keys = ["bench"]\nresponses_api = true\n'
+        f'[providers.chat]\nbase_url = "{fake}"\napi_keys = ["bench"]\n'
+    )
+    env = {**os.environ, "AIGNE_HUB_CONFIG": str(config)}
+    procs = [start(["examples/fake_provider.py", "--port", str(fake_port)])]
+    try:
+        await wait_up(f"{fake}/models")
+        key = hub_setup(env, 1)[0]
+        procs.append(start(["-m", "hub.cli", "serve"], env=env))
+        hub = f"http://127.0.0.1:{hub_port}"
+        await wait_up(f"{hub}/health")
+        translated = {**RESPONSES, "model": "chat/gpt-4o-mini"}
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hub.cli",
+                "rates",
+                "set",
+                "chat/gpt-4o-mini",
+                "--input",
+                "0.15",
+                "--output",
+                "0.6",
+                "--per-million",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        figures: dict[str, float] = {}
+        for stream in (False, True):
+            for name, path, body in (
+                ("chat", "/v1/chat/completions", CHAT),
+                ("responses", "/v1/responses", RESPONSES),
+                ("responses translated", "/v1/responses", translated),
+            ):
+                label = f"{name}{' stream' if stream else ''}"
+                figures[label] = await median_ms(
+                    hub + path, key, {**body, "stream": stream}, args.requests
+                )
+        for label, value in figures.items():
+            base = figures["chat stream" if label.endswith("stream") else "chat"]
+            print(f"{label:28} p50 {value:6.2f} ms  ({value / base:.2f}x chat)")
+        n = await chunks(hub + "/v1/responses", key)
+        per_chunk = (figures["responses translated stream"] - figures["responses stream"]) / n
+        print(f"translation, per streamed chunk: {per_chunk * 1000:.0f} us ({n} chunks)")
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
