@@ -28,6 +28,7 @@ from run import hub_setup, start, wait_up  # type: ignore[import-not-found]
 
 CHAT = {"model": "fake/gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}]}
 RESPONSES = {"model": "fake/gpt-4o-mini", "input": "Say hi"}
+ROUNDS = 5
 
 
 async def timed(
@@ -51,11 +52,11 @@ async def chunks(url: str, key: str) -> int:
             return (await answer.read()).count(b"event: response.output_text.delta")
 
 
-async def median_ms(url: str, key: str, body: dict[str, object], n: int) -> float:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(20):
+async def samples(url: str, key: str, body: dict[str, object], n: int) -> list[float]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        for _ in range(5):
             await timed(session, url, key, body)
-        return statistics.median([await timed(session, url, key, body) for _ in range(n)]) * 1000
+        return [await timed(session, url, key, body) for _ in range(n)]
 
 
 async def main() -> None:
@@ -76,7 +77,7 @@ async def main() -> None:
     try:
         await wait_up(f"{fake}/models")
         key = hub_setup(env, 1)[0]
-        procs.append(start(["-m", "hub.cli", "serve"], env=env))
+        procs.append(start(["-m", "hub.cli", "serve", "--log-level", "error"], env=env))
         hub = f"http://127.0.0.1:{hub_port}"
         await wait_up(f"{hub}/health")
         translated = {**RESPONSES, "model": "chat/gpt-4o-mini"}
@@ -98,17 +99,22 @@ async def main() -> None:
             check=True,
             capture_output=True,
         )
-        figures: dict[str, float] = {}
-        for stream in (False, True):
+        targets = [
+            (f"{name}{' stream' if stream else ''}", hub + path, {**body, "stream": stream})
+            for stream in (False, True)
             for name, path, body in (
                 ("chat", "/v1/chat/completions", CHAT),
                 ("responses", "/v1/responses", RESPONSES),
                 ("responses translated", "/v1/responses", translated),
-            ):
-                label = f"{name}{' stream' if stream else ''}"
-                figures[label] = await median_ms(
-                    hub + path, key, {**body, "stream": stream}, args.requests
-                )
+            )
+        ]
+        # In alternating rounds, so that load from elsewhere on this shared machine lands
+        # on every target rather than on whichever ran at that moment.
+        times: dict[str, list[float]] = {label: [] for label, _, _ in targets}
+        for _ in range(ROUNDS):
+            for label, url, body in targets:
+                times[label] += await samples(url, key, body, args.requests // ROUNDS)
+        figures = {label: statistics.median(t) * 1000 for label, t in times.items()}
         for label, value in figures.items():
             base = figures["chat stream" if label.endswith("stream") else "chat"]
             print(f"{label:28} p50 {value:6.2f} ms  ({value / base:.2f}x chat)")
