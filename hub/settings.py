@@ -448,7 +448,7 @@ def _providers(table: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings
         if not isinstance(entry, dict):
             raise ConfigError(key, "must be a table")
         known = {"kind", "base_url", "api_keys", "api_key", "models", "drop_unsupported"}
-        _no_unknown(entry, known | {"responses_api"}, key + ".")
+        _no_unknown(entry, {*known, "responses_api"}, key + ".")
         if "/" in name or not name:
             raise ConfigError(key, "a provider name may not be empty or contain '/'")
         preset_kind, preset_url = PRESETS.get(name, ("openai", ""))

@@ -23,8 +23,6 @@ _SAME = {
     "metadata": "metadata",
     "service_tier": "service_tier",
     "safety_identifier": "safety_identifier",
-    "prompt_cache_key": "prompt_cache_key",
-    "prompt_cache_retention": "prompt_cache_retention",
     "max_output_tokens": "max_tokens",
     "stream": "stream",
 }
@@ -32,10 +30,13 @@ _SAME = {
 # store: the hub keeps no responses whatever it says; include: only what the answer has is
 # included (reasoning.encrypted_content exists only on pass-through); client_metadata:
 # Codex's telemetry about itself; stream_options: only include_obfuscation, which pads
-# deltas the hub never pads.
+# deltas the hub never pads; prompt_cache_key and prompt_cache_retention: caching hints that
+# change no answer, which Anthropic and Gemini (caching otherwise) would refuse, and Codex
+# sends on every call. All of them pass as sent to a provider serving the Responses API.
 _ACCEPTED = frozenset(
     {"model", "input", "instructions", "tools", "tool_choice", "text", "reasoning", "store"}
     | {"include", "client_metadata", "stream_options", "truncation", "background"}
+    | {"prompt_cache_key", "prompt_cache_retention"}
 )
 # Refused whenever given (not None), with why.
 _REFUSED = {

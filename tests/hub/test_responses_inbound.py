@@ -221,10 +221,12 @@ def test_what_cannot_be_carried_is_refused_by_name(body: dict[str, Any], param: 
     assert error.param == param and param.split("[")[0] in error.message
 
 
-def test_fields_set_to_null_count_as_absent() -> None:
-    request = RESPONSES.normalize(
-        {"model": "m", "input": "x", "previous_response_id": None, "store": True}, "chatCompletion"
-    )
+def test_fields_set_to_null_count_as_absent_and_hints_are_not_translated() -> None:
+    body = {"model": "m", "input": "x", "previous_response_id": None, "store": True}
+    # Codex sends a cache key on every call; Anthropic and Gemini would refuse one.
+    body |= {"prompt_cache_key": "session-1", "prompt_cache_retention": "24h"}
+    body |= {"include": ["reasoning.encrypted_content"], "client_metadata": {"turn": "1"}}
+    request = RESPONSES.normalize(body, "chatCompletion")
     assert request == {"model": "m", "messages": [{"role": "user", "content": "x"}]}
 
 
