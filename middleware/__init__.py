@@ -11,6 +11,7 @@ from middleware.model_call import ModelCallMiddleware
 from middleware.parse import CallMiddleware
 from middleware.ports import (
     AccountLookup,
+    BudgetExceeded,
     CallLog,
     InsufficientCredit,
     KeyRecord,
@@ -27,6 +28,7 @@ __all__ = [
     "AccountLookup",
     "AuthMiddleware",
     "BillingMiddleware",
+    "BudgetExceeded",
     "Call",
     "CallLog",
     "InsufficientCredit",

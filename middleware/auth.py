@@ -200,6 +200,7 @@ class AuthMiddleware:
             app_did=record.app_did,
             is_admin=record.is_admin,
             models=record.models,
+            budgeted=record.budgeted,
         )
 
     async def _from_session(self, headers: Headers) -> Identity | None:

@@ -43,6 +43,8 @@ class Identity:
     via: Literal["api_key", "session"] = "api_key"
     # The models the key may call (the Call middleware refuses others); None: every model.
     models: ModelScope | None = None
+    # The key has a spend cap (as of the cached key record): the admission checks it.
+    budgeted: bool = False
 
 
 @dataclass(slots=True)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from middleware.billing import price, rate_of
 from middleware.call import Call, Usage, get_call
 from middleware.errors import send_error
 from middleware.money import credits_text
-from middleware.ports import InsufficientCredit, Rate, RateBook
+from middleware.ports import BudgetExceeded, InsufficientCredit, Rate, RateBook
 from middleware.tokens import prompt_tokens
 
 # JSON-encoded text averages over three bytes per token; four errs on the generous side for
@@ -117,6 +119,10 @@ class CreditCheckMiddleware:
         except InsufficientCredit as refused:
             # Raised by the admission, before anything was recorded, held or sent.
             await send_error(send, 402, "insufficient_credits", _refusal(refused))
+        except BudgetExceeded as capped:
+            await send_error(
+                send, 402, "budget_exceeded", budget_refusal(capped), headers=_reset(capped)
+            )
 
 
 def _refusal(refused: InsufficientCredit) -> str:
@@ -129,3 +135,32 @@ def _refusal(refused: InsufficientCredit) -> str:
         f"Insufficient credits: the balance is {credits_text(refused.balance)}{held}. "
         "Buy or request more credits to continue."
     )
+
+
+# The header that says when a cap refusing a call is whole again (as the message does).
+BUDGET_RESET_HEADER = "x-budget-reset"
+
+
+def iso_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def budget_refusal(capped: BudgetExceeded) -> str:
+    """What a refusal by a spend cap says: whose cap, how much per what, and when it resets."""
+    per = "in all" if capped.period == "life" else f"per {capped.period} (UTC)"
+    held = f", {credits_text(capped.held)} held by calls in flight" if capped.held > 0 else ""
+    resets = (
+        f"It resets at {iso_time(capped.resets_at)}."
+        if capped.resets_at is not None
+        else "It never resets: ask the operator to raise it."
+    )
+    return (
+        f"Budget exceeded: the {capped.scope}'s budget of {credits_text(capped.budget)} "
+        f"credits {per} is used up ({credits_text(capped.spent)} spent{held}). {resets}"
+    )
+
+
+def _reset(capped: BudgetExceeded) -> list[tuple[bytes, bytes]] | None:
+    if capped.resets_at is None:
+        return None
+    return [(BUDGET_RESET_HEADER.encode(), iso_time(capped.resets_at).encode())]

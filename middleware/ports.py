@@ -22,6 +22,8 @@ class KeyRecord:
     expires_at: float | None
     # The models the key may call; None: every model.
     models: ModelScope | None = None
+    # The key has a spend cap: its calls are admitted against it too.
+    budgeted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,28 @@ class InsufficientCredit(Exception):
         self.held = held
 
 
+class BudgetExceeded(Exception):
+    """A cap on spending refuses the call: what its period has spent plus what calls in
+    flight hold has reached it. Nothing was recorded or held."""
+
+    def __init__(
+        self,
+        scope: str,
+        budget: int,
+        period: str,
+        spent: int,
+        held: int,
+        resets_at: float | None,
+    ) -> None:
+        super().__init__(f"{scope} budget {budget} per {period}: spent {spent}, held {held}")
+        self.scope = scope  # "key" or "account"
+        self.budget = budget
+        self.period = period  # day, week, month (UTC calendar periods) or life
+        self.spent = spent
+        self.held = held
+        self.resets_at = resets_at  # epoch seconds; None: never (a cap for life)
+
+
 class CallLog(Protocol):
     async def open_call(self, call: Call) -> None:
         """Record the call as `processing`, durably, before it goes upstream.
@@ -96,8 +120,9 @@ class CallLog(Protocol):
         When the call carries a hold (`call.hold`, set by the credit check), the record is
         also its admission, one atomic step shared by every process using the store: the
         call is recorded, holding `call.hold` until its settle, only if the account's
-        balance less what its calls in flight hold is above zero; otherwise nothing is
-        written and InsufficientCredit is raised.
+        balance less what its calls in flight hold is above zero, and each spend cap of
+        its key and account (what the period spent plus what is held) is not reached;
+        otherwise nothing is written and InsufficientCredit or BudgetExceeded is raised.
         """
         ...
 

@@ -15,6 +15,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from hub.bounds import MAX_BALANCE
 from hub.store import schema
+from hub.store.budget_migration import v14_budgets
 
 # The table of versions: append, never edit a released step.
 Migration = Callable[[Dialect], list[str]]
@@ -73,6 +74,7 @@ def _meter_triggers(dialect: Dialect) -> list[str]:
 
 
 LIMIT_COLUMNS = ("limit_rpm", "limit_tpm", "limit_concurrent")
+BUDGET_COLUMNS = ("budget", "budget_period", "budget_start", "budget_spent")
 _ADDED_LATER = {
     "model_calls": (
         "usage_estimated",
@@ -82,10 +84,11 @@ _ADDED_LATER = {
         "instance_id",
         "prompt_estimate",
         "held",
+        "key_held",
     ),
     "ai_model_rates": ("cache_write_rate",),
-    "accounts": ("session_epoch", *LIMIT_COLUMNS, "held"),
-    "api_keys": (*LIMIT_COLUMNS, "allowed_models"),
+    "accounts": ("session_epoch", *LIMIT_COLUMNS, "held", *BUDGET_COLUMNS),
+    "api_keys": (*LIMIT_COLUMNS, "allowed_models", "held", *BUDGET_COLUMNS),
 }
 _TABLES_ADDED_LATER = {"ai_credentials", "login_links", "hub_instances"}
 _INDEXES_ADDED_LATER = {"ix_model_calls_time"}
@@ -263,6 +266,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (11, "rate limits per key and account", _v11_limit_overrides),
     (12, "credit holds shared in the database", _v12_shared_holds),
     (13, "api_keys.allowed_models", _v13_key_models),
+    (14, "spend caps per key and account", v14_budgets),
 ]
 LATEST = MIGRATIONS[-1][0]
 

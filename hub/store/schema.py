@@ -23,6 +23,20 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+
+def budget_columns() -> list[Column[object]]:
+    """A spend cap (migration 14; see hub.store.budgets): NULL budget, no cap."""
+    return [
+        Column("budget", BigInteger, nullable=True),
+        # day, week, month (UTC calendar periods) or life
+        Column("budget_period", String(8), nullable=True),
+        # The start of the period `budget_spent` counts (epoch seconds, as request_at).
+        Column("budget_start", Float, nullable=True),
+        # A server default (as the migration's): inserts leave it out.
+        Column("budget_spent", BigInteger, nullable=False, server_default="0"),
+    ]
+
+
 schema_version = Table(
     "schema_version",
     metadata,
@@ -51,6 +65,7 @@ accounts = Table(
     # `model_calls.held`. Admission takes a hold only while balance - held is above zero, in
     # the statement that adds it, so every process and instance on the database shares it.
     Column("held", BigInteger, nullable=False, default=0),
+    *budget_columns(),
 )
 
 api_keys = Table(
@@ -73,6 +88,10 @@ api_keys = Table(
     # Added by migration 13: the models the key may call, a JSON list of patterns such as
     # "openai/*" (bounds.model_patterns); NULL: every model.
     Column("allowed_models", Text, nullable=True),
+    # Added by migration 14: credit held by the key's calls in flight that were admitted
+    # against its spend cap (the sum of their `model_calls.key_held`), and the cap.
+    Column("held", BigInteger, nullable=False, server_default="0"),
+    *budget_columns(),
 )
 
 ai_model_rates = Table(
@@ -133,6 +152,10 @@ model_calls = Table(
     # Added by migration 12: the credit this call holds while `processing` (its worst-case
     # cost); released from accounts.held when the row leaves `processing`, whoever settles it.
     Column("held", BigInteger, nullable=False, default=0),
+    # Added by migration 14: the part of `held` also held on the key's spend cap (0 when the
+    # key had none at admission); released from api_keys.held when the row leaves
+    # `processing`.
+    Column("key_held", BigInteger, nullable=False, default=0),
 )
 Index("ix_model_calls_user_time", model_calls.c.user_did, model_calls.c.request_at)
 # Added by migration 6: the dashboard and the admin usage API read every user's calls of a

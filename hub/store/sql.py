@@ -12,7 +12,7 @@ from databases import Database, DatabaseURL
 from sqlalchemy import BigInteger, Boolean, Integer, Select, String, or_, select
 
 from hub.bounds import INT32_MAX, MAX_CHARGE
-from hub.store import migrate
+from hub.store import budgets, migrate
 from hub.store.committer import GroupCommitter
 from hub.store.raw import (
     Backend,
@@ -36,7 +36,6 @@ from middleware.money import credits_text
 from middleware.ports import (
     SETTLE_REFUSED,
     AccountRecord,
-    InsufficientCredit,
     KeyRecord,
     Quota,
     Rate,
@@ -67,6 +66,7 @@ class SqlStore:
         self.scheme = url.split(":", 1)[0]
         self.dialect = dialect_for(self.scheme)
         self.sql = Statements(self.dialect)
+        self.budget_sql = budgets.BudgetStatements(self.dialect)
         self.balance_cache_seconds = balance_cache_seconds
         self.rate_cache_seconds = rate_cache_seconds
         self.sqlite_synchronous = sqlite_synchronous
@@ -165,7 +165,7 @@ class SqlStore:
         row = await self.fetchone(self.sql.find_key, {"p_hash": key_hash})
         if row is None:
             return None
-        key_id, account_id, did, app_did, is_admin, revoked_at, expires_at, models = row
+        key_id, account_id, did, app_did, is_admin, revoked_at, expires_at, models, budget = row
         return KeyRecord(
             key_id=key_id,
             account_id=int(account_id),
@@ -175,6 +175,7 @@ class SqlStore:
             revoked=revoked_at is not None,
             expires_at=expires_at,
             models=ModelScope.of(read_patterns(models)),
+            budgeted=budget is not None,
         )
 
     def touch_key(self, key_id: str) -> None:
@@ -288,21 +289,39 @@ class SqlStore:
             return
         # At most what one call may be charged: the sum of the holds stays far inside int64.
         values["p_held"] = min(call.hold, MAX_CHARGE)
-        refused = await self.run(lambda: self._admit(values))
+        # The periods of the spend caps are those of the call's start (its request_at).
+        values.update(budgets.period_values(call.started_at))
+        key_capped = call.identity.budgeted and call.identity.key_id is not None
+        values["p_key_held"] = values["p_held"] if key_capped else 0
+        refused = await self.run(lambda: self._admit(values, key_capped))
         if refused is not None:
-            raise InsufficientCredit(*refused)
+            raise refused
 
-    def _admit(self, values: dict[str, Any]) -> Operation[tuple[int, int] | None]:
-        """Hold the call's credit and record it `processing`, in one transaction (the
-        batch's), or, if the account cannot pay, nothing: its (balance, held) instead."""
+    def _admit(self, values: dict[str, Any], key_capped: bool) -> Operation[Exception | None]:
+        """Hold the call's credit (on its key's cap, then on its account) and record it
+        `processing`, in one transaction (the batch's); or, if the key's cap, the account's
+        balance or its cap refuses, nothing: the refusal instead. The key's row is taken
+        before the account's, in the order the settle's triggers take them."""
+        caps = self.budget_sql
+        now = values["p_request_at"]
+        if key_capped and not (yield Exec(caps.hold_key, values)):
+            row = yield Fetch(caps.key_state, values)
+            refused = budgets.budget_refusal("key", row, now)
+            # None: the cap was cleared since the key was read; admit without it.
+            if refused is not None:
+                return refused
+            values["p_key_held"] = 0
+            key_capped = False
         if self.sql.admit_call is not None:
             if (yield Exec(self.sql.admit_call, values)):
                 return None
         elif (yield Exec(self.sql.hold_credit, values)):
             yield Exec(self.sql.insert_call, values)
             return None
-        row = yield Fetch(self.sql.balance_and_held, values)
-        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+        if key_capped:  # taken in this transaction: no other call has seen it
+            yield Exec(caps.unhold_key, values)
+        row = yield Fetch(caps.account_state, values)
+        return budgets.account_refusal(row, now)
 
     async def settle(self, call: Call) -> None:
         charge = call.charge or 0
@@ -387,6 +406,7 @@ def _call_values(call: Call, instance_id: str | None) -> dict[str, Any]:
         # Set by open_call on a call it admits. A settle never writes it: it finalizes the
         # row that carries the hold, or (the row never written) holds nothing.
         "p_held": 0,
+        "p_key_held": 0,
     }
 
 

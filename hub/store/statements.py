@@ -9,6 +9,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 
+from hub.store.budgets import turn_period, within_budget
 from hub.store.raw import Prepared
 from hub.store.schema import (
     accounts,
@@ -48,6 +49,16 @@ def _upsert_for(dialect: Dialect) -> Any:
     return pg_insert
 
 
+def _can_pay() -> tuple[Any, ...]:
+    """An admission's conditions on the account: balance less holds above zero, and its cap
+    (if any) not reached by what the period has spent and what is held."""
+    return (
+        accounts.c.id == param("account_id"),
+        accounts.c.balance - accounts.c.held > 0,
+        within_budget(accounts),
+    )
+
+
 def param(name: str) -> Any:
     # Prefixed so bind names never collide with the column names SQLAlchemy reserves.
     return bindparam(f"p_{name}")
@@ -70,6 +81,7 @@ class Statements:
                 api_keys.c.revoked_at,
                 api_keys.c.expires_at,
                 api_keys.c.allowed_models,
+                api_keys.c.budget,
             )
             .select_from(api_keys.join(accounts, api_keys.c.account_id == accounts.c.id))
             .where(api_keys.c.key_hash == param("hash"))
@@ -97,17 +109,15 @@ class Statements:
             accounts.update().where(accounts.c.id == param("id")).values(is_admin=param("is_admin"))
         )
         self.balance = prep(select(accounts.c.balance).where(accounts.c.id == param("id")))
-        self.balance_and_held = prep(
-            select(accounts.c.balance, accounts.c.held).where(accounts.c.id == param("account_id"))
-        )
         # A call's admission: its hold is added only while the balance, less what calls in
         # flight hold, is above zero. One statement, so it is exact under concurrency: on
         # PostgreSQL (READ COMMITTED) an UPDATE that waited for another's row lock checks
         # its WHERE again on the row as that one left it; SQLite has one writer at a time.
+        # The account's spend cap is checked (and its period turned) in the same statement.
         self.hold_credit = prep(
             accounts.update()
-            .where(accounts.c.id == param("account_id"), accounts.c.balance - accounts.c.held > 0)
-            .values(held=accounts.c.held + param("held"))
+            .where(*_can_pay())
+            .values(held=accounts.c.held + param("held"), **turn_period(accounts))
         )
         # Read under a row lock by a grant, which checks the bound on what it read: another
         # hub's grant cannot slip in between (SQLite's write transaction locks already).
@@ -164,10 +174,8 @@ class Statements:
         if dialect.name == "postgresql":
             taken = (
                 accounts.update()
-                .where(
-                    accounts.c.id == param("account_id"), accounts.c.balance - accounts.c.held > 0
-                )
-                .values(held=accounts.c.held + param("held"))
+                .where(*_can_pay())
+                .values(held=accounts.c.held + param("held"), **turn_period(accounts))
                 .returning(accounts.c.id)
                 .cte("taken")
             )

@@ -5,11 +5,13 @@ its hold, once."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from hub.store import SqlStore
 from hub.store.admin import Admin
+from hub.store.budgets import period_values
 from hub.store.raw import Exec, Operation
 from hub.store.schema import accounts, model_calls
 from middleware.call import Call
@@ -125,7 +127,8 @@ async def test_a_failing_neighbour_in_the_settle_batch_releases_the_hold_once(
     call.status, call.charge = "success", 300
 
     def broken() -> Operation[None]:
-        yield Exec(store.sql.hold_credit, {"p_account_id": account, "p_held": 1})
+        values = {"p_account_id": account, "p_held": 1, **period_values(time.time())}
+        yield Exec(store.sql.hold_credit, values)
         raise RuntimeError("boom")  # the batch fails; each of its writes is run again alone
 
     results = await asyncio.gather(store.settle(call), store.run(broken), return_exceptions=True)
