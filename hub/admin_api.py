@@ -21,6 +21,7 @@ from hub.providers.registry import ProviderRegistry
 from hub.secrets import load_box
 from hub.settings import Settings
 from hub.store.admin import CALL_TYPES, Admin
+from hub.store.budget_admin import Budgets
 from hub.usage_api import admin_only, identity_of, ledger_page, shown
 from middleware.errors import HubError
 
@@ -40,13 +41,14 @@ def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list
                 await admin.ensure_account(user, is_admin=True)
             # Rate limits are the operator's to set (`rpm`, `tpm`, `concurrent`).
             return await _create_key(admin, user, body, bounds.limit_overrides(body))
-        return JSONResponse(await admin.list_keys(request.query_params.get("user")))
+        listed = await admin.list_keys(request.query_params.get("user"))
+        return JSONResponse([shown(k) for k in listed])
 
     async def my_keys(request: Request) -> Response:
         user = identity_of(request).user_did
         if request.method == "POST":
             return await _create_key(admin, user, await json_object(request))
-        return JSONResponse(await admin.list_keys(user))
+        return JSONResponse([shown(k) for k in await admin.list_keys(user)])
 
     async def revoke(request: Request) -> Response:
         key_id = request.path_params["key_id"]
@@ -173,6 +175,8 @@ async def _create_key(
         expires_at = time.time() + bounds.expires_days(body["expires_days"]) * 86400
     # Admins and users alike: a key limited to some models only narrows what its owner can do.
     models = bounds.model_patterns(body.get("models"))
+    # A cap on a new key only narrows what its owner can spend: users may set one too.
+    cap = bounds.budget(body)
     key_id, secret = await admin.create_key(
         user,
         name=bounds.optional_text(body.get("name"), "name"),
@@ -181,10 +185,12 @@ async def _create_key(
         limits=limits,
         models=models,
     )
+    if cap is not None:
+        await Budgets(admin.store).set_key_budget(key_id, *cap)
+    budget, period = cap or (None, None)
     # The only time the secret is shown: it is stored as a hash.
-    return JSONResponse(
-        {"id": key_id, "key": secret, "user_did": user, "models": models}, status_code=201
-    )
+    created = {"id": key_id, "key": secret, "user_did": user, "models": models}
+    return JSONResponse(shown({**created, "budget": budget, "period": period}), status_code=201)
 
 
 def _rate(entry: Any, index: int) -> tuple[str, Any, dict[str, Any]]:

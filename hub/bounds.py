@@ -297,3 +297,27 @@ def model_patterns(value: Any, name: str = "models") -> list[str] | None:
                 f"characters without commas, not {pattern[:50]!r}.",
             )
     return patterns
+
+
+# -- spend caps -------------------------------------------------------------------------
+
+BUDGET_PERIODS = ("day", "week", "month", "life")
+
+
+def budget(values: Mapping[str, Any]) -> tuple[int | None, str | None] | None:
+    """A spend cap as given for a key or an account: `budget` in credits (more than 0, at
+    most MAX_BALANCE; null: no cap) and `period` (day, week, month: UTC calendar periods;
+    life: never resets; default month). None when no `budget` is given at all."""
+    if "budget" not in values:
+        if values.get("period") is not None:
+            raise refuse("budget", "'period' needs a 'budget' (null: no cap).")
+        return None
+    if values["budget"] is None:
+        return None, None
+    units = credits(values["budget"], "budget", MAX_BALANCE)
+    if units <= 0:
+        raise refuse("budget", "'budget' must be more than 0 credits (null: no cap).")
+    period = values.get("period") or "month"
+    if period not in BUDGET_PERIODS:
+        raise refuse("period", f"'period' is one of {', '.join(BUDGET_PERIODS)}.")
+    return units, str(period)

@@ -51,6 +51,8 @@ MONEY_COLUMNS = {
     "cache_write_rate",
     "image_rate",
     "amount",
+    "budget",
+    "spent",
 }
 MAX_CALLS_LISTED = 100_000
 # What each worker process loads (it reads its settings as `serve` left them, below).
@@ -67,6 +69,7 @@ TIME_COLUMNS = {
     "updated_at",
     "started_at",
     "beat_at",
+    "resets_at",
 }
 
 

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Match, Router
 from starlette.types import Receive, Scope, Send
 
-from hub import admin_api, dashboard, login, usage_api
+from hub import admin_api, budget_api, dashboard, login, usage_api
 from hub.catalog import listed_models
 from hub.dialects import aigne, aigne_models
 from hub.dialects.aigne import AIGNE
@@ -171,6 +171,7 @@ def build_router(
             JsonRoute("/metrics", prometheus),
             *usage_api.routes(admin),
             *admin_api.routes(admin, registry, settings),
+            *budget_api.routes(admin),
             *login.routes(
                 admin,
                 store,

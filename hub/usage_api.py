@@ -37,6 +37,8 @@ _MONEY = {
     "cached_rate",
     "cache_write_rate",
     "image_rate",
+    "budget",
+    "spent",
 }
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import BigInteger, Table, bindparam, cast, func, select
 
 from hub import bounds
 from hub.secrets import SecretBox, mask
+from hub.store.budget_admin import budget_columns, shown_budget
 from hub.store.raw import Exec, Fetch, Operation, Prepared, rows_changed
 from hub.store.schema import (
     accounts,
@@ -161,7 +162,7 @@ class Admin:
             .where(credit_grants.c.account_id == c.id)
             .scalar_subquery()
         )
-        return await self.store.query(
+        rows = await self.store.query(
             select(
                 c.did,
                 c.name,
@@ -170,8 +171,10 @@ class Admin:
                 granted.label("granted"),
                 c.created_at,
                 *_limit_columns(accounts),
+                *budget_columns(accounts),
             ).order_by(c.created_at)
         )
+        return [shown_budget(row) for row in rows]
 
     async def key_owner(self, key_id: str) -> str | None:
         """The user DID a key belongs to, or None if there is no such key."""
@@ -196,6 +199,7 @@ class Admin:
                 api_keys.c.expires_at,
                 *_limit_columns(api_keys),
                 api_keys.c.allowed_models.label("models"),
+                *budget_columns(api_keys),
             )
             .select_from(api_keys.join(accounts, api_keys.c.account_id == accounts.c.id))
             .order_by(api_keys.c.created_at)
@@ -205,6 +209,7 @@ class Admin:
         keys = await self.store.query(query)
         for key in keys:  # null: every model
             key["models"] = read_patterns(key["models"])
+            shown_budget(key)
         return keys
 
     async def grant(self, did: str, units: int, note: str | None = None) -> int:
