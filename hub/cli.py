@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet
 
-from hub import bounds
+from hub import bounds, cli_budgets
 from hub.secrets import SecretBox, load_box, write_key_file
 from hub.settings import (
     LOG_FORMAT,
@@ -193,6 +193,7 @@ def _parser() -> argparse.ArgumentParser:
         "commas; default: every model)",
     )
     _limit_options(create)
+    cli_budgets.budget_options(create)
     create.set_defaults(handler=_run(_keys_create))
     key_limits = keys.add_parser(
         "limits", parents=[common], help="set a key's rate limits (0: none; default: config)"
@@ -216,6 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=_run(_keys_revoke))
+    cli_budgets.register(commands, keys, common, _run)
 
     credits = commands.add_parser(
         "credits", parents=[common], help="credit balances"
@@ -589,12 +591,14 @@ async def _keys_create(admin: Admin, args: argparse.Namespace) -> dict[str, Any]
     models = (
         None if args.models is None else bounds.model_patterns(",".join(args.models), "--models")
     )
+    cli_budgets.given(args)  # checked before the key is made
     key_id, secret = await admin.create_key(
         user, name=name, app_did=app, expires_at=expires, limits=limits, models=models
     )
+    cap = await cli_budgets.set_new_key_budget(admin, key_id, args)
     if not args.json:
         print("Save this key now: it is shown only once.", file=sys.stderr)
-    return {"id": key_id, "key": secret, "user_did": args.user, "models": models}
+    return {"id": key_id, "key": secret, "user_did": args.user, "models": models, **cap}
 
 
 def _limit_options(parser: argparse.ArgumentParser) -> None:
