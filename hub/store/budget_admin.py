@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import BigInteger, Table, bindparam, cast, func, select
+from sqlalchemy import BigInteger, Table, bindparam, cast, func, null, select
 
 from hub.store.budgets import period_end, period_start
 from hub.store.raw import Exec, Fetch, Operation, Prepared
@@ -130,5 +130,5 @@ class _CapStatements:
         self.clear = prep(
             table.update()
             .where(owner)
-            .values(budget=None, budget_period=None, budget_start=None, budget_spent=0)
+            .values(budget=null(), budget_period=null(), budget_start=null(), budget_spent=0)
         )
