@@ -6,6 +6,7 @@ without a job; a settle counts its charge in the period its call was admitted in
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -19,6 +20,7 @@ from hub.store.schema import accounts, api_keys, model_calls
 from middleware.call import Call, Identity, Usage
 from middleware.ports import BudgetExceeded, InsufficientCredit
 from tests.conftest import USER
+from tests.hub.test_recovery import TIMEOUT, Clock, _instance, _store
 
 pytestmark = pytest.mark.anyio
 
@@ -220,3 +222,33 @@ async def test_racing_admissions_pass_no_cap(store: SqlStore) -> None:
     results = await asyncio.gather(*(store.open_call(c) for c in racing), return_exceptions=True)
     assert results.count(None) == 5
     assert all(isinstance(r, BudgetExceeded) for r in results if r is not None)
+
+
+async def test_crash_recovery_gives_back_the_key_hold_and_counts_the_charge(db_url: str) -> None:
+    dead, live = await _store(db_url), await _store(db_url)
+    try:
+        now = time.time()
+        account, key_id = await _key(dead, 5 * C, now=now)
+        await Admin(dead).set_rate(
+            "mock/gpt-4o-mini", "chatCompletion", input_rate=10_000, output_rate=0
+        )
+        clock = Clock()
+        await _instance(dead, clock)
+        survivor = await _instance(live, clock)
+        call = _call(account, key_id, now)
+        call.prompt_estimate = 100  # what a crashed call is charged for: 100 × 10,000 units
+        await dead.open_call(call)
+
+        clock.now += TIMEOUT + 1
+        await survivor.beat()
+        assert await survivor.recover() == 1
+
+        assert await _row(live, api_keys, api_keys.c.id == key_id) == {
+            "held": 0,
+            "budget_spent": C,
+        }
+        ledger = await Admin(live).ledger(USER)
+        assert ledger["balance"] == ledger["granted"] - ledger["metered"]
+    finally:
+        await dead.close()
+        await live.close()
