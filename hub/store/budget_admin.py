@@ -62,8 +62,10 @@ class Budgets:
         moment = time.time() if now is None else now
 
         def op() -> Operation[bool]:
-            # The row locked first: a settle of this owner's calls waits for this
-            # transaction, so the sum below misses none and no charge counts twice.
+            # The rows locked first: a settle of this owner's calls (whose meter trigger takes
+            # the account's row) is committed before the sum below, or waits for this
+            # transaction and then counts itself: none is missed and none counts twice.
+            yield Fetch(ops.lock_account, {"p_id": owner})
             if (yield Fetch(ops.lock, {"p_id": owner})) is None:
                 return False
             if budget is None or period is None:
@@ -108,6 +110,14 @@ class _CapStatements:
         def prep(statement: Any) -> Prepared:
             return Prepared(statement, store.dialect)
 
+        # The account's row first (for a key, its owner's), then the key's: the order of
+        # the admission and of the settle's triggers.
+        account = (
+            accounts.c.id == select(api_keys.c.account_id).where(owner).scalar_subquery()
+            if table is api_keys
+            else accounts.c.id == bindparam("p_id")
+        )
+        self.lock_account = prep(select(accounts.c.id).where(account).with_for_update())
         self.lock = prep(select(c.id).where(owner).with_for_update())
         # PostgreSQL sums bigints as numeric: cast back, so money stays an integer of units.
         self.spent_since = prep(

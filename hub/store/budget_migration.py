@@ -6,8 +6,12 @@ of the key's adds it to the key's and gives back the key's hold. A charge counts
 period only if its call was admitted in it (`request_at >= budget_start`).
 
 On PostgreSQL, triggers on one event fire in the order of their names: the key's
-(`model_calls_key_budget_*`) fire before the meter's and the hold's, so a settle locks the
-key's row before the account's, in the order an admission takes them.
+(`model_calls_spend_key_*`) fire after the meter's and the hold's, so a settle locks the
+account's row before the key's, in the order an admission takes them: a key's row is only
+ever waited for by one who holds its account's, so keys add no deadlock. And a cap being
+set on a key (which locks the account's row first, see hub.store.budget_admin) sees every
+settle of the key's calls either committed or not yet past the account's row, whose key
+trigger then reads the new cap (each statement of a trigger reads what is committed).
 """
 
 from __future__ import annotations
@@ -107,7 +111,7 @@ def v14_budgets(dialect: Dialect) -> list[str]:
         statements.append(_PG_KEY_FUNCTION)
         for name, (event, when) in _KEY_WHEN.items():
             statements.append(
-                f"CREATE TRIGGER model_calls_key_budget_{name} AFTER {event} ON model_calls "
+                f"CREATE TRIGGER model_calls_spend_key_{name} AFTER {event} ON model_calls "
                 f"FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION aigne_hub_key_budget()"
             )
         return statements
@@ -117,7 +121,7 @@ def v14_budgets(dialect: Dialect) -> list[str]:
     for name, (event, when) in _KEY_WHEN.items():
         body = _KEY_SETTLED if name == "update" else _KEY_WRITTEN
         statements.append(
-            f"CREATE TRIGGER model_calls_key_budget_{name} AFTER {event} ON model_calls\n"
+            f"CREATE TRIGGER model_calls_spend_key_{name} AFTER {event} ON model_calls\n"
             f"WHEN {when}\nBEGIN\n    {body};\nEND"
         )
     return statements

@@ -114,9 +114,13 @@ class BudgetStatements:
             .values(held=k.held + bindparam("p_key_held"), **turn_period(api_keys)),
             dialect,
         )
-        # Gives back a key's hold taken in this transaction when the account refused.
-        self.unhold_key = Prepared(
-            api_keys.update().where(key).values(held=k.held - bindparam("p_key_held")), dialect
+        # Gives back the account's hold taken in this transaction when the key's cap refused.
+        a = accounts.c
+        self.unhold_credit = Prepared(
+            accounts.update()
+            .where(a.id == bindparam("p_account_id"))
+            .values(held=a.held - bindparam("p_held")),
+            dialect,
         )
         self.key_state = Prepared(_state(api_keys, key), dialect)
         self.account_state = Prepared(
@@ -132,11 +136,9 @@ def _state(table: Table, where: ColumnElement[bool], *more: Any) -> Any:
     )
 
 
-def budget_refusal(scope: str, row: tuple[Any, ...] | None, now: float) -> BudgetExceeded | None:
+def budget_refusal(scope: str, row: tuple[Any, ...], now: float) -> BudgetExceeded:
     """The refusal of a call by a cap, from its owner's state read after the admission
-    refused it; None if the row has no cap (cleared in between)."""
-    if row is None or row[0] is None:
-        return None
+    refused it (in the same transaction, under the row's lock)."""
     budget, period, spent, held = int(row[0]), str(row[1]), int(row[2]), int(row[3])
     return BudgetExceeded(scope, budget, period, spent, held, period_end(period, now))
 
@@ -147,8 +149,6 @@ def account_refusal(row: tuple[Any, ...] | None, now: float) -> Exception:
     if row is None:
         return InsufficientCredit(0, 0)
     balance, held = int(row[4]), int(row[3])
-    if balance - held > 0:
-        refused = budget_refusal("account", row, now)
-        if refused is not None:
-            return refused
+    if balance - held > 0 and row[0] is not None:
+        return budget_refusal("account", row, now)
     return InsufficientCredit(balance, held)

@@ -298,30 +298,26 @@ class SqlStore:
             raise refused
 
     def _admit(self, values: dict[str, Any], key_capped: bool) -> Operation[Exception | None]:
-        """Hold the call's credit (on its key's cap, then on its account) and record it
-        `processing`, in one transaction (the batch's); or, if the key's cap, the account's
-        balance or its cap refuses, nothing: the refusal instead. The key's row is taken
-        before the account's, in the order the settle's triggers take them."""
+        """Hold the call's credit (on its account, then on its key's cap) and record it
+        `processing`, in one transaction (the batch's); or, if the account's balance or
+        cap or the key's cap refuses, nothing: the refusal instead."""
         caps = self.budget_sql
-        now = values["p_request_at"]
-        if key_capped and not (yield Exec(caps.hold_key, values)):
-            row = yield Fetch(caps.key_state, values)
-            refused = budgets.budget_refusal("key", row, now)
-            # None: the cap was cleared since the key was read; admit without it.
-            if refused is not None:
-                return refused
-            values["p_key_held"] = 0
-            key_capped = False
-        if self.sql.admit_call is not None:
+        if not key_capped and self.sql.admit_call is not None:
             if (yield Exec(self.sql.admit_call, values)):
                 return None
         elif (yield Exec(self.sql.hold_credit, values)):
+            # The account's row before the key's, as the settle's triggers take them: a
+            # key's row is then only ever waited for by one who holds its account's.
+            if key_capped and not (yield Exec(caps.hold_key, values)):
+                row = yield Fetch(caps.key_state, values)
+                if row is not None and row[0] is not None:
+                    yield Exec(caps.unhold_credit, values)  # not seen by anyone: undone
+                    return budgets.budget_refusal("key", row, values["p_request_at"])
+                values["p_key_held"] = 0  # the cap was cleared just now: none to hold on
             yield Exec(self.sql.insert_call, values)
             return None
-        if key_capped:  # taken in this transaction: no other call has seen it
-            yield Exec(caps.unhold_key, values)
         row = yield Fetch(caps.account_state, values)
-        return budgets.account_refusal(row, now)
+        return budgets.account_refusal(row, values["p_request_at"])
 
     async def settle(self, call: Call) -> None:
         charge = call.charge or 0

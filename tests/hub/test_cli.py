@@ -153,6 +153,10 @@ def test_human_key_listing_is_a_table_with_a_header(cli: Cli) -> None:
         "TPM",
         "CONCURRENT",
         "MODELS",
+        "BUDGET",
+        "PERIOD",
+        "SPENT",
+        "RESETS_AT",
     ]
     assert row.startswith(created["id"])
     assert row.index(ALICE) == header.index("USER_DID")
