@@ -138,7 +138,7 @@ def _state(table: Table, where: ColumnElement[bool], *more: Any) -> Any:
 
 def budget_refusal(scope: str, row: tuple[Any, ...], now: float) -> BudgetExceeded:
     """The refusal of a call by a cap, from its owner's state read after the admission
-    refused it (in the same transaction, under the row's lock)."""
+    refused it (in the same transaction, a moment later)."""
     budget, period, spent, held = int(row[0]), str(row[1]), int(row[2]), int(row[3])
     return BudgetExceeded(scope, budget, period, spent, held, period_end(period, now))
 

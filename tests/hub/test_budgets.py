@@ -194,3 +194,12 @@ def test_the_cli_sets_key_and_account_caps(
     assert code == 1 and "'budget' must be more than 0" in err
     assert no_key_code == 1 and "no key with id key_nope" in no_key
     assert neither == 1 and "--clear" in neither_err
+
+
+async def test_the_accounts_page_shows_and_sets_an_account_cap(hub: Hub) -> None:
+    await hub.admin.ensure_account(USER, is_admin=True)
+    await hub.client.put(f"/api/admin/accounts/{BOB}/budget", json={"budget": "7", "period": "day"})
+    page = (await hub.client.get("/dashboard/accounts")).text
+
+    assert "7 per day" in page and "0 spent" in page
+    assert 'data-api="/api/admin/accounts/did%3Aabt%3Abob/budget"' in page
