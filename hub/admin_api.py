@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from hub import bounds
+from hub import admin_input, bounds
 from hub.bodies import json_list, json_object
 from hub.json_route import JsonRoute
 from hub.provider_health import provider_report
@@ -102,20 +102,18 @@ def routes(admin: Admin, registry: ProviderRegistry, settings: Settings) -> list
         if request.method == "PUT":
             entries = await json_list(request)
             # All or none: every entry is checked, then all are written in one transaction.
-            await admin.set_rates([_rate(entry, i) for i, entry in enumerate(entries)])
+            await admin.set_rates(admin_input.rate_entries(entries))
         return JSONResponse([shown(r) for r in await admin.list_rates()])
 
     async def credentials(request: Request) -> Response:
         if request.method == "POST":
             body = await json_object(request)
-            provider = bounds.text(body.get("provider"), "provider", 100)
-            if provider not in settings.providers:
-                raise HubError(404, "not_found", f"No provider '{provider}' is configured.")
-            secret = bounds.header_safe(body.get("key"), "key")
-            weight = bounds.weight(body.get("weight", 100))
+            key = admin_input.provider_key(
+                body.get("provider"), body.get("key"), body.get("weight", 100), settings.providers
+            )
             box = load_box(settings.encryption_key, settings.encryption_key_file, create=True)
             assert box is not None
-            added = await admin.add_credential(provider, secret, box, weight)
+            added = await admin.add_credential(key, box)
             return JSONResponse(added, status_code=201)
         return JSONResponse(await admin.list_credentials())
 
@@ -191,11 +189,3 @@ async def _create_key(
     # The only time the secret is shown: it is stored as a hash.
     created = {"id": key_id, "key": secret, "user_did": user, "models": models}
     return JSONResponse(shown({**created, "budget": budget, "period": period}), status_code=201)
-
-
-def _rate(entry: Any, index: int) -> tuple[str, Any, dict[str, Any]]:
-    """One entry of `PUT /api/admin/rates`, checked as `aigne-hub rates set` checks it."""
-    try:
-        return bounds.rate_entry(entry, CALL_TYPES)
-    except HubError as exc:
-        raise HubError(exc.status, exc.code, f"Rate {index}: {exc.message}", exc.param) from exc

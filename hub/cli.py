@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet
 
-from hub import bounds, cli_budgets
+from hub import admin_input, bounds, cli_budgets
 from hub.secrets import SecretBox, load_box, write_key_file
 from hub.settings import (
     LOG_FORMAT,
@@ -667,7 +667,7 @@ async def _rates_set(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
         "cache_write": args.cache_write,
         "image": args.image,
     }
-    model, call_type, values = bounds.rate_entry(entry, CALL_TYPES)
+    model, call_type, values = admin_input.rate_entry(entry)
     provider = model.partition("/")[0]
     if provider not in args.settings.providers:
         known = ", ".join(args.settings.providers) or "none"
@@ -692,18 +692,21 @@ async def _rates_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, 
 
 async def _credentials_add(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
     settings: Settings = args.settings
-    if args.provider not in settings.providers:
-        known = ", ".join(settings.providers) or "none"
-        raise ValueError(f"no provider '{args.provider}' in the configuration (known: {known})")
+    # Checked before the key is read, so a wrong provider does not cost a paste.
+    admin_input.configured_provider(args.provider, settings.providers)
     # From stdin by default, so the key stays out of the shell history and process list.
     secret = sys.stdin.readline().strip() if args.key == "-" else args.key
-    if not secret:
-        raise ValueError("no key given")
-    bounds.header_safe(secret, "--key")
-    weight = bounds.weight(args.weight, "--weight")
+    key = admin_input.provider_key(
+        args.provider,
+        secret,
+        args.weight,
+        settings.providers,
+        key_name="--key",
+        weight_name="--weight",
+    )
     box = load_box(settings.encryption_key, settings.encryption_key_file, create=True)
     assert box is not None
-    added = await admin.add_credential(args.provider, secret, box, weight)
+    added = await admin.add_credential(key, box)
     print("Stored encrypted; running hubs pick it up within 30 s.", file=sys.stderr)
     return added
 

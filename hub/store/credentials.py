@@ -4,35 +4,40 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, select
 
-from hub import bounds
 from hub.secrets import SecretBox, mask
 from hub.store.accounts import StoreActions
 from hub.store.raw import Exec, Fetch, Operation, Prepared
 from hub.store.schema import ai_credentials
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderKey:
+    """A provider key fit to store (made by hub.admin_input.provider_key, which checks it):
+    a configured provider, a key that can go into an HTTP header of every call routed to
+    it, a weight that fits an INTEGER column."""
+
+    provider: str
+    secret: str
+    weight: int = 100
+
+
 class Credentials(StoreActions):
     """Stored provider keys (the config file may hold others)."""
 
-    async def add_credential(
-        self, provider: str, secret: str, box: SecretBox, weight: int = 100
-    ) -> dict[str, Any]:
-        """Store a provider key, sealed; returns its id and masked form (never the key)."""
-        # Checked here, for the CLI and the admin API alike: the key goes into an HTTP
-        # header of every call routed to it, the weight into an INTEGER column.
-        bounds.header_safe(secret, "key")
-        bounds.fits(provider, "provider", 100)
-        bounds.weight(weight)
+    async def add_credential(self, key: ProviderKey, box: SecretBox) -> dict[str, Any]:
+        """Store a provider key, sealed; returns its id and masked form (never the key).
+        Only a checked key (hub.admin_input.provider_key) is taken."""
         row = {
             "id": "cred_" + secrets.token_hex(8),
-            "provider": provider,
-            "sealed": box.seal(secret),
-            "masked": mask(secret),
-            "weight": weight,
+            "provider": key.provider,
+            "sealed": box.seal(key.secret),
+            "masked": mask(key.secret),
+            "weight": key.weight,
             "created_at": time.time(),
         }
         await self.store.execute(ai_credentials.insert().values(**row))

@@ -21,6 +21,7 @@ from hub.secrets import SecretBox
 from hub.settings import ProviderSettings
 from hub.store import SqlStore
 from hub.store.admin import Admin
+from hub.store.credentials import ProviderKey
 from tests.conftest import UPSTREAM, make_settings, start_hub
 
 pytestmark = pytest.mark.anyio
@@ -35,7 +36,7 @@ async def test_a_stored_key_is_sealed_listed_masked_and_used(db_url: str, tmp_pa
     store = SqlStore(db_url)
     await store.open()
     admin = Admin(store)
-    added = await admin.add_credential("mock", STORED_KEY, SecretBox(key.encode()))
+    added = await admin.add_credential(ProviderKey("mock", STORED_KEY), SecretBox(key.encode()))
     [raw] = await store.database.fetch_all("SELECT sealed, masked FROM ai_credentials")
     listed = await admin.list_credentials()
     await store.close()
@@ -67,7 +68,9 @@ async def test_a_stored_key_is_sealed_listed_masked_and_used(db_url: str, tmp_pa
 async def test_a_hub_without_the_right_encryption_key_refuses_to_start(db_url: str) -> None:
     store = SqlStore(db_url)
     await store.open()
-    await Admin(store).add_credential("mock", STORED_KEY, SecretBox(Fernet.generate_key()))
+    await Admin(store).add_credential(
+        ProviderKey("mock", STORED_KEY), SecretBox(Fernet.generate_key())
+    )
     await store.close()
     wrong = replace(make_settings(db_url), encryption_key=Fernet.generate_key().decode())
 
@@ -126,7 +129,9 @@ async def test_keys_added_or_removed_while_the_hub_runs_take_effect_on_reload(
             # An operator runs `aigne-hub credentials add` against the same database.
             other = SqlStore(db_url)
             await other.open()
-            added = await Admin(other).add_credential("mock", STORED_KEY, SecretBox(key.encode()))
+            added = await Admin(other).add_credential(
+                ProviderKey("mock", STORED_KEY), SecretBox(key.encode())
+            )
             await hub.app.load_stored_keys()  # what the hub does every 30 s
             await hub.chat()
             during = route.calls.last.request.headers.get("authorization")
@@ -223,7 +228,7 @@ async def test_a_running_hub_follows_a_rotated_key_file(db_url: str, tmp_path: P
         hub = await start_hub(settings, httpx.MockTransport(upstream.async_handler))
         try:
             old = SecretBox(key_file.read_bytes())
-            await hub.admin.add_credential("mock", STORED_KEY, old)
+            await hub.admin.add_credential(ProviderKey("mock", STORED_KEY), old)
             await hub.app.load_stored_keys()
             # What `aigne-hub credentials rotate-key` does, with a reload at each step.
             new_key = Fernet.generate_key()
@@ -256,7 +261,7 @@ async def test_a_hub_with_the_old_key_keeps_its_stored_keys_after_a_rotation(
         )
         hub = await start_hub(settings, httpx.MockTransport(upstream.async_handler))
         try:
-            await hub.admin.add_credential("mock", STORED_KEY, SecretBox(old_key))
+            await hub.admin.add_credential(ProviderKey("mock", STORED_KEY), SecretBox(old_key))
             await hub.app.load_stored_keys()
             new = Fernet.generate_key()
             await hub.admin.reseal_credentials(SecretBox(new + b"," + old_key), done=SecretBox(new))
