@@ -12,29 +12,40 @@ from hub.store.accounts import StoreActions
 from hub.store.raw import Exec, Fetch, Operation
 from hub.store.schema import accounts, credit_grants, meter_events
 
+# What the grant trigger (migration 15) raises, on SQLite and PostgreSQL alike.
+BALANCE_OUT_OF_BOUNDS = "balance_out_of_bounds"
+
 
 class Ledger(StoreActions):
     """Credit grants (the operator's) and meter events (the calls')."""
 
     async def grant(self, did: str, units: int, note: str | None = None) -> int:
-        """Add a credit grant (negative to take credits back); returns the new balance."""
+        """Add a credit grant (negative to take credits back); returns the new balance.
 
+        The grant's row moves the balance itself (a trigger, as a meter event's does:
+        hub.store.migrate, migration 15), in the statement that writes it, and refuses a
+        balance past ±MAX_BALANCE there."""
         bounds.check_grant(units)
 
         def op() -> Operation[int]:
             account_id = yield from self._account_id(did)
-            # Checked here, in the transaction that writes it: past the bound, SQLite would
-            # store the sum as a float and PostgreSQL would refuse it.
-            row = yield Fetch(self.sql.balance_to_change, {"p_id": account_id})
-            bounds.check_balance(int(row[0]), units)
             yield Exec(
                 self.sql.insert_grant,
                 {"p_id": account_id, "p_amount": units, "p_note": note, "p_now": time.time()},
             )
-            row = yield Fetch(self.sql.add_balance, {"p_id": account_id, "p_amount": units})
+            row = yield Fetch(self.sql.balance, {"p_id": account_id})
             return int(row[0])
 
-        balance = await self.store.run(op)
+        try:
+            balance = await self.store.run(op)
+        except Exception as exc:
+            if BALANCE_OUT_OF_BOUNDS not in str(exc):
+                raise
+            # Nothing was written: say why, with the balance the grant would have moved.
+            account = await self.store.find_account(did)
+            now = 0 if account is None else await self.store.balance(account.account_id, fresh=True)
+            bounds.check_balance(now, units)
+            raise bounds.refuse("amount", "The balance moved past its bounds meanwhile.") from exc
         self.store.forget_caches()
         return balance
 

@@ -119,17 +119,6 @@ class Statements:
             .where(*_can_pay())
             .values(held=accounts.c.held + param("held"), **turn_period(accounts))
         )
-        # Read under a row lock by a grant, which checks the bound on what it read: another
-        # hub's grant cannot slip in between (SQLite's write transaction locks already).
-        self.balance_to_change = prep(
-            select(accounts.c.balance).where(accounts.c.id == param("id")).with_for_update()
-        )
-        self.add_balance = prep(
-            accounts.update()
-            .where(accounts.c.id == param("id"))
-            .values(balance=accounts.c.balance + param("amount"))
-            .returning(accounts.c.balance)
-        )
         self.all_rates = prep(
             select(
                 ai_model_rates.c.model,
