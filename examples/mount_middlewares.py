@@ -126,7 +126,7 @@ def build_app(database_url: str) -> tuple[ASGIApp, SqlStore]:
         lifespan=lifespan,
     )
     # Built inside out: the first middleware a request meets is the last one wrapped.
-    app: ASGIApp = BillingMiddleware(echo, rates=store)
+    app: ASGIApp = BillingMiddleware(echo)
     app = ModelCallMiddleware(app, log=store)
     app = CreditCheckMiddleware(app, rates=store)
     app = CallMiddleware(app, routes=ROUTES)

@@ -28,7 +28,7 @@ from middleware import (
     CreditCheckMiddleware,
     ModelCallMiddleware,
 )
-from middleware.billing import price, rate_of
+from middleware.billing import charge_of
 from middleware.call import Call, get_call
 from middleware.errors import answer_unhandled, refuse_websocket, request_id_of
 from middleware.limiter_memory import MemoryLimiter
@@ -94,7 +94,7 @@ class HubApp:
                 await router(scope, receive, send)
 
         billing = settings.billing
-        stack: ASGIApp = BillingMiddleware(dispatch, rates=self.store, enabled=billing)
+        stack: ASGIApp = BillingMiddleware(dispatch, enabled=billing)
         stack = ModelCallMiddleware(stack, log=self.store, observers=(self.metrics,))
         stack = CreditCheckMiddleware(
             stack,
@@ -202,9 +202,9 @@ class HubApp:
                 logger.exception("reloading stored provider keys failed; keeping the old ones")
 
     async def _price(self, call: Call) -> int:
-        """What a finished call costs, for answers that show it (the AIGNE format)."""
-        rate = call.rate or await rate_of(self.store, call)
-        return price(call.usage, rate) if rate is not None and call.usage is not None else 0
+        """What a finished call costs, for answers that show it (the AIGNE format): at the
+        rate the credit check put on the call, as billing charges it."""
+        return charge_of(call)
 
     async def startup(self) -> None:
         self.metrics.start()

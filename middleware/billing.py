@@ -7,18 +7,9 @@ import logging
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from middleware.call import Call, Usage, get_call
-from middleware.ports import Rate, RateBook
+from middleware.ports import Rate
 
 logger = logging.getLogger("aigne_hub.billing")
-
-
-async def rate_of(rates: RateBook, call: Call) -> Rate | None:
-    """The call's rate: that of the model as the client named it.
-
-    A name given without a provider (`gpt-4o-mini`) is priced as such, whichever provider
-    serves it: a per-provider rate would let failover land on an unpriced provider.
-    """
-    return await rates.rate(call.model, call.call_type)
 
 
 def price(usage: Usage, rate: Rate) -> int:
@@ -43,15 +34,27 @@ def price(usage: Usage, rate: Rate) -> int:
     )
 
 
+def charge_of(call: Call) -> int:
+    """What the call costs: its usage at the rate the credit check put on it (the one
+    lookup of a call); 0 while it has no usage, or no rate (credit is not checked)."""
+    if call.usage is None or call.rate is None:
+        return 0
+    return price(call.usage, call.rate)
+
+
 class BillingMiddleware:
     """Sets `call.charge` as the answer ends: priced before its last message goes out, so
     the ModelCall layer (outside this one) can settle the charge before the client has the
     whole answer; calls that end otherwise (hang-ups, errors) are priced when the app
-    returns."""
+    returns.
 
-    def __init__(self, app: ASGIApp, *, rates: RateBook, enabled: bool = True) -> None:
+    It prices with the rate CreditCheckMiddleware (outside) found and put on the Call, and
+    looks up nothing itself: a call is priced at the rate it was admitted at, even if the
+    rate changes while it runs. Mount the credit check with it; with billing off, neither.
+    """
+
+    def __init__(self, app: ASGIApp, *, enabled: bool = True) -> None:
         self.app = app
-        self.rates = rates
         self.enabled = enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -62,25 +65,17 @@ class BillingMiddleware:
 
         async def price_at_end(message: Message) -> None:
             if message["type"] == "http.response.body" and not message.get("more_body"):
-                await self._charge(call)
+                self._charge(call)
             await send(message)
 
         try:
             await self.app(scope, receive, price_at_end)
         finally:
             if not call.answered:
-                await self._charge(call)
+                self._charge(call)
 
-    async def _charge(self, call: Call) -> None:
-        if not self.enabled or call.usage is None:
-            call.charge = 0
-            return
-        # The credit check's rate (one lookup a call); looked up here only without one.
-        rate = call.rate or await rate_of(self.rates, call)
-        if rate is None:
-            # The credit check refused unpriced models, so the rate was removed mid-call:
-            # the answer was delivered, so the record stays a success, at no charge.
-            logger.warning("no rate for %s when call %s ended; charged 0", call.model, call.id)
-            call.charge = 0
-            return
-        call.charge = price(call.usage, rate)
+    def _charge(self, call: Call) -> None:
+        if self.enabled and call.rate is None and call.usage is not None:
+            # No credit check in front found the rate: the call goes free, and says so.
+            logger.warning("call %s has no rate (is credit checked?); charged 0", call.id)
+        call.charge = charge_of(call) if self.enabled else 0

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from middleware.billing import price, rate_of
+from middleware.billing import price
 from middleware.call import Call, Usage, get_call
 from middleware.errors import send_error
 from middleware.money import credits_text
@@ -100,7 +100,11 @@ class CreditCheckMiddleware:
         if call is None:
             await self.app(scope, receive, send)
             return
-        rate = await rate_of(self.rates, call)
+        # The one lookup of the call's rate: billing and the answers that show credits
+        # price with the rate put on the Call here. A name given without a provider
+        # (`gpt-4o-mini`) is priced as such, whichever provider serves it: a per-provider
+        # rate would let failover land on an unpriced provider.
+        rate = await self.rates.rate(call.model, call.call_type)
         if rate is None:
             # An unpriced model would be a free call: refuse it rather than give it away.
             await send_error(

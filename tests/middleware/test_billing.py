@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
-from middleware.billing import price
-from middleware.call import Call, Identity, Usage
+from middleware.billing import BillingMiddleware, price
+from middleware.call import CALL_KEY, Call, Identity, Usage
 from middleware.credit import BYTES_PER_TOKEN, worst_case
 from middleware.money import to_credits, to_units
 from middleware.ports import Rate
@@ -101,3 +102,86 @@ def test_money_refuses_more_precision_than_the_ledger_keeps() -> None:
 def test_credits_show_exactly_at_any_size(units: int, shown: str) -> None:
     assert format(to_credits(units), "f") == shown
     assert to_units(to_credits(units)) == units
+
+
+# -- the middleware: prices with the rate the credit check put on the call ---------------
+
+
+def _chat_call() -> Call:
+    return Call(
+        identity=Identity(account_id=1, user_did="u"),
+        call_type="chatCompletion",
+        model="m",
+        body={},
+        raw_body=b"{}",
+    )
+
+
+async def _billed(call: Call, *, enabled: bool = True, last: bool = True) -> Call:
+    """Run one call through BillingMiddleware around an app that reports 3 + 4 tokens."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        call.usage = Usage(3, 4)
+        if last:
+            await send({"type": "http.response.body", "body": b"{}"})
+            call.answered = True
+
+    async def send(message: Message) -> None:
+        pass
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    scope = {"type": "http", CALL_KEY: call}
+    await BillingMiddleware(app, enabled=enabled)(scope, receive, send)
+    return call
+
+
+@pytest.mark.anyio
+async def test_a_call_without_a_rate_on_it_is_charged_nothing_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # No credit check in front put a rate on the call: billing looks nothing up itself.
+    call = await _billed(_chat_call())
+
+    assert call.charge == 0
+    assert f"call {call.id} has no rate" in caplog.text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("last", [True, False])
+async def test_a_call_is_charged_at_the_rate_it_was_admitted_at(last: bool) -> None:
+    call = _chat_call()
+    call.rate = Rate("m", "chatCompletion", input_rate=10, output_rate=100)
+
+    # Priced as the last message goes out, or (a hang-up) when the app returns.
+    assert (await _billed(call, last=last)).charge == 3 * 10 + 4 * 100
+
+
+@pytest.mark.anyio
+async def test_with_billing_off_nothing_is_charged_or_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    call = await _billed(_chat_call(), enabled=False)
+
+    assert call.charge == 0 and "no rate" not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_request_that_is_no_model_call_passes_through_untouched() -> None:
+    sent: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    await BillingMiddleware(app)({"type": "http"}, receive, send)
+
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]

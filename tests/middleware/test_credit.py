@@ -172,7 +172,7 @@ class _Ledger:
 def _stack(app: ASGIApp, ledger: _Ledger) -> httpx.AsyncClient:
     wrapped = CallMiddleware(
         CreditCheckMiddleware(
-            ModelCallMiddleware(BillingMiddleware(app, rates=ledger), log=ledger), rates=ledger
+            ModelCallMiddleware(BillingMiddleware(app), log=ledger), rates=ledger
         ),
         routes={"/v1/chat/completions": "chatCompletion"},
         anonymous=Identity(account_id=1, user_did=USER),
