@@ -9,9 +9,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from databases import Database, DatabaseURL
-from sqlalchemy import BigInteger, Boolean, Integer, Select, String, or_, select
+from sqlalchemy import Boolean, Select, or_, select
 
-from hub.bounds import INT32_MAX, MAX_CHARGE
+from hub.bounds import MAX_CHARGE
 from hub.store import budgets, migrate
 from hub.store.committer import GroupCommitter
 from hub.store.raw import (
@@ -25,21 +25,18 @@ from hub.store.raw import (
     SqliteBackend,
     Work,
     dialect_for,
-    refused_by_database,
     rows_changed,
     single,
 )
-from hub.store.schema import accounts, api_keys, model_calls
+from hub.store.schema import accounts, api_keys
+from hub.store.settle import call_values, fit_texts, settle_call
 from hub.store.statements import Statements
 from middleware.call import Call, CallType
-from middleware.money import credits_text
 from middleware.ports import (
-    SETTLE_REFUSED,
     AccountRecord,
     KeyRecord,
     Quota,
     Rate,
-    SettleRefused,
 )
 from middleware.scopes import ModelScope
 
@@ -283,7 +280,7 @@ class SqlStore:
         self._rates_expire = 0.0
 
     async def open_call(self, call: Call) -> None:
-        values = _fit_texts(_call_values(call, self.instance_id))
+        values = fit_texts(call_values(call, self.instance_id))
         if call.hold is None:  # no credit check (billing is off)
             await self.run(Bulk(self.sql.insert_call, values, phase=0))
             return
@@ -320,23 +317,10 @@ class SqlStore:
         return budgets.account_refusal(row, values["p_request_at"])
 
     async def settle(self, call: Call) -> None:
-        charge = call.charge or 0
-        values = _fit_texts(_call_values(call, self.instance_id))
-        problem = _out_of_bounds(values)
-        try:
-            # Queued before the first await (see CallLog.settle), whatever is written.
-            await self.run(
-                Bulk(self.sql.settle_call, _refused(values, problem) if problem else values, 1)
-            )
-        except Exception as exc:
-            if problem or not refused_by_database(exc):
-                raise  # a dropped connection, a lock: the caller retries
-            problem = f"the database refused the record: {type(exc).__name__}: {exc}"
-            await self.run(Bulk(self.sql.settle_call, _refused(values, problem), phase=1))
-        if problem:
-            raise SettleRefused(problem)
-        # The database moved the balance (trigger); keep the cached figure in step with it.
-        account_id = call.identity.account_id
+        await settle_call(self, call)
+
+    def charged(self, account_id: int, charge: int) -> None:
+        """The database moved the balance (trigger): keep the cached figure in step."""
         cached = self._balances.get(account_id)
         if cached is not None and charge:
             self._balances[account_id] = (cached[0], cached[1] - charge)
@@ -360,112 +344,3 @@ def _with_booleans(statement: Select[Any], rows: list[dict[str, Any]]) -> list[d
             if row.get(key) is not None:
                 row[key] = bool(row[key])
     return rows
-
-
-def _call_values(call: Call, instance_id: str | None) -> dict[str, Any]:
-    usage = call.usage
-    finished = call.status != "processing"
-    # What the call is charged if its instance dies before settling it (counted by the
-    # credit check; None when it did not run: a hub that does not bill).
-    estimate = call.prompt_estimate
-    return {
-        "p_id": call.id,
-        "p_request_id": call.request_id,
-        "p_account_id": call.identity.account_id,
-        "p_user_did": call.identity.user_did,
-        "p_app_did": call.app_did,
-        "p_api_key_id": call.identity.key_id,
-        "p_provider": call.provider,
-        "p_model": call.model,
-        "p_upstream_model": call.upstream_model,
-        "p_type": call.call_type,
-        "p_status": call.status,
-        "p_stream": call.stream,
-        "p_request_at": call.started_at,
-        "p_response_at": call.started_at + call.duration_ms / 1000 if finished else None,
-        "p_duration_ms": call.duration_ms if finished else None,
-        "p_ttfb_ms": call.ttfb_ms,
-        "p_input_tokens": usage.input_tokens if usage else 0,
-        "p_output_tokens": usage.output_tokens if usage else 0,
-        "p_cached_tokens": usage.cached_tokens if usage else 0,
-        "p_cache_write_tokens": usage.cache_write_tokens if usage else 0,
-        "p_image_count": usage.images if usage else 0,
-        "p_credits": call.charge or 0,
-        "p_http_status": call.http_status,
-        "p_error_code": call.error_code,
-        "p_error_message": call.error_message,
-        "p_usage_estimated": call.usage_estimated,
-        "p_attempts": call.attempts,
-        "p_credential": call.credential,
-        "p_instance_id": instance_id,
-        "p_prompt_estimate": None if finished or estimate is None else min(estimate, INT32_MAX),
-        # Set by open_call on a call it admits. A settle never writes it: it finalizes the
-        # row that carries the hold, or (the row never written) holds nothing.
-        "p_held": 0,
-        "p_key_held": 0,
-    }
-
-
-# The call's whole numbers kept in INTEGER columns (int32 on PostgreSQL).
-_COUNTS = tuple(
-    f"p_{c.name}"
-    for c in model_calls.columns
-    if isinstance(c.type, Integer) and not isinstance(c.type, BigInteger)
-)
-_TEXTS = {
-    f"p_{c.name}": int(c.type.length or 0)
-    for c in model_calls.columns
-    if isinstance(c.type, String) and c.type.length
-}
-
-
-def _out_of_bounds(values: dict[str, Any]) -> str | None:
-    """Why a settle's values cannot be written as they are (None when they can): checked
-    before the write, so both databases refuse the same records and SQLite never turns
-    an overflowing balance into a float."""
-    charge = values["p_credits"]
-    if not 0 <= charge <= MAX_CHARGE:
-        return f"a charge of {credits_text(charge)} credits is past the bound of one call"
-    for name in _COUNTS:
-        value = values[name]
-        if value is not None and not 0 <= value <= INT32_MAX:
-            return f"{name[2:]} = {value} does not fit its column"
-    return None
-
-
-def _fit_texts(values: dict[str, Any]) -> dict[str, Any]:
-    """The record's text cut to fit its columns, without NUL or lone surrogates (which
-    PostgreSQL refuses): a model name a client made up must not make its call unwritable.
-    Plain text, the usual case, costs three checks a column."""
-    for name, longest in _TEXTS.items():
-        value = values[name]
-        if isinstance(value, str) and (
-            len(value) > longest or "\x00" in value or not (value.isascii() or _encodes(value))
-        ):
-            value = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
-            values[name] = value[:longest]
-    return values
-
-
-def _encodes(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
-def _refused(values: dict[str, Any], problem: str) -> dict[str, Any]:
-    """The call recorded `failed` at no charge, with the reason, every number clamped to
-    fit its column: what can be written when the real record cannot."""
-    fitted = dict(values)
-    for name in _COUNTS:
-        if fitted[name] is not None:
-            fitted[name] = min(max(fitted[name], 0), INT32_MAX)
-    fitted.update(
-        p_status="failed",
-        p_credits=0,
-        p_error_code=SETTLE_REFUSED,
-        p_error_message=problem,
-    )
-    return _fit_texts(fitted)
