@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from middleware.billing import price
 from middleware.call import Call, Usage, get_call
-from middleware.errors import send_error
+from middleware.errors import send_error, send_store_unavailable
 from middleware.money import credits_text
 from middleware.ports import BudgetExceeded, InsufficientCredit, Rate, RateBook
 from middleware.tokens import prompt_tokens
+
+logger = logging.getLogger("aigne_hub.credit")
 
 # JSON-encoded text averages over three bytes per token; four errs on the generous side for
 # the caller while still counting every message.
@@ -104,7 +107,12 @@ class CreditCheckMiddleware:
         # price with the rate put on the Call here. A name given without a provider
         # (`gpt-4o-mini`) is priced as such, whichever provider serves it: a per-provider
         # rate would let failover land on an unpriced provider.
-        rate = await self.rates.rate(call.model, call.call_type)
+        try:
+            rate = await self.rates.rate(call.model, call.call_type)
+        except Exception as exc:
+            logger.error("the rate of call %s could not be read: %r", call.id, exc)
+            await send_store_unavailable(send, "read this model's rate")
+            return
         if rate is None:
             # An unpriced model would be a free call: refuse it rather than give it away.
             await send_error(

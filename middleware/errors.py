@@ -117,6 +117,19 @@ def request_id_of(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+async def send_store_unavailable(send: Send, what: str) -> None:
+    """503 `store_unavailable`: the store did not answer before the call was made (`what`
+    it could not do), so nothing went upstream and nothing is charged; worth a retry."""
+    await send_error(
+        send,
+        503,
+        "store_unavailable",
+        f"The hub could not {what} (its database did not answer), so the call was not made "
+        "and nothing was charged. Retry in a moment.",
+        headers=[(b"retry-after", b"1")],
+    )
+
+
 async def answer_unhandled(scope: Scope, send: Send, exc: Exception, request_id: str) -> None:
     """The last resort for an exception that escaped every handler: one ERROR line naming
     the request (the traceback only at DEBUG, so a request that always fails cannot fill

@@ -10,9 +10,16 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from middleware.call import Call, get_call
-from middleware.errors import answer_unhandled
+from middleware.errors import answer_unhandled, send_store_unavailable
 from middleware.money import credits_text
-from middleware.ports import SETTLE_REFUSED, CallLog, CallObserver, SettleRefused
+from middleware.ports import (
+    SETTLE_REFUSED,
+    BudgetExceeded,
+    CallLog,
+    CallObserver,
+    InsufficientCredit,
+    SettleRefused,
+)
 
 logger = logging.getLogger("aigne_hub.model_call")
 
@@ -45,8 +52,18 @@ class ModelCallMiddleware:
         if call is None:
             await self.app(scope, receive, send)
             return
-        # Raises InsufficientCredit (for the credit check outside) before anything is written.
-        await self.log.open_call(call)
+        try:
+            # Raises InsufficientCredit or BudgetExceeded (for the credit check outside)
+            # before anything is written.
+            await self.log.open_call(call)
+        except (InsufficientCredit, BudgetExceeded):
+            raise
+        except Exception as exc:
+            # The store did not answer (down, restarting, locked too long): the call cannot
+            # be recorded, so it is not made; nothing went upstream and nothing is charged.
+            logger.error("call %s could not be recorded: %r", call.id, exc)
+            await send_store_unavailable(send, "record this call")
+            return
         for observer in self.observers:
             observer.opened(call)
         settled = False
