@@ -18,6 +18,7 @@ from sqlalchemy import select
 from starlette.types import Message, Receive, Scope, Send
 
 import middleware.model_call
+from hub.bounds import MAX_CHARGE
 from hub.store import SqlStore
 from hub.store.admin import Admin
 from hub.store.raw import Bulk, Outcome, Work
@@ -309,17 +310,24 @@ async def test_a_connection_dropped_mid_batch_loses_and_doubles_nothing(
 # -- records the database could not take as they are ---------------------------------
 
 
-async def test_a_count_past_its_column_is_recorded_failed_and_frees_its_hold(
-    store: SqlStore,
+@pytest.mark.parametrize(
+    ("tokens", "charge", "why"),
+    [
+        (2**31, PER_CALL, "input_tokens = 2147483648 does not fit"),  # PostgreSQL's INTEGER
+        (3, MAX_CHARGE + 1, "is past the bound of one call"),
+    ],
+)
+async def test_a_record_past_its_bounds_is_recorded_failed_and_frees_its_hold(
+    store: SqlStore, tokens: int, charge: int, why: str
 ) -> None:
     account = await _funded(store)
-    call = a_call(account, PER_CALL)
+    call = a_call(account, charge)
     call.status, call.hold = "processing", to_units("0.1")
     await store.open_call(call)
     call.status = "success"
-    call.usage = Usage(input_tokens=2**31, output_tokens=4)  # past PostgreSQL's INTEGER
+    call.usage = Usage(input_tokens=tokens, output_tokens=4)
 
-    with pytest.raises(SettleRefused, match="input_tokens = 2147483648 does not fit"):
+    with pytest.raises(SettleRefused, match=why):
         await store.settle(call)
 
     books = await _books(store)
@@ -327,16 +335,55 @@ async def test_a_count_past_its_column_is_recorded_failed_and_frees_its_hold(
     _balanced(books, charged_calls=0)
 
 
-async def test_text_a_column_cannot_hold_as_it_is_is_recorded_mended(store: SqlStore) -> None:
+@pytest.mark.parametrize(
+    ("said", "recorded"),
+    [
+        # An upstream error message in French: recorded as it is.
+        ("Modèle indisponible", "Modèle indisponible"),
+        # With a lone surrogate from a broken JSON escape (PostgreSQL refuses those):
+        # mended, and the call recorded and charged all the same.
+        ("Modèle indisponible \ud800", "Modèle indisponible ?"),
+    ],
+)
+async def test_text_a_column_cannot_hold_as_it_is_is_recorded_mended(
+    store: SqlStore, said: str, recorded: str
+) -> None:
     account = await _funded(store)
     call = a_call(account, PER_CALL)
-    # An upstream error message in French, with a lone surrogate from a broken JSON
-    # escape (PostgreSQL refuses those): the call is recorded and charged all the same.
-    call.fail("upstream_error", "Modèle indisponible \ud800")
+    call.fail("upstream_error", said)
 
     await store.settle(call)
 
     [row] = await Admin(store).list_calls()
-    assert row["error_message"] == "Modèle indisponible ?"
+    assert row["error_message"] == recorded
     assert int(row["credits"]) == PER_CALL
     _balanced(await _books(store), charged_calls=1)
+
+
+class _CheckViolation(Exception):
+    """What asyncpg raises for a record PostgreSQL refuses (integrity, class 23)."""
+
+    sqlstate = "23514"
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [sqlite3.IntegrityError("CHECK constraint failed"), _CheckViolation("check violation")],
+    ids=["sqlite-error", "postgres-error"],
+)
+async def test_a_record_the_database_refuses_is_recorded_failed_and_frees_its_hold(
+    store: SqlStore, refusal: BaseException
+) -> None:
+    account = await _funded(store)
+    call = a_call(account, PER_CALL)
+    call.status, call.hold = "processing", to_units("0.1")
+    await store.open_call(call)
+    call.status = "success"
+    _fail_batches(store, refusal, times=1)
+
+    with pytest.raises(SettleRefused, match="the database refused the record"):
+        await store.settle(call)
+
+    books = await _books(store)
+    assert books["calls"] == [("failed", 0, "settle_refused")]
+    _balanced(books, charged_calls=0)
