@@ -18,7 +18,7 @@ from hub.routes import MODEL_ROUTE_TABLE, PUBLIC_PATHS, build_router, knows
 from hub.secrets import load_box
 from hub.settings import LOG_FORMAT, Settings, check_shared_limits, load_settings
 from hub.store import SqlStore
-from hub.store.admin import Admin
+from hub.store.credentials import Credentials
 from hub.store.instances import Instances
 from hub.transport import AiohttpTransport
 from middleware import (
@@ -163,7 +163,7 @@ class HubApp:
     async def load_stored_keys(self) -> None:
         """Provider keys kept in the database join their providers' pools; keys removed
         from it leave them (keys from the configuration stay)."""
-        stored = await Admin(self.store).sealed_credentials()
+        stored = await Credentials(self.store).sealed_credentials()
         opened: list[tuple[str, str, int, str]] = []
         if stored:
             settings = self.settings

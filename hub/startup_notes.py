@@ -8,7 +8,7 @@ from collections.abc import Collection
 
 from hub.settings import Settings, env_key_name
 from hub.store import SqlStore
-from hub.store.admin import Admin
+from hub.store.credentials import Credentials
 
 # The person the printed commands make: a placeholder the operator replaces.
 EXAMPLE_USER = "did:abt:you"
@@ -18,7 +18,7 @@ PRESET_MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-5"}
 
 async def providers_with_stored_keys(store: SqlStore) -> set[str]:
     """The providers `aigne-hub credentials add` has stored a key for."""
-    return {row["provider"] for row in await Admin(store).list_credentials()}
+    return {row["provider"] for row in await Credentials(store).list_credentials()}
 
 
 def provider_warnings(settings: Settings, stored: Collection[str]) -> list[str]:
