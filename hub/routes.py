@@ -20,10 +20,12 @@ from hub.dialects.responses import RESPONSES
 from hub.json_route import JsonRoute, JsonRouter
 from hub.metrics import Metrics
 from hub.page_headers import SecurityHeaders
+from hub.payments import routes as payments
 from hub.providers.registry import ProviderRegistry
 from hub.settings import Settings
 from hub.store import SqlStore
 from hub.store.admin import Admin
+from hub.store.payments import Payments
 from middleware.auth import session_signer
 from middleware.call import CallType, get_identity
 from middleware.errors import HubError, send_error
@@ -64,6 +66,8 @@ PUBLIC_PATHS = frozenset(
         "/login",
         "/login/link",
         "/logout",
+        # Signed by the payment service instead (hub.payments.signatures).
+        *payments.PATHS,
     }
 )
 SESSION_MAX_AGE = 7 * 24 * 3600
@@ -180,6 +184,7 @@ def build_router(
                 public_url=settings.public_url,
             ),
             *dashboard.routes(admin, registry, settings, metrics),
+            *payments.payment_routes(Payments(store), settings.payments),
         ],
         default=not_found,
         # Starlette's own slash redirect is absolute, built from the Host header.

@@ -14,6 +14,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from hub import bounds
+from hub.payments.settings import KEYS as PAYMENT_KEYS
+from hub.payments.settings import PaymentSettings, read_payments
 from middleware.errors import HubError
 from middleware.limits import LimitPolicy
 from middleware.ports import Quota
@@ -145,6 +147,8 @@ class Settings:
     # `[rate_limits]`: requests and tokens per minute and calls at once, per scope.
     rate_limits: LimitPolicy = field(default_factory=LimitPolicy)
     redis: RedisSettings = field(default_factory=RedisSettings)
+    # `[billing]`: the payment link in 402 answers, welcome credits, payment webhooks.
+    payments: PaymentSettings = field(default_factory=PaymentSettings)
 
     @property
     def billing(self) -> bool:
@@ -171,6 +175,7 @@ _TOP = {
     "session",
     "security",
     "logging",
+    "billing",
 }
 
 
@@ -267,6 +272,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         config_file=os.path.abspath(path) if path is not None else None,
         rate_limits=_rate_limits(_table(data, "rate_limits", {*_SCOPES, "models"})),
         redis=_redis(_table(data, "redis", {"url", "on_error", "prefix", "timeout"}), env),
+        payments=read_payments(_table(data, "billing", PAYMENT_KEYS), env, ConfigError),
     )
 
 

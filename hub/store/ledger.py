@@ -29,25 +29,34 @@ class Ledger(StoreActions):
 
         def op() -> Operation[int]:
             account_id = yield from self._account_id(did)
-            yield Exec(
-                self.sql.insert_grant,
-                {"p_id": account_id, "p_amount": units, "p_note": note, "p_now": time.time()},
-            )
-            row = yield Fetch(self.sql.balance, {"p_id": account_id})
-            return int(row[0])
+            return (yield from self.grant_op(account_id, units, note))
 
         try:
             balance = await self.store.run(op)
         except Exception as exc:
-            if BALANCE_OUT_OF_BOUNDS not in str(exc):
-                raise
-            # Nothing was written: say why, with the balance the grant would have moved.
-            account = await self.store.find_account(did)
-            now = 0 if account is None else await self.store.balance(account.account_id, fresh=True)
-            bounds.check_balance(now, units)
-            raise bounds.refuse("amount", "The balance moved past its bounds meanwhile.") from exc
+            await self.refuse_past_bounds(exc, did, units)
+            raise
         self.store.forget_caches()
         return balance
+
+    def grant_op(self, account_id: int, units: int, note: str | None) -> Operation[int]:
+        """A grant's steps in the caller's transaction; the new balance."""
+        yield Exec(
+            self.sql.insert_grant,
+            {"p_id": account_id, "p_amount": units, "p_note": note, "p_now": time.time()},
+        )
+        row = yield Fetch(self.sql.balance, {"p_id": account_id})
+        return int(row[0])
+
+    async def refuse_past_bounds(self, exc: BaseException, did: str, units: int) -> None:
+        """A 400 naming the bound if the trigger refused a grant for it (nothing was
+        written); returns for any other failure, for the caller to raise."""
+        if BALANCE_OUT_OF_BOUNDS not in str(exc):
+            return
+        account = await self.store.find_account(did)
+        now = 0 if account is None else await self.store.balance(account.account_id, fresh=True)
+        bounds.check_balance(now, units)
+        raise bounds.refuse("amount", "The balance moved past its bounds meanwhile.") from exc
 
     async def ledger(self, did: str) -> dict[str, int]:
         """The balance beside its ledger: granted, metered, and whether they agree."""

@@ -88,11 +88,11 @@ _ADDED_LATER = {
         "key_held",
     ),
     "ai_model_rates": ("cache_write_rate",),
-    "accounts": ("session_epoch", *LIMIT_COLUMNS, "held", *BUDGET_COLUMNS),
+    "accounts": ("session_epoch", *LIMIT_COLUMNS, "held", *BUDGET_COLUMNS, "stripe_customer_id"),
     "api_keys": (*LIMIT_COLUMNS, "allowed_models", "held", *BUDGET_COLUMNS),
 }
-_TABLES_ADDED_LATER = {"ai_credentials", "login_links", "hub_instances"}
-_INDEXES_ADDED_LATER = {"ix_model_calls_time"}
+_TABLES_ADDED_LATER = {"ai_credentials", "login_links", "hub_instances", "payment_events"}
+_INDEXES_ADDED_LATER = {"ix_model_calls_time", "ux_accounts_stripe_customer"}
 
 
 def _as_in_v1(table: Table) -> Table:
@@ -253,6 +253,15 @@ def _v13_key_models(dialect: Dialect) -> list[str]:
     return ["ALTER TABLE api_keys ADD COLUMN allowed_models TEXT"]
 
 
+def _v16_payments(dialect: Dialect) -> list[str]:
+    (index,) = (i for i in schema.accounts.indexes if i.name == "ux_accounts_stripe_customer")
+    return [
+        "ALTER TABLE accounts ADD COLUMN stripe_customer_id VARCHAR(255)",
+        str(CreateIndex(index).compile(dialect=dialect)),
+        str(CreateTable(schema.payment_events).compile(dialect=dialect)),
+    ]
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
     (2, "model_calls.usage_estimated", _v2_usage_estimated),
@@ -269,6 +278,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (13, "api_keys.allowed_models", _v13_key_models),
     (14, "spend caps per key and account", v14_budgets),
     (15, "grants move the balance by trigger, as meter events do", v15_grants_by_trigger),
+    (16, "payment_events and accounts.stripe_customer_id", _v16_payments),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -66,7 +66,13 @@ accounts = Table(
     # the statement that adds it, so every process and instance on the database shares it.
     Column("held", BigInteger, nullable=False, default=0),
     *budget_columns(),
+    # Added by migration 16: the account's customer at Stripe, learned from its first paid
+    # checkout, so later invoices (which name only the customer) find the account.
+    Column("stripe_customer_id", String(255), nullable=True),
 )
+
+# One account per Stripe customer (an index: SQLite cannot add a UNIQUE column).
+Index("ux_accounts_stripe_customer", accounts.c.stripe_customer_id, unique=True)
 
 api_keys = Table(
     "api_keys",
@@ -227,4 +233,18 @@ login_links = Table(
     Column("user_did", String(200), nullable=False),
     Column("expires_at", Float, nullable=False),
     Column("used_at", Float, nullable=True),
+)
+
+# Added by migration 16: every payment that granted credits, by the payment service's own
+# event id, so a delivery sent twice (or retried after a lost answer) grants once.
+payment_events = Table(
+    "payment_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(20), nullable=False),
+    Column("event_id", String(255), nullable=False),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("source", "event_id", name="uq_payment_events_event"),
 )
