@@ -101,6 +101,7 @@ class HubApp:
             rates=self.store,
             enabled=billing,
             default_output_tokens=limits.hold_output_tokens,
+            payment_link=settings.payments.payment_link,
         )
         redis = settings.redis
         self.limiter: RedisLimiter | MemoryLimiter = (

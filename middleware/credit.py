@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -70,6 +71,9 @@ def worst_case(call: Call, rate: Rate, default_output_tokens: int) -> int:
     return price(usage, rate)
 
 
+PAYMENT_URL_HEADER = b"x-aigne-hub-payment-url"
+
+
 class CreditCheckMiddleware:
     """402 when the balance, less what calls in flight may still cost, is at or below zero.
 
@@ -91,8 +95,11 @@ class CreditCheckMiddleware:
         enabled: bool = True,
         holds: bool = True,
         default_output_tokens: int = 4096,
+        payment_link: Callable[[str], str | None] | None = None,
     ) -> None:
         self.app = app
+        # The operator's payment page for an account's DID, shown when it runs out.
+        self.payment_link = payment_link
         self.rates = rates
         self.enabled = enabled
         self.holds = holds
@@ -130,22 +137,28 @@ class CreditCheckMiddleware:
             await self.app(scope, receive, send)
         except InsufficientCredit as refused:
             # Raised by the admission, before anything was recorded, held or sent.
-            await send_error(send, 402, "insufficient_credits", _refusal(refused))
+            link = self.payment_link(call.identity.user_did) if self.payment_link else None
+            # The link goes in the message (every client format shows it) and in a header
+            # (for programs); it names the account so the payment is granted to it.
+            headers = [(PAYMENT_URL_HEADER, link.encode())] if link else None
+            message = _refusal(refused, link)
+            await send_error(send, 402, "insufficient_credits", message, headers=headers)
         except BudgetExceeded as capped:
             await send_error(
                 send, 402, "budget_exceeded", budget_refusal(capped), headers=_reset(capped)
             )
 
 
-def _refusal(refused: InsufficientCredit) -> str:
+def _refusal(refused: InsufficientCredit, link: str | None) -> str:
     held = (
         f", of which {credits_text(refused.held)} is held by calls in flight"
         if refused.held > 0
         else ""
     )
+    more = f"Buy credits at {link}" if link else "Buy or request more credits"
     return (
         f"Insufficient credits: the balance is {credits_text(refused.balance)}{held}. "
-        "Buy or request more credits to continue."
+        f"{more} to continue."
     )
 
 

@@ -12,13 +12,14 @@ import time
 from dataclasses import replace
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import respx
 from stripe import WebhookSignature
 
 from hub.payments.settings import PaymentSettings
-from tests.conftest import Hub, make_settings, start_hub
+from tests.conftest import USER, Hub, make_settings, start_hub
 
 pytestmark = pytest.mark.anyio
 
@@ -188,6 +189,21 @@ async def test_a_signed_top_up_grants_once_per_webhook_id(paying_hub: Hub) -> No
     assert first.json()["granted"] and not again.json()["granted"]
     assert stale.status_code == forged.status_code == 400
     assert await _balance(paying_hub, CAROL) == 35 * 10**9
+
+
+async def test_the_402_answer_carries_the_payment_link_for_the_account(
+    paying_hub: Hub, mock_upstream: respx.MockRouter
+) -> None:
+    await paying_hub.admin.grant(USER, -(await _balance(paying_hub, USER)), "spent")
+    await anyio.sleep(0.3)  # past the balance cache
+    refused = await paying_hub.chat()
+
+    assert refused.status_code == 402
+    link = PAY_URL.replace("{did}", "did%3Aabt%3Aalice")
+    error = refused.json()["error"]
+    assert error["code"] == "insufficient_credits"
+    assert f"Buy credits at {link} to continue." in error["message"]
+    assert refused.headers["x-aigne-hub-payment-url"] == link
 
 
 async def test_payments_not_set_up_answer_404(hub: Hub) -> None:
