@@ -58,6 +58,7 @@ class HubApp:
             settings.database_url,
             balance_cache_seconds=limits.balance_cache_seconds,
             rate_cache_seconds=limits.rate_cache_seconds,
+            welcome_credits=settings.payments.welcome_credits,
             sqlite_synchronous=settings.sqlite_synchronous,
         )
         timeout = {

@@ -510,7 +510,11 @@ def _run(command: Command) -> Callable[[Settings, argparse.Namespace], int]:
         async def go() -> Any:
             if not args.create:
                 await _refuse_a_new_database(settings)
-            store = SqlStore(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+            store = SqlStore(
+                settings.database_url,
+                sqlite_synchronous=settings.sqlite_synchronous,
+                welcome_credits=settings.payments.welcome_credits,
+            )
             await store.open()
             try:
                 args.settings = settings

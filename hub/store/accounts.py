@@ -13,6 +13,8 @@ from hub.store.raw import Exec, Fetch, Operation
 from hub.store.schema import accounts, credit_grants
 from hub.store.sql import SqlStore
 
+WELCOME_NOTE = "welcome credits"
+
 
 class StoreActions:
     """Base of the operator's actions on one concern of the store."""
@@ -26,12 +28,19 @@ class StoreActions:
         row = yield Fetch(self.sql.find_account, {"p_did": did})
         if row is not None:
             return int(row[0])
+        now = time.time()
         yield Exec(
             self.sql.insert_account,
-            {"p_did": did, "p_name": None, "p_is_admin": False, "p_now": time.time()},
+            {"p_did": did, "p_name": None, "p_is_admin": False, "p_now": now},
         )
         row = yield Fetch(self.sql.find_account, {"p_did": did})
-        return int(row[0])
+        account_id = int(row[0])
+        if self.store.welcome_credits:
+            # A ledger row like any grant (its trigger moves the balance), made once: only
+            # the transaction that creates the account gets here.
+            grant = {"p_amount": self.store.welcome_credits, "p_note": WELCOME_NOTE, "p_now": now}
+            yield Exec(self.sql.insert_grant, {"p_id": account_id, **grant})
+        return account_id
 
     async def _set_limits(self, table: Table, where: Any, limits: Mapping[str, int | None]) -> bool:
         """Write rate-limit overrides (keys and accounts alike); False if nothing matched."""

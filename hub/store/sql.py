@@ -58,8 +58,11 @@ class SqlStore:
         balance_cache_seconds: float = 1.0,
         rate_cache_seconds: float = 5.0,
         sqlite_synchronous: str = "FULL",
+        welcome_credits: int = 0,
     ) -> None:
         self.url = url
+        # Granted to each account in the transaction that creates it (`billing.welcome_credits`).
+        self.welcome_credits = welcome_credits
         self.scheme = url.split(":", 1)[0]
         self.dialect = dialect_for(self.scheme)
         self.sql = Statements(self.dialect)

@@ -209,3 +209,23 @@ async def test_the_402_answer_carries_the_payment_link_for_the_account(
 async def test_payments_not_set_up_answer_404(hub: Hub) -> None:
     answer = await hub.client.post("/api/payments/stripe/webhook", content=b"{}")
     assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+
+
+async def test_new_accounts_get_the_welcome_credits_once(
+    db_url: str, mock_upstream: respx.MockRouter
+) -> None:
+    welcome = 5 * 10**10
+    settings = replace(make_settings(db_url), payments=PaymentSettings(welcome_credits=welcome))
+    hub = await start_hub(settings, httpx.MockTransport(mock_upstream.async_handler))
+    try:
+        await hub.admin.create_key(CAROL)
+        await hub.admin.create_key(CAROL)  # her account exists now: nothing more
+        await hub.admin.grant(CAROL, 10**10, "bought")
+        ledger = await hub.admin.ledger(CAROL)
+        grants = await hub.admin.list_grants(CAROL)
+    finally:
+        await hub.client.aclose()
+        await hub.app.shutdown()
+
+    assert ledger["balance"] == ledger["granted"] == welcome + 10**10
+    assert sorted(g["note"] for g in grants) == ["bought", "welcome credits"]
