@@ -12,6 +12,7 @@ from hub.catalog import offered_model
 from hub.cors import JsonCORSMiddleware
 from hub.limits_redis import RedisLimiter
 from hub.metrics import Metrics
+from hub.outbox.dispatcher import Dispatcher
 from hub.providers.registry import ProviderRegistry
 from hub.proxy import Proxy
 from hub.routes import MODEL_ROUTE_TABLE, PUBLIC_PATHS, build_router, knows
@@ -20,6 +21,7 @@ from hub.settings import LOG_FORMAT, Settings, check_shared_limits, load_setting
 from hub.store import SqlStore
 from hub.store.credentials import Credentials
 from hub.store.instances import Instances
+from hub.store.outbox import OutboxStore
 from hub.transport import AiohttpTransport
 from middleware import (
     AuthMiddleware,
@@ -159,6 +161,17 @@ class HubApp:
         self.instances = Instances(
             self.store, timeout=limits.instance_timeout, billing=settings.billing
         )
+        # Every instance runs one; the one holding the lease delivers (hub.outbox).
+        self.dispatcher = (
+            Dispatcher(
+                OutboxStore(self.store),
+                settings.outbox,
+                holder=lambda: self.instances.id,
+                observer=self.metrics,
+            )
+            if settings.outbox.sinks
+            else None
+        )
         self.started = False
         self._reloader: asyncio.Task[None] | None = None
 
@@ -223,6 +236,8 @@ class HubApp:
                     "url, or run one worker."
                 )
         await self.load_stored_keys()
+        if self.dispatcher is not None:
+            await self.dispatcher.start()
         self._reloader = asyncio.get_running_loop().create_task(self._reload_stored_keys())
         self.started = True
         logger.info(
@@ -236,6 +251,8 @@ class HubApp:
             if self._reloader is not None:
                 self._reloader.cancel()
             await self.transport.aclose()
+            if self.dispatcher is not None:
+                await self.dispatcher.stop()
             await self.instances.stop()
             if isinstance(self.limiter, RedisLimiter):
                 await self.limiter.aclose()

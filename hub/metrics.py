@@ -26,6 +26,9 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 
 CREDITS = "aigne_hub_credits_total"
 IN_FLIGHT = "aigne_hub_calls_in_flight"
+# Set, not added to: the outbox's lag, reported by the dispatcher holding the lease (the
+# others report 0, so several workers' files still sum to the one figure).
+GAUGES = {"aigne_hub_outbox_pending", "aigne_hub_outbox_oldest_pending_seconds"}
 Counters = Mapping[str, Mapping[Labels, int]]
 
 
@@ -136,6 +139,24 @@ class Metrics:
         """The shared rate limiter (Redis) could not be asked: calls failed open or closed."""
         self._count("aigne_hub_rate_limiter_errors_total", ())
 
+    def outbox_delivered(self, sink: str, count: int) -> None:
+        """Deliveries a sink acknowledged (hub.outbox)."""
+        self._count("aigne_hub_outbox_deliveries_total", (("sink", sink),), count)
+
+    def outbox_failed(self, sink: str, count: int) -> None:
+        """Deliveries that failed and wait for a retry."""
+        self._count("aigne_hub_outbox_failures_total", (("sink", sink),), count)
+
+    def outbox_lag(self, sink: str, pending: int, oldest_seconds: float) -> None:
+        """Rows not yet delivered to a sink, and the age of the oldest, in whole seconds."""
+        labels: Labels = (("sink", sink),)
+        for name, value in (
+            ("aigne_hub_outbox_pending", pending),
+            ("aigne_hub_outbox_oldest_pending_seconds", int(oldest_seconds)),
+        ):
+            self.counters[name][labels] = 0
+            self._count(name, labels, value)
+
     def _count(self, name: str, labels: Labels, amount: int = 1) -> None:
         series = self.counters[name]
         series[labels] += amount
@@ -188,7 +209,7 @@ def _summed(cells: Iterable[tuple[Cell, float, bool]]) -> tuple[int, Counters, H
 def _render(in_flight: int, counters: Counters, histograms: Histograms) -> str:
     out = [f"# TYPE {IN_FLIGHT} gauge", f"{IN_FLIGHT} {in_flight}"]
     for name, series in sorted(counters.items()):
-        out.append(f"# TYPE {name} counter")
+        out.append(f"# TYPE {name} {'gauge' if name in GAUGES else 'counter'}")
         for labels, value in series.items():
             shown = credits_text(value) if name == CREDITS else str(value)
             out.append(f"{name}{_labels(labels)} {shown}")

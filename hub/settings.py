@@ -14,6 +14,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from hub import bounds
+from hub.outbox.config import OutboxSettings, outbox_settings
 from hub.payments.settings import KEYS as PAYMENT_KEYS
 from hub.payments.settings import PaymentSettings, read_payments
 from middleware.errors import HubError
@@ -149,6 +150,7 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     # `[billing]`: the payment link in 402 answers, welcome credits, payment webhooks.
     payments: PaymentSettings = field(default_factory=PaymentSettings)
+    outbox: OutboxSettings = field(default_factory=OutboxSettings)
 
     @property
     def billing(self) -> bool:
@@ -176,6 +178,7 @@ _TOP = {
     "security",
     "logging",
     "billing",
+    "outbox",
 }
 
 
@@ -273,6 +276,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         rate_limits=_rate_limits(_table(data, "rate_limits", {*_SCOPES, "models"})),
         redis=_redis(_table(data, "redis", {"url", "on_error", "prefix", "timeout"}), env),
         payments=read_payments(_table(data, "billing", PAYMENT_KEYS), env, ConfigError),
+        outbox=outbox_settings(data.get("outbox"), env),
     )
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from hub.bounds import MAX_BALANCE
-from hub.store import schema
+from hub.store import outbox, schema
 from hub.store.budget_migration import v14_budgets
 from hub.store.grant_migration import v15_grants_by_trigger
 
@@ -91,7 +91,13 @@ _ADDED_LATER = {
     "accounts": ("session_epoch", *LIMIT_COLUMNS, "held", *BUDGET_COLUMNS, "stripe_customer_id"),
     "api_keys": (*LIMIT_COLUMNS, "allowed_models", "held", *BUDGET_COLUMNS),
 }
-_TABLES_ADDED_LATER = {"ai_credentials", "login_links", "hub_instances", "payment_events"}
+_TABLES_ADDED_LATER = {
+    "ai_credentials",
+    "login_links",
+    "hub_instances",
+    "payment_events",
+    *outbox.TABLES,
+}
 _INDEXES_ADDED_LATER = {"ix_model_calls_time", "ux_accounts_stripe_customer"}
 
 
@@ -279,6 +285,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (14, "spend caps per key and account", v14_budgets),
     (15, "grants move the balance by trigger, as meter events do", v15_grants_by_trigger),
     (16, "payment_events and accounts.stripe_customer_id", _v16_payments),
+    (17, "outbox of ledger rows, its deliveries and lease", outbox.migration),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -248,3 +248,56 @@ payment_events = Table(
     Column("created_at", Float, nullable=False),
     UniqueConstraint("source", "event_id", name="uq_payment_events_event"),
 )
+
+# Added by migration 17: every ledger row (meter event, grant), copied by a trigger in the
+# statement that writes it, for the dispatcher to deliver to external sinks (hub.outbox).
+# `enrolled` turns 1 once the dispatcher has made the row's deliveries (one per sink).
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("ledger_id", Integer, nullable=False),
+    Column("account_id", Integer, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("call_id", String(40), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("enrolled", Integer, nullable=False, default=0),
+    UniqueConstraint("kind", "ledger_id", name="uq_outbox_ledger"),
+)
+Index(
+    "ix_outbox_unenrolled",
+    outbox.c.id,
+    sqlite_where=outbox.c.enrolled == 0,
+    postgresql_where=outbox.c.enrolled == 0,
+)
+# One row per (outbox row, sink): pending, failing (attempts, next try, last error) or
+# delivered. `report`: the summed report the row was counted into, fixed before it is sent.
+outbox_deliveries = Table(
+    "outbox_deliveries",
+    metadata,
+    Column("outbox_id", Integer, ForeignKey("outbox.id"), primary_key=True),
+    Column("sink", String(100), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_at", Float, nullable=False),
+    Column("last_error", String(500), nullable=True),
+    Column("report", String(100), nullable=True),
+    Column("delivered_at", Float, nullable=True),
+)
+Index(
+    "ix_outbox_deliveries_due",
+    outbox_deliveries.c.sink,
+    outbox_deliveries.c.next_at,
+    sqlite_where=outbox_deliveries.c.state != "delivered",
+    postgresql_where=outbox_deliveries.c.state != "delivered",
+)
+Index("ix_outbox_deliveries_report", outbox_deliveries.c.report)
+# The dispatcher's lease: one row, taken and renewed by one UPDATE (hub.store.outbox).
+outbox_lease = Table(
+    "outbox_lease",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("holder", String(40), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
