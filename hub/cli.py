@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.fernet import Fernet
 
 from hub import admin_input, bounds, cli_budgets
+from hub.outbox import cli as outbox_cli
 from hub.secrets import SecretBox, load_box, write_key_file
 from hub.settings import (
     LOG_FORMAT,
@@ -70,6 +71,7 @@ TIME_COLUMNS = {
     "started_at",
     "beat_at",
     "resets_at",
+    "next_at",
 }
 
 
@@ -327,6 +329,7 @@ def _parser() -> argparse.ArgumentParser:
         "list", parents=[common], help="hub processes on this database, and their heartbeats"
     )
     list_instances.set_defaults(handler=_run(_instances_list))
+    outbox_cli.add_commands(commands, common, _run)
     return parser
 
 

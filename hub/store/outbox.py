@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, literal_column, select, text
+from sqlalchemy import and_, func, literal_column, null, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.sql.expression import ColumnClause
 
 from hub.store import schema
 from hub.store.raw import Exec, Fetch, Operation, Prepared, single
@@ -30,8 +31,8 @@ if TYPE_CHECKING:
 TABLES = ("outbox", "outbox_deliveries", "outbox_lease")
 LEASE = "dispatcher"
 # Literal in the statements so that the partial indexes can be used.
-DELIVERED = literal_column("'delivered'")
-UNENROLLED = literal_column("0")
+DELIVERED: ColumnClause[str] = literal_column("'delivered'")
+UNENROLLED: ColumnClause[int] = literal_column("0")
 
 _COPY = {
     "meter_events": ("meter_event", "NEW.call_id"),
@@ -59,9 +60,9 @@ FOR EACH ROW EXECUTE FUNCTION aigne_hub_{table}_outbox()"""
 def migration(dialect: Dialect) -> list[str]:
     """Migration 17: the tables, and the triggers that fill the outbox with the ledger."""
     statements: list[str] = []
-    for table in (schema.outbox, schema.outbox_deliveries, schema.outbox_lease):
-        statements.append(str(CreateTable(table).compile(dialect=dialect)))
-        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+    for made in (schema.outbox, schema.outbox_deliveries, schema.outbox_lease):
+        statements.append(str(CreateTable(made).compile(dialect=dialect)))
+        for index in sorted(made.indexes, key=lambda i: str(i.name)):
             statements.append(str(CreateIndex(index).compile(dialect=dialect)))
     statements.append(
         f"INSERT INTO outbox_lease (name, holder, expires_at) VALUES ('{LEASE}', '', 0)"
@@ -98,6 +99,7 @@ class _Statements:
             return Prepared(statement, dialect)
 
         o, d, lease = outbox, outbox_deliveries, outbox_lease
+        insert = sqlite_insert if dialect.name == "sqlite" else pg_insert
         # Taken when free, expired, or already this holder's: one UPDATE, so of several
         # instances trying at once exactly one gets it.
         self.take = prep(
@@ -107,6 +109,11 @@ class _Statements:
                 (lease.c.holder == param("me")) | (lease.c.expires_at < param("now")),
             )
             .values(holder=param("me"), expires_at=param("until"))
+        )
+        # The row, if it is missing (the migration makes it; a database emptied by hand
+        # would otherwise have a lease nobody can take).
+        self.lease_row = prep(
+            insert(lease).values(name=LEASE, holder="", expires_at=0.0).on_conflict_do_nothing()
         )
         self.release = prep(
             lease.update()
@@ -120,7 +127,6 @@ class _Statements:
             .order_by(o.c.id)
             .limit(param("limit"))
         )
-        insert = sqlite_insert if dialect.name == "sqlite" else pg_insert
         self.enroll = prep(
             insert(d)
             .values(
@@ -180,7 +186,7 @@ class _Statements:
         )
         by_row = and_(d.c.sink == param("sink"), d.c.outbox_id == param("id"))
         by_report = and_(d.c.sink == param("sink"), d.c.report == param("report"))
-        delivered = {"state": "delivered", "delivered_at": param("now"), "last_error": None}
+        delivered = {"state": "delivered", "delivered_at": param("now"), "last_error": null()}
         failed = {
             "state": "failing",
             "attempts": d.c.attempts + 1,
@@ -223,13 +229,18 @@ class _Statements:
                 d.c.next_at,
                 d.c.last_error,
                 d.c.report,
+                o.c.enrolled,
             )
             .select_from(
                 o.join(accounts, accounts.c.id == o.c.account_id).outerjoin(
                     d, d.c.outbox_id == o.c.id
                 )
             )
-            .where((d.c.state.is_(None)) | (d.c.state != DELIVERED) | (param("all") == 1))
+            .where(
+                (d.c.state.is_(None) & (o.c.enrolled == UNENROLLED))
+                | (d.c.state != DELIVERED)
+                | (param("all") == 1)
+            )
             .order_by(o.c.id.desc(), d.c.sink)
             .limit(param("limit"))
         )
@@ -245,7 +256,14 @@ class OutboxStore:
     async def take_lease(self, me: str, now: float, seconds: float) -> bool:
         """Take or renew the dispatcher's lease; whether this holder has it now."""
         values = {"p_me": me, "p_now": now, "p_until": now + seconds}
-        return bool(await self.store.run(lambda: single(Exec(self._sql.take, values))))
+
+        def op() -> Operation[bool]:
+            if (yield Exec(self._sql.take, values)):
+                return True
+            yield Exec(self._sql.lease_row, {})
+            return bool((yield Exec(self._sql.take, values)))
+
+        return await self.store.run(op)
 
     async def release_lease(self, me: str) -> None:
         await self.store.run(lambda: single(Exec(self._sql.release, {"p_me": me})))
@@ -378,12 +396,14 @@ class OutboxStore:
         `everything`."""
         values = {"p_all": 1 if everything else 0, "p_limit": limit}
         rows = await self.store.run(lambda: single(Fetch(self._sql.listing, values, all=True)))
-        names = ("id", "kind", "ledger_id", "account", "amount", "created_at", "sink", "state")
-        names += ("attempts", "next_at", "last_error", "report")
+        names: tuple[str, ...] = ("id", "kind", "ledger_id", "account", "amount", "created_at")
+        names += ("sink", "state", "attempts", "next_at", "last_error", "report", "enrolled")
         listed = [dict(zip(names, row, strict=True)) for row in rows]
         for entry in listed:
+            enrolled = entry.pop("enrolled")
             if entry["state"] is None:
-                entry["state"] = "unenrolled"
+                # Not enrolled yet, or no sink takes its kind (grants, for Stripe alone).
+                entry["state"] = "no sink" if enrolled else "unenrolled"
         return listed
 
     async def retry(self, outbox_id: int | None) -> int:
