@@ -14,7 +14,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from hub.bounds import MAX_BALANCE
-from hub.store import outbox, schema
+from hub.store import outbox_sql, schema
 from hub.store.budget_migration import v14_budgets
 from hub.store.grant_migration import v15_grants_by_trigger
 
@@ -96,7 +96,7 @@ _TABLES_ADDED_LATER = {
     "login_links",
     "hub_instances",
     "payment_events",
-    *outbox.TABLES,
+    *outbox_sql.TABLES,
 }
 _INDEXES_ADDED_LATER = {"ix_model_calls_time", "ux_accounts_stripe_customer"}
 
@@ -285,7 +285,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (14, "spend caps per key and account", v14_budgets),
     (15, "grants move the balance by trigger, as meter events do", v15_grants_by_trigger),
     (16, "payment_events and accounts.stripe_customer_id", _v16_payments),
-    (17, "outbox of ledger rows, its deliveries and lease", outbox.migration),
+    (17, "outbox of ledger rows, its deliveries and lease", outbox_sql.migration),
 ]
 LATEST = MIGRATIONS[-1][0]
 
