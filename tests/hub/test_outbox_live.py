@@ -41,7 +41,7 @@ SECRET_BYTES = b"live-outbox-test-secret-32-bytes"
 SECRET = "whsec_" + base64.b64encode(SECRET_BYTES).decode()
 # On PostgreSQL, 2,000 calls; on SQLite (the same path, one writer for both processes),
 # fewer, to keep the suite's time.
-CALLS = {"postgres": 2000, "sqlite": 500}
+CALLS = {"postgres": 2000, "sqlite": 300}
 LEASE = 2.0
 
 
