@@ -27,11 +27,13 @@ from hub.catalog import listed_models
 from hub.dashboard.charts import Bar, Series, bar_chart
 from hub.json_route import JsonRoute
 from hub.metrics import Metrics
+from hub.outbox.status import status_line
 from hub.provider_health import provider_report
 from hub.providers.registry import ProviderRegistry
 from hub.query import MAX_OFFSET, whole
 from hub.settings import Settings
 from hub.store.admin import Admin
+from hub.store.outbox import OutboxStore
 from hub.usage_api import identity_of
 from middleware.money import credits_text
 
@@ -133,6 +135,7 @@ def routes(
             out_of_credit=[a for a in accounts if _out_of_credit(a)],
             accounts=len(accounts),
             in_flight=metrics.server_in_flight(),
+            outbox=await _outbox_status(admin, settings) if me.is_admin else None,
         )
 
     async def calls(request: Request) -> Response:
@@ -281,3 +284,9 @@ def _when(timestamp: float | None) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(timestamp))
     except (OverflowError, OSError, ValueError):  # beyond what a calendar shows
         return "far future" if timestamp > 0 else "long ago"
+
+
+async def _outbox_status(admin: Admin, settings: Settings) -> str | None:
+    """The sinks' backlog (hub.outbox), when any sink is configured."""
+    names = [sink.name for sink in settings.outbox.sinks]
+    return await status_line(OutboxStore(admin.store), names, time.time()) if names else None

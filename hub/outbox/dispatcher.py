@@ -23,6 +23,7 @@ import httpx
 from hub.outbox.backoff import retry_delay
 from hub.outbox.config import OutboxSettings, SinkSettings
 from hub.outbox.sinks import DeliveryError, Sink, StripeSink, WebhookSink
+from hub.outbox.status import sink_lag
 from hub.store.outbox import Due, OutboxStore
 
 logger = logging.getLogger("aigne_hub.outbox")
@@ -150,14 +151,9 @@ class Dispatcher:
     async def _measure(self) -> None:
         if self.observer is None:
             return
-        per_sink, (waiting, waiting_oldest) = await self.outbox.lag()
-        now = self.clock()
-        for sink in self.sinks:
-            name = sink.settings.name
-            pending, oldest = per_sink.get(name, (0, None))
-            stamps = [t for t in (oldest, waiting_oldest) if t is not None]
-            age = max(0.0, now - min(stamps)) if stamps else 0.0
-            self.observer.outbox_lag(name, pending + waiting, age)
+        names = [sink.settings.name for sink in self.sinks]
+        for name, (pending, age) in (await sink_lag(self.outbox, names, self.clock())).items():
+            self.observer.outbox_lag(name, pending, age)
 
     # -- the task run beside the app --------------------------------------------------
 

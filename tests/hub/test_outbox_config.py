@@ -1,4 +1,5 @@
-"""`[outbox]` in the TOML, checked as the rest of the settings are; `aigne-hub outbox`."""
+"""`[outbox]` in the TOML, checked as the rest of the settings are; `aigne-hub outbox` and
+the dashboard's line on what waits."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from hub.cli import main
-from hub.outbox.config import STRIPE_URL
+from hub.outbox.config import STRIPE_URL, OutboxSettings, SinkSettings
 from hub.settings import ConfigError, load_settings
 from hub.store import SqlStore
 from hub.store.outbox import Due, OutboxStore
+from tests.conftest import USER, make_settings, start_hub
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 HOOK = (
@@ -135,3 +137,20 @@ def test_outbox_list_shows_what_waits_and_retry_makes_it_due(
     assert due.attempts == 1 and due.kind == "grant"
     assert main(["outbox", "retry", "99", "--config", str(config)]) == 1
     assert "no undelivered outbox row 99" in capsys.readouterr().err
+
+
+@pytest.mark.anyio
+async def test_an_admin_sees_on_the_dashboard_what_waits_for_each_sink(db_url: str) -> None:
+    down = SinkSettings(
+        name="billing", kind="webhook", url="http://127.0.0.1:9/hook", secret=SECRET
+    )
+    outbox = OutboxSettings(sinks=(down,), poll_seconds=60.0, timeout=1.0, lease_seconds=5.0)
+    hub = await start_hub(make_settings(db_url, outbox=outbox), None)  # grants 10 credits
+    try:
+        await hub.admin.ensure_account(USER, is_admin=True)
+        await asyncio.sleep(0.3)  # key lookups are cached for 0.2 s in these tests
+        page = (await hub.client.get("/dashboard")).text
+    finally:
+        await hub.client.aclose()
+        await hub.app.shutdown()
+    assert 'id="outbox-status">Meter events out: billing: 1 waiting, the oldest' in page
