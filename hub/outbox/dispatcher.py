@@ -27,6 +27,7 @@ from hub.outbox.status import sink_lag
 from hub.store.outbox import Due, OutboxStore
 
 logger = logging.getLogger("aigne_hub.outbox")
+LATE = "not sent: the round ran past half the lease"
 
 
 class OutboxObserver(Protocol):
@@ -64,6 +65,7 @@ class Dispatcher:
         self.sinks: list[Sink] = [self._sink(s) for s in settings.sinks]
         self.client = httpx.AsyncClient(timeout=settings.timeout, transport=transport)
         self.leading = False
+        self._until = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def _sink(self, settings: SinkSettings) -> Sink:
@@ -78,10 +80,14 @@ class Dispatcher:
         self.leading = await self.outbox.take_lease(self.holder(), now, self.settings.lease_seconds)
         if not self.leading:
             return 0
+        # Nothing new is started past half the lease: what is started ends (within
+        # `timeout`, at most half the lease) before the lease could pass to another.
+        self._until = now + self.settings.lease_seconds / 2
         kinds = {s.settings.name: s.settings.events for s in self.sinks}
         tried = 0
         while await self.outbox.enroll(kinds, self.settings.batch) == self.settings.batch:
-            pass  # a backlog (sinks configured late): enrolled before anything is sent
+            if self.clock() > self._until:  # a backlog (sinks configured late)
+                return 1
         for sink in self.sinks:
             tried += await self._deliver(sink, now)
         await self._measure()
@@ -101,17 +107,20 @@ class Dispatcher:
 
         async def one(item: Due) -> str | None:
             async with gate:
+                if self.clock() > self._until:
+                    return LATE  # left due, for the next round under a renewed lease
                 try:
                     await sink.send(self.client, item)
                     return None
                 except DeliveryError as exc:
                     return str(exc)
 
-        errors = await asyncio.gather(*(one(item) for item in due))
-        delivered = [item.key for item, error in zip(due, errors, strict=True) if error is None]
+        results = await asyncio.gather(*(one(item) for item in due))
+        tried = [(i, error) for i, error in zip(due, results, strict=True) if error is not LATE]
+        delivered = [item.key for item, error in tried if error is None]
         failed = [
             (item.key, self.clock() + self._delay(item.attempts + 1), error)
-            for item, error in zip(due, errors, strict=True)
+            for item, error in tried
             if error is not None
         ]
         await self.outbox.record(
@@ -121,7 +130,7 @@ class Dispatcher:
             logger.warning(
                 "outbox: %d of %d deliveries to sink %s failed (first: %s)",
                 len(failed),
-                len(due),
+                len(tried),
                 name,
                 failed[0][2],
             )
