@@ -104,10 +104,15 @@ class StripeSink:
             "idempotency-key": event_id(due),
         }
         url = self.settings.url + "/v1/billing/meter_events"
-        await _post(client, url, data=form, headers=headers)
+        await _post(client, url, data=form, headers=headers, said=_stripe_said)
 
 
-async def _post(client: httpx.AsyncClient, url: str, **request: object) -> None:
+async def _post(
+    client: httpx.AsyncClient,
+    url: str,
+    said: Callable[[httpx.Response], str] = lambda answer: "",
+    **request: object,
+) -> None:
     try:
         answer = await client.post(url, **request)  # type: ignore[arg-type]
     except httpx.TimeoutException as exc:
@@ -115,10 +120,10 @@ async def _post(client: httpx.AsyncClient, url: str, **request: object) -> None:
     except httpx.HTTPError as exc:
         raise DeliveryError(f"could not reach the sink ({type(exc).__name__})") from exc
     if not 200 <= answer.status_code < 300:
-        raise DeliveryError(f"HTTP {answer.status_code}{_said(answer)}")
+        raise DeliveryError(f"HTTP {answer.status_code}{said(answer)}")
 
 
-def _said(answer: httpx.Response) -> str:
+def _stripe_said(answer: httpx.Response) -> str:
     """Stripe's error message (it holds no secret); other sinks' bodies are not kept."""
     try:
         message = answer.json()["error"]["message"]

@@ -61,6 +61,13 @@ async def test_stripe_gets_meter_events_of_accounts_with_a_customer_and_others_w
         route = mock.post(f"{STRIPE}/v1/billing/meter_events").respond(200, json={})
         assert await hub.round() == 2
         await hub.client.aclose()
+    with respx.mock(assert_all_called=False) as mock:  # a refusal says Stripe's reason
+        refusal = {"error": {"message": "No such customer: 'cus_alice'"}}
+        mock.post(f"{STRIPE}/v1/billing/meter_events").respond(400, json=refusal)
+        await spend(store, USER, 900)
+        hub = dispatcher(store, settings(STRIPE_SINK), Clock())
+        await hub.round()
+        await hub.client.aclose()
     [request] = route.calls
     form = {k: v[0] for k, v in parse_qs(request.request.content.decode()).items()}
     assert request.request.headers["authorization"] == f"Bearer {STRIPE_KEY}"
@@ -69,7 +76,8 @@ async def test_stripe_gets_meter_events_of_accounts_with_a_customer_and_others_w
     assert form["payload[value]"] == credits_text(1500)
     assert form["identifier"].startswith("mev_") and int(form["timestamp"]) > 0
     assert request.request.headers["idempotency-key"] == form["identifier"]
-    [waiting] = await OutboxStore(store).listing(everything=False, limit=10)
+    refused, waiting = await OutboxStore(store).listing(everything=False, limit=10)
+    assert refused["last_error"] == "HTTP 400: No such customer: 'cus_alice'"
     assert waiting["account"] == BOB and waiting["state"] == "failing"
     assert "has no Stripe customer id" in waiting["last_error"]
     assert STRIPE_KEY not in waiting["last_error"]
