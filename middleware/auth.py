@@ -1,4 +1,5 @@
-"""Who is calling: a Bearer API key, or a signed session cookie."""
+"""Who is calling: an API key (`Authorization: Bearer`, or `x-api-key` as Anthropic's SDKs
+send it), or a signed session cookie."""
 
 from __future__ import annotations
 
@@ -109,7 +110,14 @@ class AuthMiddleware:
             return
         headers = Headers(scope=scope)
         authorization = headers.get("authorization")
-        if authorization is None:
+        api_key = headers.get("x-api-key") if authorization is None else None
+        if api_key is not None:
+            found = await self._from_api_key(api_key)
+            if isinstance(found, tuple):
+                await send_error(send, 401, *found)
+                return
+            identity = found
+        elif authorization is None:
             identity = await self._from_session(headers)
             if identity is None and self._wants_page(scope, headers):
                 query = scope.get("query_string", b"").decode("latin-1")
@@ -134,7 +142,7 @@ class AuthMiddleware:
                     send,
                     401,
                     "missing_api_key",
-                    "Missing API key: send it as 'Authorization: Bearer <key>'.",
+                    "Missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key'.",
                 )
                 return
             if scope["method"] not in SAFE_METHODS and not _is_json(headers):
@@ -178,6 +186,16 @@ class AuthMiddleware:
                 "malformed_api_key",
                 "Malformed Authorization header: expected 'Bearer ahk_...'.",
             )
+        return await self._from_key(token)
+
+    async def _from_api_key(self, value: str) -> Identity | tuple[str, str]:
+        """The identity of an `x-api-key` key (Anthropic's SDKs, Claude Code with
+        ANTHROPIC_API_KEY), or why there is none."""
+        token = value.strip()
+        if not token:
+            return ("missing_api_key", "The x-api-key header is empty.")
+        if not token.startswith(KEY_PREFIX):
+            return ("malformed_api_key", "Malformed x-api-key header: expected 'ahk_...'.")
         return await self._from_key(token)
 
     async def _from_key(self, token: str) -> Identity | tuple[str, str]:

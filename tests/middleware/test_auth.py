@@ -86,3 +86,18 @@ async def test_signed_session_cookie_is_a_second_way_in(
     assert forged == (401, "invalid_session")
     [call] = await hub.calls()
     assert call["user_did"] == USER and call["api_key_id"] is None
+
+
+async def test_x_api_key_is_a_second_way_to_send_the_key(
+    hub: Hub, mock_upstream: respx.MockRouter
+) -> None:
+    # Anthropic's SDKs (and Claude Code with ANTHROPIC_API_KEY) send the key this way.
+    mock_upstream.post("/chat/completions").respond(json=completion())
+    _, secret = await hub.admin.create_key(USER)
+    assert await status_with(hub, {"x-api-key": secret}) == (200, None)
+    assert await status_with(hub, {"x-api-key": "ahk_" + "x" * 40}) == (401, "invalid_api_key")
+    assert await status_with(hub, {"x-api-key": "sk-ant-theirs"}) == (401, "malformed_api_key")
+    assert await status_with(hub, {"x-api-key": " "}) == (401, "missing_api_key")
+    # The Bearer header wins when both are sent: a wrong x-api-key beside it is not read.
+    both = {"authorization": f"Bearer {secret}", "x-api-key": "sk-ant-theirs"}
+    assert await status_with(hub, both) == (200, None)
