@@ -13,7 +13,10 @@ from hub.sse import EventSplitter, json_data
 from middleware.call import Call, Identity, Usage
 from middleware.errors import HubError
 
-PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6"
+    "kgAAAABJRU5ErkJggg=="
+)
 
 
 def call_of(body: dict[str, Any], model: str = "fake/gpt-4o-mini") -> Call:
