@@ -1,7 +1,9 @@
 """The example fake provider's Anthropic Messages and Gemini sides (see fake_provider.py).
 
 Each answers with the fake reply, or, when the request offers tools, with a call to the
-first tool. Token counts are word counts, as on the OpenAI side.
+first tool (unless the last message brings a tool's result: then it answers). Token counts
+are word counts, as on the OpenAI side. Anthropic requests that turn thinking on get a
+thinking block first (with a signature), its words counted as output.
 """
 
 from __future__ import annotations
@@ -12,6 +14,21 @@ from typing import Any
 from starlette.types import Send
 
 REPLY = "Hello! I am a fake model, answering from 127.0.0.1 with predictable usage."
+THOUGHT = "The user wants a greeting."
+SIGNATURE = "ZmFrZS1zaWduYXR1cmU="
+
+
+def answers_tool(messages: Any) -> bool:
+    """Whether the last message hands back a tool's result (Anthropic's tool_result block,
+    or an OpenAI `tool` message): a model then answers rather than call a tool again."""
+    last = messages[-1] if isinstance(messages, list) and messages else {}
+    if not isinstance(last, dict):
+        return False
+    content = last.get("content")
+    blocks = content if isinstance(content, list) else []
+    return last.get("role") == "tool" or any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in blocks
+    )
 
 
 def _words(value: Any) -> int:
@@ -23,16 +40,6 @@ def _words(value: Any) -> int:
     if isinstance(value, dict):
         return sum(_words(v) for k, v in value.items() if k not in ("type", "role"))
     return 0
-
-
-def _answers_tool(payload: dict[str, Any]) -> bool:
-    """Whether the last message hands back a tool's result: then the fake answers in words
-    (an agent such as Codex would otherwise call the tool for ever)."""
-    messages = payload.get("messages") or [{}]
-    content = messages[-1].get("content")
-    return isinstance(content, list) and any(
-        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
-    )
 
 
 async def _start(send: Send, status: int, content_type: bytes) -> None:
@@ -52,9 +59,11 @@ async def _body(send: Send, data: bytes, more: bool = True) -> None:
 async def anthropic(payload: dict[str, Any], send: Send) -> None:
     """POST /v1/messages."""
     prompt = _words(payload.get("messages")) + _words(payload.get("system"))
-    tools = payload.get("tools") or []
+    tools = [] if answers_tool(payload.get("messages")) else payload.get("tools") or []
     words = REPLY.split()
-    if tools and not _answers_tool(payload):
+    thinking = (payload.get("thinking") or {}).get("type") == "enabled"
+    thought = {"type": "thinking", "thinking": THOUGHT, "signature": SIGNATURE}
+    if tools:
         block: dict[str, Any] = {
             "type": "tool_use",
             "id": "toolu_fake",
@@ -64,6 +73,8 @@ async def anthropic(payload: dict[str, Any], send: Send) -> None:
         content, stop, output = [block], "tool_use", 5
     else:
         content, stop, output = [{"type": "text", "text": REPLY}], "end_turn", len(words)
+    if thinking:
+        content, output = [thought, *content], output + len(THOUGHT.split())
     if not payload.get("stream"):
         body = {
             "id": "msg_fake",
@@ -72,6 +83,7 @@ async def anthropic(payload: dict[str, Any], send: Send) -> None:
             "model": payload.get("model"),
             "content": content,
             "stop_reason": stop,
+            "stop_sequence": None,
             "usage": {"input_tokens": prompt, "output_tokens": output},
         }
         await _start(send, 200, b"application/json")
@@ -87,31 +99,47 @@ async def anthropic(payload: dict[str, Any], send: Send) -> None:
         {
             "message": {
                 "id": "msg_fake",
+                "type": "message",
                 "role": "assistant",
+                "model": payload.get("model"),
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
                 "usage": {"input_tokens": prompt, "output_tokens": 1},
             }
         },
     )
-    if stop == "tool_use":
-        await event("content_block_start", {"index": 0, "content_block": {**block, "input": {}}})
+    at = 0
+    if thinking:
+        await event(
+            "content_block_start", {"index": 0, "content_block": {**thought, "thinking": ""}}
+        )
+        delta = {"type": "thinking_delta", "thinking": THOUGHT}
+        await event("content_block_delta", {"index": 0, "delta": delta})
+        delta = {"type": "signature_delta", "signature": SIGNATURE}
+        await event("content_block_delta", {"index": 0, "delta": delta})
+        await event("content_block_stop", {"index": 0})
+        at = 1
+    if tools:
+        await event("content_block_start", {"index": at, "content_block": {**block, "input": {}}})
         for part in ('{"city":', ' "Paris"}'):
             await event(
                 "content_block_delta",
-                {"index": 0, "delta": {"type": "input_json_delta", "partial_json": part}},
+                {"index": at, "delta": {"type": "input_json_delta", "partial_json": part}},
             )
     else:
         await event(
-            "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
+            "content_block_start", {"index": at, "content_block": {"type": "text", "text": ""}}
         )
         for i, word in enumerate(words):
             await event(
                 "content_block_delta",
                 {
-                    "index": 0,
+                    "index": at,
                     "delta": {"type": "text_delta", "text": word if i == 0 else " " + word},
                 },
             )
-    await event("content_block_stop", {"index": 0})
+    await event("content_block_stop", {"index": at})
     await event(
         "message_delta", {"delta": {"stop_reason": stop}, "usage": {"output_tokens": output}}
     )

@@ -9,7 +9,9 @@ fake_responses.py.
 
 It answers /v1/chat/completions (streaming or not), /v1/embeddings and
 /v1/images/generations. Token counts are words, so usage is predictable. The model name
-steers it, for trying failure paths:
+steers it, for trying tools and failure paths:
+    tools-...        calls the first tool offered with `{"city": "Paris"}`, unless the last
+                     message is a tool's result (then it answers)
     error-<status>   answers that HTTP status with an OpenAI-style error
     slow-...         waits 0.2 s between stream chunks
     stall-...        sends one chunk, then stalls for a minute
@@ -172,6 +174,13 @@ class FakeProvider:
             "total_tokens": prompt + len(pieces),
             "prompt_tokens_details": {"cached_tokens": 0},
         }
+        tools = (payload.get("tools") or []) if model.startswith("tools-") else []
+        if tools and not fake_protocols.answers_tool(payload.get("messages")):
+            name = str((tools[0].get("function") or {}).get("name", ""))
+            stream = bool(payload.get("stream"))
+            include = (payload.get("stream_options") or {}).get("include_usage") is True
+            await _tool_call(send, model, name, usage, stream, include)
+            return
         if not payload.get("stream"):
             if self.answer_delay:
                 await asyncio.sleep(self.answer_delay)
@@ -242,6 +251,42 @@ class FakeProvider:
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
         finally:
             watcher.cancel()
+
+
+async def _tool_call(
+    send: Send, model: str, name: str, usage: dict[str, Any], stream: bool, include_usage: bool
+) -> None:
+    """A call to tool `name` with `{"city": "Paris"}`: five output tokens, as on the other
+    protocols' sides."""
+    usage = {**usage, "completion_tokens": 5, "total_tokens": usage["prompt_tokens"] + 5}
+    call = {"id": "call_fake", "type": "function", "function": {"name": name, "arguments": ""}}
+    parts = ['{"city":', ' "Paris"}']
+    if not stream:
+        call["function"]["arguments"] = "".join(parts)
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        choice = {"index": 0, "finish_reason": "tool_calls", "message": message}
+        body = {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model}
+        await _json(send, 200, {**body, "choices": [choice], "usage": usage})
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream")],
+        }
+    )
+    await _event(
+        send,
+        _chunk(model, {"role": "assistant", "tool_calls": [{"index": 0, **call}]}, None, False),
+    )
+    for part in parts:
+        delta = {"tool_calls": [{"index": 0, "function": {"arguments": part}}]}
+        await _event(send, _chunk(model, delta, None, False))
+    await _event(send, _chunk(model, {}, "tool_calls", False))
+    if include_usage:
+        last = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model}
+        await _event(send, {**last, "created": 0, "choices": [], "usage": usage})
+    await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
 
 
 def _chunk(model: str, delta: dict[str, Any], finish: str | None, usage: bool) -> dict[str, Any]:
