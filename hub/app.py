@@ -15,7 +15,7 @@ from hub.metrics import Metrics
 from hub.outbox.dispatcher import Dispatcher
 from hub.providers.registry import ProviderRegistry
 from hub.proxy import Proxy
-from hub.routes import MODEL_ROUTE_TABLE, PUBLIC_PATHS, build_router, knows
+from hub.routes import FORMAT_PATHS, MODEL_ROUTE_TABLE, PUBLIC_PATHS, build_router, knows
 from hub.secrets import load_box
 from hub.settings import LOG_FORMAT, Settings, check_shared_limits, load_settings
 from hub.store import SqlStore
@@ -147,7 +147,7 @@ class HubApp:
         # Outside auth: an unknown path is a 404, not a request for a key; and every
         # layer's errors are written in the client format of the route.
         self.entry: ASGIApp = RouteMiddleware(
-            self.auth, routes=MODEL_ROUTE_TABLE, known=knows(router)
+            self.auth, routes=MODEL_ROUTE_TABLE, known=knows(router), formats=FORMAT_PATHS
         )
         if settings.cors_origins:
             # Outermost, so a browser's preflight is answered before auth asks for a key.

@@ -15,6 +15,8 @@ from hub import admin_api, budget_api, dashboard, login, usage_api
 from hub.catalog import listed_models
 from hub.dialects import aigne, aigne_models
 from hub.dialects.aigne import AIGNE
+from hub.dialects.anthropic_messages import ANTHROPIC_MESSAGES
+from hub.dialects.anthropic_messages_count import CountTokens
 from hub.dialects.openai_chat import OPENAI_CHAT
 from hub.dialects.responses import RESPONSES
 from hub.json_route import JsonRoute, JsonRouter
@@ -46,6 +48,8 @@ MODEL_ROUTES: dict[str, Route] = {
     "/v1/chat/completions": _openai("chatCompletion"),
     # The Responses API (the openai SDKs' client.responses, Codex).
     "/v1/responses": Route("chatCompletion", RESPONSES),
+    # Anthropic Messages: the anthropic SDKs, Claude Code (ANTHROPIC_BASE_URL=<hub>).
+    "/v1/messages": Route("chatCompletion", ANTHROPIC_MESSAGES),
     "/api/v2/chat/completions": _openai("chatCompletion"),
     "/v1/embeddings": _openai("embedding"),
     "/api/v2/embeddings": _openai("embedding"),
@@ -55,6 +59,8 @@ MODEL_ROUTES: dict[str, Route] = {
     "/api/v2/images/generations": _openai("imageGeneration"),
 }
 MODEL_ROUTE_TABLE = RouteTable(MODEL_ROUTES)
+# Paths outside the model routes whose errors are written in a client format of their own.
+FORMAT_PATHS = {"/v1/messages/count_tokens": ANTHROPIC_MESSAGES}
 # No key needed: health, and what the AIGNE SDK reads before it calls (discovery, models).
 PUBLIC_PATHS = frozenset(
     {
@@ -168,6 +174,12 @@ def build_router(
             JsonRoute("/v1/models", models),
             JsonRoute("/api/v2/models", models),
             JsonRoute("/v1/models/{id:path}", model),
+            # Estimated by the hub, neither recorded nor billed (see anthropic_messages_count).
+            JsonRoute(
+                "/v1/messages/count_tokens",
+                CountTokens(registry, settings.limits.max_body_bytes).handle,
+                methods=["POST"],
+            ),
             JsonRoute("/api/v2/models/{id:path}", model),
             JsonRoute("/__blocklet__.js", blocklet),
             JsonRoute("/api/ai/models", ai_models),

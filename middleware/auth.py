@@ -111,6 +111,7 @@ class AuthMiddleware:
         headers = Headers(scope=scope)
         authorization = headers.get("authorization")
         api_key = headers.get("x-api-key") if authorization is None else None
+        identity: Identity | None
         if api_key is not None:
             found = await self._from_api_key(api_key)
             if isinstance(found, tuple):

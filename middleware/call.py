@@ -73,6 +73,9 @@ class Call:
     # The client format object itself (middleware.routing.WireFormat; the proxy reads it as
     # hub.dialects.base.ClientFormat to render answers); None for a route given no format.
     format: Any = None
+    # Headers of the client's that the provider speaking its format natively needs
+    # (Anthropic's anthropic-version and anthropic-beta): named by the format, read once.
+    passed_headers: dict[str, str] = field(default_factory=dict)
     app_did: str | None = None
     request_id: str = ""
     id: str = field(default_factory=lambda: new_call_id())

@@ -62,6 +62,13 @@ class CallMiddleware:
         except HubError as exc:
             await send_error(send, exc.status, exc.code, exc.message, exc.param)
             return
+        passed = getattr(route.route.format, "passed_headers", ())
+        if passed:
+            call.passed_headers = {
+                k.decode("latin-1"): v.decode("latin-1")
+                for k, v in scope["headers"]
+                if k.decode("latin-1") in passed
+            }
         scope[CALL_KEY] = call
         await self.app(scope, _replay(raw, receive), send)
 

@@ -100,12 +100,21 @@ class RouteMiddleware:
     """Outermost of the policy layers: decides once per request, from the path, the client
     format every layer's errors are written in; and answers an unknown path with 404
     before auth could ask it for a key. `known` says whether another app (the hub's
-    router) serves a path that is not a model route."""
+    router) serves a path that is not a model route; `formats` names the client format of
+    such paths that belong to a format (Anthropic's count_tokens) for their errors."""
 
-    def __init__(self, app: ASGIApp, *, routes: RouteTable, known: Callable[[Scope], bool]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        routes: RouteTable,
+        known: Callable[[Scope], bool],
+        formats: Mapping[str, WireFormat] | None = None,
+    ) -> None:
         self.app = app
         self.routes = routes
         self.known = known
+        self.formats = dict(formats or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -116,7 +125,12 @@ class RouteMiddleware:
             if not self.known(scope):
                 await send_error(send, 404, "not_found", f"No route for {scope['path']}.")
                 return
-            await self.app(scope, receive, send)
+            wire = self.formats.get(scope["path"])
+            if wire is None:
+                await self.app(scope, receive, send)
+                return
+            with use_error_format(wire.error_body):
+                await self.app(scope, receive, send)
             return
         scope[ROUTE_KEY] = found
         with use_error_format(found.route.format.error_body):

@@ -17,6 +17,7 @@ from typing import Any
 from hub.dialects import anthropic_messages_render as render
 from hub.dialects.anthropic_messages_request import normalize, untranslatable
 from hub.providers.anthropic import usage_of
+from hub.providers.anthropic_native import PASSED_HEADERS
 from hub.sse import encode, json_data
 from middleware.call import Call, CallType, Usage
 from middleware.errors import HubError
@@ -26,6 +27,8 @@ class AnthropicMessages:
     name = "anthropic"
     native_kind = "anthropic"
     shows_credits = False
+    # Read by the Call layer, sent on by the pass-through (hub.providers.anthropic_native).
+    passed_headers = PASSED_HEADERS
 
     def normalize(self, body: dict[str, Any], call_type: CallType) -> dict[str, Any]:
         if call_type != "chatCompletion":
@@ -53,6 +56,15 @@ class AnthropicMessages:
         """Why this call cannot go to a provider of `kind`; None if it can. Asked only of
         calls that would be translated: the raw body is read again, strictly."""
         if kind == self.native_kind:
+            betas = call.passed_headers.get("anthropic-beta", "")
+            if "context-1m" in betas:
+                # Prompts past 200K tokens are billed at twice the rate the hub keeps.
+                return HubError(
+                    400,
+                    "unsupported_parameter",
+                    "'anthropic-beta: context-1m' is billed above the model's rate.",
+                    "anthropic-beta",
+                )
             return None
         body = json.loads(call.raw_body)
         found = untranslatable(body)

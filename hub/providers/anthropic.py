@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from hub.providers.anthropic_fields import ANSWER_TOOL, FIELDS, answer_schema
+from hub.providers.anthropic_native import native_request
 from hub.providers.base import (
     Turns,
     assistant_message,
@@ -70,6 +71,9 @@ class AnthropicProvider:
         return call_type == "chatCompletion"
 
     def build_request(self, call: Call, credential: Credential) -> httpx.Request:
+        if call.dialect == "anthropic":
+            # The client speaks Messages itself: its own body goes, so nothing is lost.
+            return native_request(self.url, credential.headers, call, self.timeout)
         return json_request(self.url, credential.headers, to_anthropic(call), self.timeout)
 
     def translate_response(self, body: bytes, call: Call) -> tuple[bytes, Usage]:

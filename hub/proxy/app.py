@@ -21,7 +21,7 @@ from hub.proxy.stream import relay_for, stream
 from hub.proxy.watch import Watch
 from hub.proxy.whole import refuse, whole
 from middleware.call import Call, get_call
-from middleware.errors import send_error
+from middleware.errors import HubError, send_error
 
 logger = logging.getLogger("aigne_hub.proxy")
 
@@ -110,6 +110,9 @@ class Proxy:
                 return None
             call.provider, call.upstream_model = resolved
         providers = self.registry.route(call.model, call.provider)
+        # A format may refuse what it cannot carry to some provider kinds (Anthropic's
+        # server tools to an OpenAI-compatible provider, say): an optional hook.
+        format_refusal = getattr(client_format(call), "refusal", None)
         for provider in providers:
             refused = refused_field(call, provider.kind)
             if refused is not None:
@@ -118,6 +121,8 @@ class Proxy:
             elif (refusal := provider.fields.check(call)) is not None:
                 # A field this provider cannot carry: refused before anything goes upstream.
                 param, message = refusal.param, refusal.message
+            elif (found := _format_refusal(format_refusal, call, provider)) is not None:
+                param, message = str(found.param), found.message
             else:
                 continue
             call.fail("unsupported_parameter", message)
@@ -177,3 +182,16 @@ class Proxy:
 
 async def _free(call: Call) -> int:
     return 0
+
+
+def _format_refusal(
+    refusal: Callable[[Call, str], HubError | None] | None, call: Call, provider: Adapter
+) -> HubError | None:
+    """What the call's format cannot carry to this provider, unless its operator lets
+    such fields drop (then logged by name: the normalized request leaves them out). What
+    the provider's own protocol is refused (it would cost above the rate) is never let go."""
+    found = refusal(call, provider.kind) if refusal is not None else None
+    if found is not None and provider.fields.drop and call.dialect != provider.kind:
+        logger.info("call %s: provider %s drops %s", call.id, provider.name, found.param)
+        return None
+    return found
