@@ -12,10 +12,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hub.dialects.anthropic_messages_request import STOP_REASONS
 from hub.sse import encode
 from middleware.call import Call, Usage
 
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
 # Anthropic's error type per status: the Anthropic SDKs pick their exception class by the
 # status, and clients such as Claude Code read the type.
 ERROR_TYPES = {
