@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +37,31 @@ WEATHER = {
 PROMPT = "What is the weather in Paris?"
 
 
-@pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[Live]:
-    # SQLite only: what is tested here is the wire format; the stores have tests of their own.
-    db_url = f"sqlite:///{tmp_path / 'hub.db'}"
+def anthropic_hub(tmp_path: Path) -> AbstractAsyncContextManager[Live]:
+    """The fake provider behind two providers (`fake-claude`, Anthropic; `fake`, OpenAI),
+    the hub in front, both models priced. SQLite only: what is tested with it is the wire
+    format; the stores have tests of their own."""
 
     def settings(upstream_url: str) -> Settings:
         claude = ProviderSettings("fake-claude", "anthropic", upstream_url, ("claude-key",))
         return make_settings(
-            db_url, provider="fake", base_url=upstream_url + "/v1", more_providers=(claude,)
+            f"sqlite:///{tmp_path / 'hub.db'}",
+            provider="fake",
+            base_url=upstream_url + "/v1",
+            more_providers=(claude,),
         )
 
-    async with live_hub(
-        db_url, (NATIVE, TRANSLATED), rates=(INPUT_RATE, OUTPUT_RATE), settings_for=settings
-    ) as started:
+    return live_hub(
+        f"sqlite:///{tmp_path / 'hub.db'}",
+        (NATIVE, TRANSLATED),
+        rates=(INPUT_RATE, OUTPUT_RATE),
+        settings_for=settings,
+    )
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[Live]:
+    async with anthropic_hub(tmp_path) as started:
         yield started
 
 
