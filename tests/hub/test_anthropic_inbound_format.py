@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from hub.dialects.anthropic_messages import ANTHROPIC_MESSAGES, MessagesTap
+from hub.providers.anthropic_native import renamed
 from hub.sse import EventSplitter, json_data
 from middleware.call import Call, Identity, Usage
 from middleware.errors import HubError
@@ -573,3 +574,89 @@ def test_a_whole_pass_through_answer_is_read_for_usage_only() -> None:
         {"type": "message", "content": [], "usage": {"input_tokens": 5, "output_tokens": 2}}
     ).encode()
     assert ANTHROPIC_MESSAGES.native_answer(call, body) == (body, Usage(5, 2))
+
+
+def test_claude_codes_own_request_shape_translates() -> None:
+    # As Claude Code 2.1 sends it for a model name it does not know.
+    body = base(
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "Say hi"}]},
+            {
+                "role": "system",
+                "content": [
+                    {"type": "text", "text": "Reminder.", "cache_control": {"type": "ephemeral"}}
+                ],
+            },
+        ],
+        thinking={"type": "adaptive", "display": "omitted"},
+        output_config={"effort": "max"},
+        context_management={"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        tools=[
+            {"name": "Read", "input_schema": {"type": "object"}},
+            {"name": "Later", "input_schema": {"type": "object"}, "defer_loading": True},
+        ],
+    )
+    call = call_of(body)
+    assert ANTHROPIC_MESSAGES.refusal(call, "openai") is None
+    assert call.body["messages"][1] == {
+        "role": "system",
+        "content": [{"type": "text", "text": "Reminder."}],
+    }
+    # The effort asked outright wins over the one read from adaptive thinking.
+    assert call.body["reasoning_effort"] == "high"
+    # A deferred tool is not shown to the model until a tool search loads it.
+    assert [t["function"]["name"] for t in call.body["tools"]] == ["Read"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        (
+            {"context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}},
+            "context_management.edits[0]",
+        ),
+        ({"output_config": {"task_budget": 5}}, "output_config.task_budget"),
+        (
+            {"tools": [{"name": "x", "input_schema": {}, "input_examples": [{}]}]},
+            "tools[0].input_examples",
+        ),
+    ],
+)
+def test_claude_code_features_only_anthropic_honours(extra: dict[str, Any], param: str) -> None:
+    call = call_of(base(**extra))
+    assert ANTHROPIC_MESSAGES.refusal(call, "anthropic") is None
+    found = ANTHROPIC_MESSAGES.refusal(call, "gemini")
+    assert found is not None and found.param == param
+
+
+def test_output_config_format_is_a_json_schema_response_format() -> None:
+    schema = {"type": "object"}
+    out = ANTHROPIC_MESSAGES.normalize(
+        base(output_config={"format": {"type": "json_schema", "schema": schema}}), "chatCompletion"
+    )
+    assert out["response_format"]["json_schema"]["schema"] == schema
+
+
+def test_a_one_million_token_context_beta_is_refused_even_at_anthropic() -> None:
+    call = call_of(base(), "fake-claude/claude-sonnet-4")
+    call.passed_headers = {
+        "anthropic-beta": "interleaved-thinking-2025-05-14,context-1m-2025-08-07"
+    }
+    found = ANTHROPIC_MESSAGES.refusal(call, "anthropic")
+    assert found is not None and found.param == "anthropic-beta"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"max_tokens": 5, "model" : "fake-claude/claude-sonnet-4", "messages": []}',
+        # A tool schema with a "model" property: the bytes are parsed and written again.
+        b'{"model":"fake-claude/claude-sonnet-4","tools":[{"input_schema":{"model":{}}}]}',
+        b'{"mod\\u0065l":"fake-claude/claude-sonnet-4"}',
+    ],
+)
+def test_the_pass_through_renames_only_the_model(raw: bytes) -> None:
+    call = call_of(base(), "fake-claude/claude-sonnet-4")
+    call.raw_body, call.upstream_model = raw, "claude-sonnet-4"
+    sent = json.loads(renamed(call))
+    assert sent == {**json.loads(raw), "model": "claude-sonnet-4"}

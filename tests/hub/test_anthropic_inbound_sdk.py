@@ -17,7 +17,9 @@ import pytest
 
 from examples.fake_protocols import REPLY, SIGNATURE, THOUGHT
 from hub.settings import ProviderSettings, Settings
+from middleware.limits import LimitPolicy
 from middleware.money import to_units
+from middleware.ports import Quota
 from tests.conftest import USER, Live, live_hub, make_settings
 
 pytestmark = pytest.mark.anyio
@@ -37,7 +39,7 @@ WEATHER = {
 PROMPT = "What is the weather in Paris?"
 
 
-def anthropic_hub(tmp_path: Path) -> AbstractAsyncContextManager[Live]:
+def anthropic_hub(tmp_path: Path, **changes: Any) -> AbstractAsyncContextManager[Live]:
     """The fake provider behind two providers (`fake-claude`, Anthropic; `fake`, OpenAI),
     the hub in front, both models priced. SQLite only: what is tested with it is the wire
     format; the stores have tests of their own."""
@@ -49,6 +51,7 @@ def anthropic_hub(tmp_path: Path) -> AbstractAsyncContextManager[Live]:
             provider="fake",
             base_url=upstream_url + "/v1",
             more_providers=(claude,),
+            **changes,
         )
 
     return live_hub(
@@ -267,3 +270,16 @@ async def test_the_hubs_refusals_raise_the_sdks_own_exceptions(live: Live) -> No
     assert (error["type"], error["code"]) == ("billing_error", "insufficient_credits")
     assert live.fake.requests == []
     assert json.dumps(error)  # plain JSON, no traceback
+
+
+async def test_over_a_rate_limit_the_sdk_raises_its_rate_limit_error(tmp_path: Path) -> None:
+    messages: Any = [{"role": "user", "content": "Say hi"}]
+    async with anthropic_hub(tmp_path, rate_limits=LimitPolicy(key=Quota(rpm=1))) as live:
+        async with client(live) as sdk:
+            await sdk.messages.create(model=TRANSLATED, max_tokens=10, messages=messages)
+            with pytest.raises(anthropic.RateLimitError) as limited:
+                await sdk.messages.create(model=NATIVE, max_tokens=10, messages=messages)
+        assert int(limited.value.response.headers["retry-after"]) > 0
+        error = limited.value.body["error"]  # type: ignore[index]
+        assert (error["type"], error["code"]) == ("rate_limit_error", "rate_limited")
+        assert len(live.fake.requests) == 1
