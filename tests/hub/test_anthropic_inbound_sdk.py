@@ -16,7 +16,7 @@ import anthropic
 import pytest
 
 from examples.fake_protocols import REPLY, SIGNATURE, THOUGHT
-from hub.settings import ProviderSettings, Settings
+from hub.settings import Limits, ProviderSettings, Settings
 from middleware.limits import LimitPolicy
 from middleware.money import to_units
 from middleware.ports import Quota
@@ -283,3 +283,26 @@ async def test_over_a_rate_limit_the_sdk_raises_its_rate_limit_error(tmp_path: P
         error = limited.value.body["error"]  # type: ignore[index]
         assert (error["type"], error["code"]) == ("rate_limit_error", "rate_limited")
         assert len(live.fake.requests) == 1
+
+
+async def test_a_stream_the_provider_breaks_off_ends_with_an_error_event(tmp_path: Path) -> None:
+    # The fake's `stall-` model sends one chunk, then nothing: the hub's read timeout ends it.
+    limits = Limits(key_cache_seconds=0.2, balance_cache_seconds=0.2, upstream_read_timeout=0.5)
+    async with anthropic_hub(tmp_path, limits=limits) as live:
+        await live.admin.set_rate("fake/stall-1", "chatCompletion", input_rate=1, output_rate=1)
+        async with client(live) as sdk:
+            stream = await sdk.messages.create(
+                model="fake/stall-1",
+                max_tokens=10,
+                messages=[{"role": "user", "content": "Say hi"}],
+                stream=True,
+            )
+            names = []
+            with pytest.raises(anthropic.APIStatusError) as broken:
+                async for event in stream:
+                    names.append(event.type)
+        assert names[:3] == ["message_start", "content_block_start", "content_block_delta"]
+        error = broken.value.body["error"]  # type: ignore[index]
+        assert (error["type"], error["code"]) == ("api_error", "upstream_timeout")
+        recorded = await live.wait_for_call(model="fake/stall-1", status="failed")
+        assert recorded["error_code"] == "upstream_timeout" and recorded["output_tokens"] > 0
