@@ -248,10 +248,16 @@ async def test_the_hubs_refusals_raise_the_sdks_own_exceptions(live: Live) -> No
     ) as stranger:
         with pytest.raises(anthropic.AuthenticationError) as refused:
             await stranger.messages.create(model=NATIVE, max_tokens=10, messages=messages)
+        # count_tokens is no model route, yet its errors are Anthropic's too.
+        with pytest.raises(anthropic.AuthenticationError) as uncounted:
+            await stranger.messages.count_tokens(model=NATIVE, messages=messages)
+    assert uncounted.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
     assert refused.value.body["error"]["code"] == "invalid_api_key"  # type: ignore[index]
     async with client(live) as sdk:
         with pytest.raises(anthropic.NotFoundError):
             await sdk.messages.create(model="fake-claude-none/x", max_tokens=10, messages=messages)
+        with pytest.raises(anthropic.NotFoundError):
+            await sdk.messages.count_tokens(model="fake-claude-none/x", messages=messages)
         with pytest.raises(anthropic.BadRequestError) as bad:
             await sdk.messages.create(
                 model=TRANSLATED,
