@@ -43,13 +43,8 @@ ERROR_TYPES = {
 
 def error_object(status: int, code: str, message: str, param: str | None) -> dict[str, Any]:
     """Anthropic's error body; the hub's stable `code` (and `param`) ride along."""
-    error: dict[str, Any] = {
-        "type": ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error"),
-        "message": message,
-        "code": code,
-    }
-    if param is not None:
-        error["param"] = param
+    kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    error = {"type": kind, "message": message, "code": code, "param": param}
     return {"type": "error", "error": error}
 
 

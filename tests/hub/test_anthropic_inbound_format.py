@@ -490,7 +490,12 @@ def test_a_mid_stream_error_is_an_error_event() -> None:
             "error",
             {
                 "type": "error",
-                "error": {"type": "api_error", "message": "Stalled.", "code": "upstream_timeout"},
+                "error": {
+                    "type": "api_error",
+                    "message": "Stalled.",
+                    "code": "upstream_timeout",
+                    "param": None,
+                },
             },
         )
     ]
