@@ -26,6 +26,11 @@ reads a whole answer's usage, `native_stream` relays the provider's SSE events u
 while tapping usage (for Anthropic: message_start and message_delta) and delivered chunks,
 and rewrites the provider's error events with the provider's keys scrubbed. Otherwise the
 provider's answer is normalized by its adapter and rendered with `answer` / `stream`.
+
+Refusal (optional). A format whose requests carry what only its native provider can honour
+(Anthropic's own tools, say) may define `refusal(call, kind) -> HubError | None`: the proxy
+asks it for each provider kind the call may go to, before anything is sent, and answers
+the error (400 `unsupported_parameter` naming the field) rather than translate with a loss.
 """
 
 from __future__ import annotations
