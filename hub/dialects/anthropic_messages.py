@@ -53,8 +53,9 @@ class AnthropicMessages:
         return MessagesTap(call, scrub)
 
     def refusal(self, call: Call, kind: str) -> HubError | None:
-        """Why this call cannot go to a provider of `kind`; None if it can. Asked only of
-        calls that would be translated: the raw body is read again, strictly."""
+        """Why this call cannot go to a provider of `kind`; None if it can. For a
+        translated call the raw body is read again, strictly (only then: the pass-through
+        needs no second reading)."""
         if kind == self.native_kind:
             betas = call.passed_headers.get("anthropic-beta", "")
             if "context-1m" in betas:
@@ -68,12 +69,12 @@ class AnthropicMessages:
             return None
         body = json.loads(call.raw_body)
         found = untranslatable(body)
-        if found is None and kind == "openai" and body.get("top_k") is not None:
-            # OpenAI's API refuses the field; Gemini's adapter carries it.
+        if found is None and body.get("top_k") is not None:
+            # OpenAI's API refuses the field, and the Gemini adapter does not carry it.
             return HubError(
                 400,
                 "unsupported_parameter",
-                "'top_k' is not taken by OpenAI-compatible providers.",
+                f"'top_k' is carried to Anthropic providers only, not to {kind!r} ones.",
                 "top_k",
             )
         return found
