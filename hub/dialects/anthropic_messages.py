@@ -69,12 +69,12 @@ class AnthropicMessages:
             return None
         body = json.loads(call.raw_body)
         found = untranslatable(body)
-        if found is None and body.get("top_k") is not None:
-            # OpenAI's API refuses the field, and the Gemini adapter does not carry it.
+        if found is None and kind == "openai" and body.get("top_k") is not None:
+            # OpenAI's API refuses the field (the Gemini adapter carries it as topK).
             return HubError(
                 400,
                 "unsupported_parameter",
-                f"'top_k' is carried to Anthropic providers only, not to {kind!r} ones.",
+                "'top_k' is not taken by OpenAI-compatible providers.",
                 "top_k",
             )
         return found
