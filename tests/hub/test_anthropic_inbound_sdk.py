@@ -26,6 +26,8 @@ pytestmark = pytest.mark.anyio
 
 NATIVE = "fake-claude/claude-sonnet-4"  # an Anthropic provider: pass-through
 TRANSLATED = "fake/gpt-4o-mini"  # an OpenAI-compatible provider: translated
+# The same provider, a model name the fake calls the first tool offered for.
+TRANSLATED_TOOLS = "fake/tools-gpt-4o-mini"
 INPUT_RATE, OUTPUT_RATE = 10_000, 20_000
 WEATHER = {
     "name": "get_weather",
@@ -56,7 +58,7 @@ def anthropic_hub(tmp_path: Path, **changes: Any) -> AbstractAsyncContextManager
 
     return live_hub(
         f"sqlite:///{tmp_path / 'hub.db'}",
-        (NATIVE, TRANSLATED),
+        (NATIVE, TRANSLATED, TRANSLATED_TOOLS),
         rates=(INPUT_RATE, OUTPUT_RATE),
         settings_for=settings,
     )
@@ -117,7 +119,7 @@ async def test_a_whole_answer_and_its_exact_credits(live: Live, model: str) -> N
         assert sent["body"]["max_tokens"] == 200
 
 
-@pytest.mark.parametrize("model", [NATIVE, TRANSLATED])
+@pytest.mark.parametrize("model", [NATIVE, TRANSLATED_TOOLS])
 async def test_a_streamed_tool_call_and_its_exact_credits(live: Live, model: str) -> None:
     async with client(live) as sdk:
         async with sdk.messages.stream(
@@ -146,7 +148,7 @@ async def test_a_streamed_tool_call_and_its_exact_credits(live: Live, model: str
     assert recorded["credits"] == credits(recorded["input_tokens"], 5)
 
 
-@pytest.mark.parametrize("model", [NATIVE, TRANSLATED])
+@pytest.mark.parametrize("model", [NATIVE, TRANSLATED_TOOLS])
 async def test_a_tool_result_round_trip(live: Live, model: str) -> None:
     history: list[Any] = [
         {"role": "user", "content": PROMPT},
@@ -175,7 +177,7 @@ async def test_a_tool_result_round_trip(live: Live, model: str) -> None:
         )
     assert message.content[0].text == REPLY  # type: ignore[union-attr]
     sent = live.fake.requests[-1]["body"]
-    if model == TRANSLATED:
+    if model == TRANSLATED_TOOLS:
         assert sent["messages"][1]["tool_calls"][0]["function"] == {
             "name": "get_weather",
             "arguments": '{"city":"Paris"}',
