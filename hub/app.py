@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -37,6 +38,9 @@ from middleware.limiter_memory import MemoryLimiter
 from middleware.limits import RateLimitMiddleware
 from middleware.parse import APP_DID_HEADER
 from middleware.routing import ROUTE_KEY, RouteMiddleware
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 logger = logging.getLogger("aigne_hub")
 
@@ -99,6 +103,14 @@ class HubApp:
         billing = settings.billing
         stack: ASGIApp = BillingMiddleware(dispatch, enabled=billing)
         stack = ModelCallMiddleware(stack, log=self.store, observers=(self.metrics,))
+        # Off (no endpoint configured): the SDK is never imported, no layer is added.
+        self.tracer_provider: TracerProvider | None = None
+        if settings.tracing.enabled:
+            from hub.tracing.setup import traced, tracer_provider
+
+            self.tracer_provider = tracer_provider(settings.tracing)
+            base_urls = {name: p.base_url for name, p in settings.providers.items()}
+            stack = traced(stack, self.tracer_provider, settings.tracing, base_urls)
         stack = CreditCheckMiddleware(
             stack,
             rates=self.store,
@@ -258,6 +270,10 @@ class HubApp:
                 await self.limiter.aclose()
             await self.store.close()
             self.metrics.stop()
+            if self.tracer_provider is not None:
+                # Sends the spans still batched, so the last calls' traces are not lost; in
+                # a thread, as the exporter's HTTP request blocks.
+                await asyncio.to_thread(self.tracer_provider.shutdown)
             self.started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -17,6 +17,8 @@ from hub import bounds
 from hub.outbox.config import OutboxSettings, outbox_settings
 from hub.payments.settings import KEYS as PAYMENT_KEYS
 from hub.payments.settings import PaymentSettings, read_payments
+from hub.tracing import KEYS as TRACING_KEYS
+from hub.tracing import TracingSettings, read_tracing
 from middleware.errors import HubError
 from middleware.limits import LimitPolicy
 from middleware.ports import Quota
@@ -151,6 +153,7 @@ class Settings:
     # `[billing]`: the payment link in 402 answers, welcome credits, payment webhooks.
     payments: PaymentSettings = field(default_factory=PaymentSettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
 
     @property
     def billing(self) -> bool:
@@ -179,6 +182,7 @@ _TOP = {
     "logging",
     "billing",
     "outbox",
+    "tracing",
 }
 
 
@@ -277,6 +281,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         redis=_redis(_table(data, "redis", {"url", "on_error", "prefix", "timeout"}), env),
         payments=read_payments(_table(data, "billing", PAYMENT_KEYS), env, ConfigError),
         outbox=outbox_settings(data.get("outbox"), env),
+        tracing=read_tracing(_table(data, "tracing", TRACING_KEYS), env, ConfigError),
     )
 
 

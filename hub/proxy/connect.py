@@ -9,6 +9,7 @@ import httpx
 
 from hub.providers.base import Adapter
 from hub.providers.pool import Credential
+from hub.tracing.upstream import add_trace_headers
 from middleware.call import Call
 
 logger = logging.getLogger("aigne_hub.proxy")
@@ -86,6 +87,7 @@ class Connector:
                     f"The request could not be translated for provider '{provider.name}': "
                     "check the shape of messages, tools and content parts.",
                 )
+            add_trace_headers(request)
             call.sent_upstream = True
             result = await self._attempt(call, provider, credential, request)
             if isinstance(result, httpx.Response):
