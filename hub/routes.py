@@ -21,6 +21,7 @@ from hub.dialects.openai_chat import OPENAI_CHAT
 from hub.dialects.responses import RESPONSES
 from hub.json_route import JsonRoute, JsonRouter
 from hub.metrics import Metrics
+from hub.openapi import OPENAPI_PATH, openapi_route
 from hub.page_headers import SecurityHeaders
 from hub.payments import routes as payments
 from hub.providers.registry import ProviderRegistry
@@ -72,6 +73,8 @@ PUBLIC_PATHS = frozenset(
         "/login",
         "/login/link",
         "/logout",
+        # The API's description: what a client generator reads before it has a key.
+        OPENAPI_PATH,
         # Signed by the payment service instead (hub.payments.signatures).
         *payments.PATHS,
     }
@@ -185,6 +188,7 @@ def build_router(
             JsonRoute("/api/ai/models", ai_models),
             JsonRoute("/api/v2/status", status),
             JsonRoute("/metrics", prometheus),
+            JsonRoute(OPENAPI_PATH, openapi_route(settings.public_url)),
             *usage_api.routes(admin),
             *admin_api.routes(admin, registry, settings),
             *budget_api.routes(admin),
