@@ -168,7 +168,7 @@ OPERATIONS = (
         response=obj({"model": string(), "type": string(), "removed": {"type": "boolean"}}),
         errors=(404,),
     ),
-    _admin("GET", "/api/admin/providers", "Providers and their health", response=ANY_OBJECT),
+    _admin("GET", "/api/admin/providers", "Providers and their health", response=array(ANY_OBJECT)),
     _admin(
         "GET",
         "/api/admin/credentials",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import re
 from pathlib import Path
@@ -15,7 +16,9 @@ import httpx
 import hypothesis
 import pytest
 import schemathesis
+from schemathesis.core.failures import FailureGroup
 from schemathesis.python import asgi
+from schemathesis.specs.openapi import checks
 
 from hub.app import create_app
 from hub.openapi import OPERATIONS
@@ -111,12 +114,18 @@ FUZZ = hypothesis.settings(
     database=None,
     suppress_health_check=list(hypothesis.HealthCheck),
 )
+CONFORMANCE = [
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_schema_conformance,
+]
 ERROR_FIELDS = {"message", "type", "code", "param"}
 
 
-def prepared_hub(tmp_path: Path) -> tuple[Settings, str]:
-    """Settings for a hub on SQLite with both payment webhooks on, and an admin's key,
-    made by a hub run once before (schemathesis runs the fuzzed app in a loop of its own)."""
+def prepared_hub(tmp_path: Path) -> tuple[Settings, dict[str, str]]:
+    """Settings for a hub on SQLite with both payment webhooks on, and the headers of an
+    admin, a user who is not one, and an anonymous caller, made by a hub run once before
+    (schemathesis runs the fuzzed app in an event loop of its own)."""
     settings = make_settings(
         f"sqlite:///{tmp_path / 'hub.db'}",
         payments=PaymentSettings(
@@ -125,14 +134,20 @@ def prepared_hub(tmp_path: Path) -> tuple[Settings, str]:
         ),
     )
 
-    async def admin_key() -> str:
+    async def callers() -> dict[str, str]:
         hub = await start_hub(settings, httpx.MockTransport(_no_upstream))
         await hub.admin.ensure_account(USER, is_admin=True)
+        _, user_key = await hub.admin.create_key("did:abt:bob", name="not an admin")
         await hub.client.aclose()
         await hub.app.shutdown()
-        return hub.key
+        return {"admin": hub.key, "user": user_key}
 
-    return settings, asyncio.run(admin_key())
+    keys = asyncio.run(callers())
+    return settings, {
+        "admin": {"authorization": f"Bearer {keys['admin']}"},
+        "user": {"authorization": f"Bearer {keys['user']}"},
+        "anonymous": {},
+    }
 
 
 def _no_upstream(request: httpx.Request) -> httpx.Response:
@@ -157,30 +172,41 @@ def hub_error_shape(response: Any) -> str | None:
     return None
 
 
+def fuzz(operation: Any, caller: str, headers: dict[str, str]) -> list[str]:
+    """What went wrong in a few generated calls of one operation, as one caller."""
+    failures: list[str] = []
+
+    @FUZZ
+    @hypothesis.given(case=operation.as_strategy())
+    def calls(case: schemathesis.Case) -> None:
+        response = case.call(headers=headers)
+        where = f"{caller}: {case.method} {case.formatted_path} -> {response.status_code}"
+        if response.status_code >= 500:
+            failures.append(f"{where}: {response.text[:300]}")
+        elif response.status_code >= 400 and (wrong := hub_error_shape(response)):
+            failures.append(f"{where}: {wrong}")
+        try:  # the status, media type and body as the document describes them
+            case.validate_response(response, checks=CONFORMANCE)
+        except FailureGroup as exc:  # each check that failed
+            failures.append(f"{where}: {exc}"[:600])
+
+    calls()
+    return failures
+
+
 def test_schemathesis_finds_no_server_error_and_every_error_in_the_hubs_shape(
     tmp_path: Path,
 ) -> None:
-    settings, key = prepared_hub(tmp_path)
+    settings, callers = prepared_hub(tmp_path)
     app = create_app(settings, transport=httpx.MockTransport(_no_upstream))
     failures: list[str] = []
     try:
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
         operations = [result.ok() for result in schema.get_all_operations()]
-        for operation in operations:
-
-            @FUZZ
-            @hypothesis.given(case=operation.as_strategy())
-            def fuzz(case: schemathesis.Case) -> None:
-                response = case.call(headers={"authorization": f"Bearer {key}"})
-                where = f"{case.method} {case.formatted_path} -> {response.status_code}"
-                if response.status_code >= 500:
-                    failures.append(f"{where}: {response.text[:300]}")
-                elif response.status_code >= 400 and (wrong := hub_error_shape(response)):
-                    failures.append(f"{where}: {wrong}")
-
-            fuzz()
+        for (caller, headers), operation in itertools.product(callers.items(), operations):
+            failures += fuzz(operation, caller, headers)
     finally:
-        asgi.shutdown_lifespans()
+        asgi.shutdown_lifespans()  # the app's lifespan, which schemathesis started
 
     assert len(operations) == len(OPERATIONS)
     assert failures == []
