@@ -10,13 +10,20 @@ import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hub.catalog import offered_model
-from hub.cors import JsonCORSMiddleware
+from hub.cors import SDK_HEADERS, JsonCORSMiddleware
 from hub.limits_redis import RedisLimiter
 from hub.metrics import Metrics
 from hub.outbox.dispatcher import Dispatcher
 from hub.providers.registry import ProviderRegistry
 from hub.proxy import Proxy
-from hub.routes import FORMAT_PATHS, MODEL_ROUTE_TABLE, PUBLIC_PATHS, build_router, knows
+from hub.routes import (
+    FORMAT_PATHS,
+    MODEL_ROUTE_TABLE,
+    PUBLIC_PATHS,
+    build_router,
+    error_format_of,
+    knows,
+)
 from hub.secrets import load_box
 from hub.settings import LOG_FORMAT, Settings, check_shared_limits, load_settings
 from hub.store import SqlStore
@@ -31,12 +38,12 @@ from middleware import (
     CreditCheckMiddleware,
     ModelCallMiddleware,
 )
+from middleware.auth import QUERY_KEY_FILTER
 from middleware.billing import charge_of
 from middleware.call import Call, get_call
 from middleware.errors import answer_unhandled, refuse_websocket, request_id_of
 from middleware.limiter_memory import MemoryLimiter
 from middleware.limits import RateLimitMiddleware
-from middleware.parse import APP_DID_HEADER
 from middleware.routing import ROUTE_KEY, RouteMiddleware
 
 if TYPE_CHECKING:
@@ -158,6 +165,8 @@ class HubApp:
         )
         # Outside auth: an unknown path is a 404, not a request for a key; and every
         # layer's errors are written in the client format of the route.
+        # Gemini clients may send their key as `?key=`: masked in the server's access log.
+        logging.getLogger("uvicorn.access").addFilter(QUERY_KEY_FILTER)
         self.entry: ASGIApp = RouteMiddleware(
             self.auth, routes=MODEL_ROUTE_TABLE, known=knows(router), formats=FORMAT_PATHS
         )
@@ -165,9 +174,10 @@ class HubApp:
             # Outermost, so a browser's preflight is answered before auth asks for a key.
             self.entry = JsonCORSMiddleware(
                 self.entry,
+                error_format_of=error_format_of,
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST"],
-                allow_headers=["authorization", "content-type", APP_DID_HEADER, "x-request-id"],
+                allow_headers=list(SDK_HEADERS),
                 expose_headers=["x-request-id"],
             )
         self.instances = Instances(

@@ -319,6 +319,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=("processing", "success", "failed"),
         help="only calls in this state (processing: in flight now)",
     )
+    list_calls.add_argument(
+        "--format",
+        dest="client_format",
+        help="only calls made in this client format (openai, aigne, anthropic, responses, gemini)",
+    )
     list_calls.add_argument("--limit", type=int, default=20, help="at most this many (20)")
     list_calls.set_defaults(handler=_run(_calls_list))
 
@@ -789,6 +794,7 @@ async def _calls_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, 
         user_did=bounds.optional_text(args.user, "--user"),
         model=bounds.optional_text(args.model, "--model"),
         status=args.status,
+        client_format=bounds.optional_text(args.client_format, "--format"),
         limit=bounds.whole(args.limit, "--limit", 1, MAX_CALLS_LISTED),
     )
     if args.json:
@@ -799,6 +805,7 @@ async def _calls_list(admin: Admin, args: argparse.Namespace) -> list[dict[str, 
         "user_did",
         "model",
         "type",
+        "client_format",
         "status",
         "stream",
         "input_tokens",

@@ -17,6 +17,8 @@ from hub.dialects import aigne, aigne_models
 from hub.dialects.aigne import AIGNE
 from hub.dialects.anthropic_messages import ANTHROPIC_MESSAGES
 from hub.dialects.anthropic_messages_count import CountTokens
+from hub.dialects.gemini import GEMINI
+from hub.dialects.gemini_count import GeminiCountTokens
 from hub.dialects.openai_chat import OPENAI_CHAT
 from hub.dialects.responses import RESPONSES
 from hub.json_route import JsonRoute, JsonRouter
@@ -31,7 +33,7 @@ from hub.store.admin import Admin
 from hub.store.payments import Payments
 from middleware.auth import session_signer
 from middleware.call import CallType, get_identity
-from middleware.errors import HubError, send_error
+from middleware.errors import ErrorRenderer, HubError, send_error
 from middleware.routing import Route, RouteTable
 
 
@@ -58,10 +60,31 @@ MODEL_ROUTES: dict[str, Route] = {
     "/v1/image/generations": _openai("imageGeneration"),
     "/api/v2/image/generations": _openai("imageGeneration"),
     "/api/v2/images/generations": _openai("imageGeneration"),
+    # Gemini's own API (google-genai): the model is the path's, slashes and all.
+    "/v1beta/models/{model}:generateContent": Route("chatCompletion", GEMINI, stream=False),
+    "/v1beta/models/{model}:streamGenerateContent": Route(
+        "chatCompletion", GEMINI, stream=True, query=("alt", "sse")
+    ),
 }
 MODEL_ROUTE_TABLE = RouteTable(MODEL_ROUTES)
-# Paths outside the model routes whose errors are written in a client format of their own.
-FORMAT_PATHS = {"/v1/messages/count_tokens": ANTHROPIC_MESSAGES}
+# Paths outside the model routes whose errors are written in a client format of their own
+# (a 404 included): Anthropic's count_tokens, and everything under /v1beta/ is Gemini's
+# (countTokens, a model-less path).
+FORMAT_PATHS = RouteTable(
+    {
+        "/v1/messages/count_tokens": Route("chatCompletion", ANTHROPIC_MESSAGES),
+        "/v1beta/{model}": Route("chatCompletion", GEMINI),
+    }
+)
+
+
+def error_format_of(path: str) -> ErrorRenderer | None:
+    """The error shape of a path's client format, for layers outside the routing one (CORS);
+    None: the hub's own."""
+    found = MODEL_ROUTE_TABLE.match(path) or FORMAT_PATHS.match(path)
+    return found.route.format.error_body if found is not None else None
+
+
 # No key needed: health, and what the AIGNE SDK reads before it calls (discovery, models).
 PUBLIC_PATHS = frozenset(
     {
@@ -184,6 +207,12 @@ def build_router(
                 methods=["POST"],
             ),
             JsonRoute("/api/v2/models/{id:path}", model),
+            # Estimated by the hub, neither recorded nor billed (see gemini_count).
+            JsonRoute(
+                "/v1beta/models/{model:path}:countTokens",
+                GeminiCountTokens(registry, settings.limits.max_body_bytes).handle,
+                methods=["POST"],
+            ),
             JsonRoute("/__blocklet__.js", blocklet),
             JsonRoute("/api/ai/models", ai_models),
             JsonRoute("/api/v2/status", status),

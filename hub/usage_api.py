@@ -129,6 +129,7 @@ def _filters(request: Request) -> dict[str, Any]:
         "model": q.get("model"),
         "status": q.get("status"),
         "request_id": q.get("request_id"),
+        "client_format": q.get("client_format"),
         "since": moment(request, "since"),
         "until": moment(request, "until"),
         "limit": limit,

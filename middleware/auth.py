@@ -1,13 +1,20 @@
-"""Who is calling: an API key (`Authorization: Bearer`, or `x-api-key` as Anthropic's SDKs
-send it), or a signed session cookie."""
+"""Who is calling: an API key, or a signed session cookie.
+
+The key comes as `Authorization: Bearer` (OpenAI's SDKs, the AIGNE SDK) or in the header
+another vendor's SDK puts it in (`x-api-key` for Anthropic's SDKs and Claude Code,
+`x-goog-api-key` for google-genai); on Gemini's own routes also as the `key=` query
+parameter, as Google's REST examples send it.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 import secrets
 import time
 from collections.abc import Collection
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.datastructures import Headers
@@ -20,6 +27,10 @@ from middleware.ports import AccountLookup, KeyRecord, KeyStore
 KEY_PREFIX = "ahk_"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SESSION_COOKIE = "aigne_hub_session"
+# Headers other SDKs send their key in, besides Authorization: looked up in this order.
+KEY_HEADERS = ("x-api-key", "x-goog-api-key")
+# Paths where a `key=` query parameter is a key (Gemini's REST API takes it there).
+QUERY_KEY_PREFIX = "/v1beta/"
 
 
 def new_api_key() -> str:
@@ -110,10 +121,10 @@ class AuthMiddleware:
             return
         headers = Headers(scope=scope)
         authorization = headers.get("authorization")
-        api_key = headers.get("x-api-key") if authorization is None else None
+        carried = _carried_key(scope, headers) if authorization is None else None
         identity: Identity | None
-        if api_key is not None:
-            found = await self._from_api_key(api_key)
+        if carried is not None:
+            found = await self._from_carried(*carried)
             if isinstance(found, tuple):
                 await send_error(send, 401, *found)
                 return
@@ -189,14 +200,13 @@ class AuthMiddleware:
             )
         return await self._from_key(token)
 
-    async def _from_api_key(self, value: str) -> Identity | tuple[str, str]:
-        """The identity of an `x-api-key` key (Anthropic's SDKs, Claude Code with
-        ANTHROPIC_API_KEY), or why there is none."""
+    async def _from_carried(self, where: str, value: str) -> Identity | tuple[str, str]:
+        """The identity of a key sent in another SDK's header (or `key=`), or why none."""
         token = value.strip()
         if not token:
-            return ("missing_api_key", "The x-api-key header is empty.")
+            return ("missing_api_key", f"The {where} is empty.")
         if not token.startswith(KEY_PREFIX):
-            return ("malformed_api_key", "Malformed x-api-key header: expected 'ahk_...'.")
+            return ("malformed_api_key", f"Malformed {where}: expected 'ahk_...'.")
         return await self._from_key(token)
 
     async def _from_key(self, token: str) -> Identity | tuple[str, str]:
@@ -333,3 +343,33 @@ def _cookie(header: str, name: str) -> str | None:
         if key == name:
             return value
     return None
+
+
+def _carried_key(scope: Scope, headers: Headers) -> tuple[str, str] | None:
+    """(where, value) of a key sent other than as Authorization, or None."""
+    for name in KEY_HEADERS:
+        value = headers.get(name)
+        if value is not None:
+            return f"{name} header", value
+    if scope["path"].startswith(QUERY_KEY_PREFIX) and b"key=" in scope.get("query_string", b""):
+        keys = parse_qs(scope["query_string"].decode("latin-1")).get("key")
+        if keys:
+            return "key parameter", keys[0]
+    return None
+
+
+_QUERY_KEY = re.compile(r"([?&]key=)[^&\s]*")
+
+
+class QueryKeyFilter(logging.Filter):
+    """Masks a `key=` query parameter in the server's access log lines (uvicorn logs the
+    path with its query): a key sent that way must not end up in a log file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and "key=" in str(args[2]):
+            record.args = (*args[:2], _QUERY_KEY.sub(r"\1***", str(args[2])), *args[3:])
+        return True
+
+
+QUERY_KEY_FILTER = QueryKeyFilter()

@@ -63,6 +63,11 @@ def use_error_format(render: ErrorRenderer) -> Iterator[None]:
         _ERROR_FORMAT.reset(token)
 
 
+def current_error_format() -> ErrorRenderer:
+    """The error renderer of the request under way (for layers that build a Response)."""
+    return _ERROR_FORMAT.get()
+
+
 async def send_error(
     send: Send,
     status: int,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,6 +55,18 @@ class CallMiddleware:
         identity = get_identity(scope) or self.anonymous
         if identity is None:
             await send_error(send, 401, "missing_api_key", "This route needs an API key.")
+            return
+        needs = route.route.query
+        if needs is not None and needs[1] not in parse_qs(
+            scope["query_string"].decode("latin-1")
+        ).get(needs[0], ()):
+            await send_error(
+                send,
+                400,
+                "unsupported_parameter",
+                f"This route is served with '{needs[0]}={needs[1]}' in its query only.",
+                needs[0],
+            )
             return
         headers = _wanted_headers(scope)
         try:

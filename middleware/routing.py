@@ -53,11 +53,14 @@ class Route:
 
     `stream`, when set, says whether the route streams regardless of the body (Gemini's
     `:streamGenerateContent`); the model of a pattern route is taken from its path.
+    `query`, when set, is a query parameter the route is served with only (Gemini streams
+    as SSE with `alt=sse` only; without it, a JSON array the hub does not serve).
     """
 
     call_type: CallType
     format: WireFormat = OPENAI_WIRE
     stream: bool | None = None
+    query: tuple[str, str] | None = None
 
     @property
     def dialect(self) -> str:
@@ -80,7 +83,9 @@ class RouteTable:
             route = spec if isinstance(spec, Route) else Route(spec)
             if "{model}" in path:
                 before, after = path.split("{model}", 1)
-                regex = re.compile(f"{re.escape(before)}(?P<model>.+){re.escape(after)}")
+                # DOTALL: a model with a line break still matches (and is refused as a bad
+                # model by the Call layer, in the route's format) rather than falling out.
+                regex = re.compile(f"{re.escape(before)}(?P<model>.+){re.escape(after)}", re.DOTALL)
                 self.patterns.append((regex, route))
             else:
                 self.exact[path] = Match(route)
@@ -100,8 +105,9 @@ class RouteMiddleware:
     """Outermost of the policy layers: decides once per request, from the path, the client
     format every layer's errors are written in; and answers an unknown path with 404
     before auth could ask it for a key. `known` says whether another app (the hub's
-    router) serves a path that is not a model route; `formats` names the client format of
-    such paths that belong to a format (Anthropic's count_tokens) for their errors."""
+    router) serves a path that is not a model route; `formats` holds such paths that
+    belong to a client format (Anthropic's count_tokens, Gemini's /v1beta/ paths), for
+    their errors, a 404 included."""
 
     def __init__(
         self,
@@ -109,12 +115,12 @@ class RouteMiddleware:
         *,
         routes: RouteTable,
         known: Callable[[Scope], bool],
-        formats: Mapping[str, WireFormat] | None = None,
+        formats: RouteTable | None = None,
     ) -> None:
         self.app = app
         self.routes = routes
         self.known = known
-        self.formats = dict(formats or {})
+        self.formats = formats
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,16 +128,20 @@ class RouteMiddleware:
             return
         found = self.routes.match(scope["path"])
         if found is None:
-            if not self.known(scope):
-                await send_error(send, 404, "not_found", f"No route for {scope['path']}.")
+            own = self.formats.match(scope["path"]) if self.formats is not None else None
+            if own is None:
+                await self._other(scope, receive, send)
                 return
-            wire = self.formats.get(scope["path"])
-            if wire is None:
-                await self.app(scope, receive, send)
-                return
-            with use_error_format(wire.error_body):
-                await self.app(scope, receive, send)
+            with use_error_format(own.route.format.error_body):
+                await self._other(scope, receive, send)
             return
         scope[ROUTE_KEY] = found
         with use_error_format(found.route.format.error_body):
             await self.app(scope, receive, send)
+
+    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A path that is not a model route: the router's, or a 404 before auth."""
+        if not self.known(scope):
+            await send_error(send, 404, "not_found", f"No route for {scope['path']}.")
+            return
+        await self.app(scope, receive, send)

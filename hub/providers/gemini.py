@@ -14,6 +14,7 @@ import httpx
 from hub.providers.base import (
     Turns,
     assistant_message,
+    bytes_request,
     chunk,
     completion,
     count,
@@ -99,6 +100,11 @@ class GeminiProvider:
             url = self._url(model, "predict")
             return json_request(url, credential.headers, to_imagen(call), self.timeout)
         method = "streamGenerateContent?alt=sse" if call.stream else "generateContent"
+        if call.dialect == "gemini":
+            # The client speaks Gemini itself: its own bytes go (the model is in the URL),
+            # so nothing it asked for (safetySettings, topK, Google's tools) is lost.
+            url = self._url(model, method)
+            return bytes_request(url, credential.headers, call.raw_body, self.timeout)
         return json_request(
             self._url(model, method), credential.headers, to_gemini(call), self.timeout
         )

@@ -21,6 +21,7 @@ class Calls(StoreActions):
         model: str | None = None,
         status: str | None = None,
         request_id: str | None = None,
+        client_format: str | None = None,
         since: float | None = None,
         until: float | None = None,
         limit: int = 50,
@@ -38,6 +39,7 @@ class Calls(StoreActions):
             (c.model, model),
             (c.status, status),
             (c.request_id, request_id),
+            (c.client_format, client_format),
         ):
             if value is not None:
                 query = query.where(column == value)

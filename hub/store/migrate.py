@@ -86,6 +86,7 @@ _ADDED_LATER = {
         "prompt_estimate",
         "held",
         "key_held",
+        "client_format",
     ),
     "ai_model_rates": ("cache_write_rate",),
     "accounts": ("session_epoch", *LIMIT_COLUMNS, "held", *BUDGET_COLUMNS, "stripe_customer_id"),
@@ -268,6 +269,10 @@ def _v16_payments(dialect: Dialect) -> list[str]:
     ]
 
 
+def _v18_client_format(dialect: Dialect) -> list[str]:
+    return ["ALTER TABLE model_calls ADD COLUMN client_format VARCHAR(16)"]
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _v1_initial),
     (2, "model_calls.usage_estimated", _v2_usage_estimated),
@@ -286,6 +291,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (15, "grants move the balance by trigger, as meter events do", v15_grants_by_trigger),
     (16, "payment_events and accounts.stripe_customer_id", _v16_payments),
     (17, "outbox of ledger rows, its deliveries and lease", outbox_sql.migration),
+    (18, "model_calls.client_format", _v18_client_format),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -162,6 +162,9 @@ model_calls = Table(
     # key had none at admission); released from api_keys.held when the row leaves
     # `processing`.
     Column("key_held", BigInteger, nullable=False, default=0),
+    # Added by migration 18: the wire format the client spoke (openai, aigne, anthropic,
+    # responses, gemini), from the route it called; null for calls recorded before.
+    Column("client_format", String(16), nullable=True),
 )
 Index("ix_model_calls_user_time", model_calls.c.user_did, model_calls.c.request_at)
 # Added by migration 6: the dashboard and the admin usage API read every user's calls of a

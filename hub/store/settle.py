@@ -87,6 +87,7 @@ def call_values(call: Call, instance_id: str | None) -> dict[str, Any]:
         # row that carries the hold, or (the row never written) holds nothing.
         "p_held": 0,
         "p_key_held": 0,
+        "p_client_format": call.dialect,
     }
 
 

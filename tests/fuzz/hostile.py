@@ -28,6 +28,16 @@ RESPONSES_FIELDS = (
     *("model", "input", "instructions", "stream", "tools", "tool_choice", "text", "reasoning"),
     *("max_output_tokens", "previous_response_id", "store", "include", "metadata", "user"),
 )
+GEMINI_FIELDS = (
+    *("contents", "systemInstruction", "generationConfig", "tools", "toolConfig"),
+    *("safetySettings", "cachedContent", "generateContentRequest", "model"),
+)
+# Gemini's routes: the model in the path, `{model}` filled with a priced one.
+GEMINI_ROUTES = (
+    "/v1beta/models/{model}:generateContent",
+    "/v1beta/models/{model}:streamGenerateContent",
+    "/v1beta/models/{model:path}:countTokens",
+)
 FIELDS: dict[str, tuple[str, ...]] = {
     "/api/admin/keys": ("user", "admin", "name", "app", "expires_days"),
     "/api/user/keys": ("name", "app", "expires_days"),
@@ -37,6 +47,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "/api/v2/chat": AIGNE_FIELDS,
     "/api/v2/image": AIGNE_FIELDS,
     "/v1/responses": RESPONSES_FIELDS,
+    **dict.fromkeys(GEMINI_ROUTES, GEMINI_FIELDS),
     "/login": ("key", "next"),
 }
 QUERY_NAMES = (
@@ -300,6 +311,35 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
             "tools": st.just([{"type": "web_search"}]),
             "service_tier": st.just("priority"),
         },
+    ),
+    **dict.fromkeys(
+        GEMINI_ROUTES,
+        st.fixed_dictionaries(
+            {
+                "contents": st.lists(
+                    st.fixed_dictionaries(
+                        {
+                            "role": st.just("user"),
+                            "parts": st.lists(st.fixed_dictionaries({"text": words}), min_size=1),
+                        }
+                    ),
+                    min_size=1,
+                    max_size=2,
+                )
+            },
+            optional={
+                "systemInstruction": st.fixed_dictionaries({"parts": st.just([{"text": "Hi"}])}),
+                "generationConfig": st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "maxOutputTokens": st.sampled_from((1, 100, 2**31, 10**12)),
+                        "temperature": st.sampled_from((0, 0.5, 2)),
+                        "topK": st.just(3),
+                    },
+                ),
+                "safetySettings": st.just([{"category": "X", "threshold": "BLOCK_NONE"}]),
+            },
+        ),
     ),
     "/api/admin/grants": st.fixed_dictionaries(
         {"user": st.sampled_from(USERS), "amount": edge_money}, optional={"note": texts}

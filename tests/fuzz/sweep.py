@@ -16,6 +16,7 @@ from tests.fuzz.asgi import Request
 from tests.fuzz.hostile import (
     CHAT,
     EMBEDDING,
+    GEMINI_ROUTES,
     IMAGE,
     MONEY_EDGE,
     MONEY_TEXT,
@@ -38,6 +39,7 @@ BASE: dict[str, Any] = {
     "/api/v2/chat": {"input": {**_CHAT, "modelOptions": {"model": CHAT}}},
     "/api/v2/image": {"input": {"prompt": "a cat", "modelOptions": {"model": IMAGE}}},
     "/v1/responses": {"model": CHAT, "input": "Say hi"},
+    **dict.fromkeys(GEMINI_ROUTES, {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}),
     "/api/admin/grants": {"user": "did:abt:bob", "amount": "1", "note": "sweep"},
     "/api/admin/keys": {"user": "did:abt:bob", "name": "k", "app": "a", "expires_days": 1},
     "/api/user/keys": {"name": "sweep", "app": "a", "expires_days": 1},
@@ -74,8 +76,10 @@ def tour(
     for template, methods in routes:
         body = base_body(template)
         path = template.replace("{path}", "hub.css").replace("{unknown}", "/nope")
-        path = re.sub(r"\{\w+\}", ids[0], path)
+        path = re.sub(r"\{[\w:]+\}", CHAT if template in GEMINI_ROUTES else ids[0], path)
         query = f"token={link_tokens[0]}" if template == "/login/link" else ""
+        if template.endswith(":streamGenerateContent"):
+            query = "alt=sse"
         for method in sorted(methods - {"HEAD"}) or ["GET"]:
             raw = json.dumps(body).encode() if body is not None and method != "GET" else b""
             headers: tuple[tuple[bytes, bytes], ...] = JSON

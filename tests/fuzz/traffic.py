@@ -12,7 +12,9 @@ from middleware.parse import Route as CallRoute
 from tests.fuzz.asgi import Request
 from tests.fuzz.hostile import (
     AUTHS,
+    CHAT,
     FIELDS,
+    GEMINI_ROUTES,
     METHODS,
     QUERY_NAMES,
     bodies,
@@ -88,6 +90,10 @@ def paths(template: str, ids: Sequence[str]) -> st.SearchStrategy[str]:
 
 
 def plausible_paths(template: str, ids: Sequence[str]) -> st.SearchStrategy[str]:
+    if template in GEMINI_ROUTES:  # the model is in the path: mostly a priced one
+        head, _, rest = template.partition("{")
+        models = st.sampled_from((CHAT, CHAT, CHAT, "mock/unpriced", *ids[:1]))
+        return models.map(lambda m: head + m + rest.partition("}")[2])
     if "{" in template and template not in ("/static/{path}", "{unknown}"):
         head, _, rest = template.partition("{")
         return st.sampled_from(tuple(ids)).map(lambda s: head + s + rest.partition("}")[2])
@@ -163,6 +169,8 @@ def plan(
             body = st.sampled_from(tuple(login_keys)).map(lambda k: f"key={k}&next=/".encode())
         # The odd parts of a plausible request are in its body; rarely in its query or headers.
         query = st.sampled_from((b"",) * 4) | queries
+        if template.endswith(":streamGenerateContent"):
+            query = st.sampled_from((b"alt=sse",) * 4) | query
         if template == "/login/link":
             tokens = st.sampled_from(tuple(link_tokens))
             query = tokens.map(lambda t: f"token={t}&next=/dashboard".encode()) | query

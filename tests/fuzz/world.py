@@ -198,11 +198,26 @@ def _is_json_error(request: asgi.Request, answer: asgi.Answer) -> bool:
         error = json.loads(answer.body)["error"]
     except (ValueError, KeyError, TypeError):
         return False
+    if request.route.startswith("/v1beta/"):
+        return _is_google_error(error, answer.status)
     return (
         isinstance(error, dict)
         and set(error) == ERROR_FIELDS
         and all(isinstance(error[k], str) for k in ("message", "type", "code"))
         and isinstance(error["param"], str | None)
+    )
+
+
+def _is_google_error(error: Any, status: int) -> bool:
+    """Gemini's routes answer in Google's shape: the HTTP status as `code`, an rpc status
+    name, and the hub's code as the ErrorInfo reason."""
+    return (
+        isinstance(error, dict)
+        and error.get("code") == status
+        and isinstance(error.get("message"), str)
+        and isinstance(error.get("status"), str)
+        and isinstance(error.get("details"), list)
+        and isinstance(error["details"][0].get("reason"), str)
     )
 
 

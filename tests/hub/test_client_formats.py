@@ -166,6 +166,9 @@ async def test_one_model_by_an_id_with_slashes(
         "object": "model",
         "created": 0,
         "owned_by": "openrouter",
+        "type": "chat",
+        "context_length": 128_000,
+        "pricing": {"prompt": "0.0000000001", "completion": "0.0000000002", "image": "0"},
     }
     assert listed.status_code == 200 and listed.json()["id"] == "openrouter/gpt-4o-mini"
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_model"
