@@ -17,8 +17,8 @@ from typing import Any
 
 from hub.dialects.base import Relay, StreamRender
 from hub.dialects.gemini_options import (
-    NATIVE_ONLY_CONFIG,
     NATIVE_ONLY_TOP,
+    NO_OPENAI_CONFIG,
     gemini_only,
     unsupported,
 )
@@ -31,7 +31,7 @@ from middleware.errors import HubError
 
 # Bytes that must be in a body for it to hold a Gemini-only field: most bodies skip the
 # second parse. Google's tools are named in a tools entry without functionDeclarations.
-_NATIVE_MARKS = tuple(name.encode() for name in (*NATIVE_ONLY_TOP, *NATIVE_ONLY_CONFIG, "tools"))
+_NATIVE_MARKS = tuple(name.encode() for name in (*NATIVE_ONLY_TOP, *NO_OPENAI_CONFIG, "tools"))
 
 
 def _mentions_native_only(raw: bytes) -> bool:
@@ -52,7 +52,7 @@ class Gemini:
         drop, logged by name, where that provider's operator set `drop_unsupported`)."""
         if kind == self.native_kind or not _mentions_native_only(call.raw_body):
             return None
-        found = gemini_only(json.loads(call.raw_body))
+        found = gemini_only(json.loads(call.raw_body), kind)
         if found is None:
             return None
         return unsupported(found, f"only Gemini providers honour it, not a provider of kind {kind}")

@@ -20,6 +20,9 @@ _CONFIG = {
     "seed": "seed",
     "presencePenalty": "presence_penalty",
     "frequencyPenalty": "frequency_penalty",
+    # Carried to Anthropic and Gemini providers (their adapters take top_k); OpenAI-
+    # compatible ones have no such field: refused for them by name (see gemini_only).
+    "topK": "top_k",
 }
 # Read below (structured output, stop sequences, thinking, modalities).
 _CONFIG_READ = {
@@ -34,7 +37,8 @@ _CONFIG_READ = {
 # Fields a Gemini provider honours and no other provider kind can: carried in a
 # pass-through, refused for a translated call (see gemini_only).
 NATIVE_ONLY_TOP = ("safetySettings", "cachedContent")
-NATIVE_ONLY_CONFIG = ("topK",)
+# generationConfig fields no OpenAI-compatible provider takes (others carry them).
+NO_OPENAI_CONFIG = ("topK",)
 # thinkingBudget (tokens) -> the OpenAI reasoning effort whose budget (the one the hub's
 # adapters give Anthropic and Gemini for it) covers it; 0 asks for no thinking.
 _BUDGETS = ((0, "none"), *sorted(((b, e) for e, b in THINKING_BUDGETS.items())))
@@ -56,7 +60,7 @@ def generation(config: Any) -> dict[str, Any]:
         if key in _CONFIG:
             if value is not None:
                 out[_CONFIG[key]] = value
-        elif key not in _CONFIG_READ and key not in NATIVE_ONLY_CONFIG:
+        elif key not in _CONFIG_READ:
             raise unsupported(f"generationConfig.{key}", "the hub does not carry it")
     stop = config.get("stopSequences")
     if stop:
@@ -196,14 +200,15 @@ def tool_choice(config: Any) -> Any:
     raise unsupported("toolConfig.functionCallingConfig.mode", f"mode {mode} is not carried")
 
 
-def gemini_only(body: dict[str, Any]) -> str | None:
-    """The first field of a Gemini request only a Gemini provider can honour, by path."""
+def gemini_only(body: dict[str, Any], kind: str) -> str | None:
+    """The first field of a Gemini request a provider of `kind` (not Gemini) cannot honour,
+    by path."""
     for key in NATIVE_ONLY_TOP:
         if body.get(key):
             return key
     config = body.get("generationConfig")
     if isinstance(config, dict):
-        for key in NATIVE_ONLY_CONFIG:
+        for key in NO_OPENAI_CONFIG if kind == "openai" else ():
             if config.get(key) is not None:
                 return f"generationConfig.{key}"
     for i, tool in enumerate(body.get("tools") or []):

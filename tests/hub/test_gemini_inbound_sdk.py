@@ -169,6 +169,7 @@ async def test_a_streamed_answer_and_its_exact_credits(live: Live, model: str) -
 async def test_a_function_call_and_its_answer(live: Live, model: str, stream: bool) -> None:
     async with client(live) as sdk:
         config = types.GenerateContentConfig(
+            top_k=3,  # carried to Anthropic as top_k; refused to OpenAI-compatible providers
             tools=[WEATHER],
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         )
@@ -195,6 +196,7 @@ async def test_a_function_call_and_its_answer(live: Live, model: str, stream: bo
         if model == NATIVE:
             assert sent["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
         else:  # Gemini's OpenAPI schema reached Anthropic as JSON Schema
+            assert sent["top_k"] == 3
             assert sent["tools"][0]["name"] == "get_weather"
             assert sent["tools"][0]["input_schema"]["properties"]["city"] == {"type": "string"}
         # The function's result goes back as a functionResponse after the model's call
