@@ -28,6 +28,10 @@ CALL_FILTERS = (
     Param("model", "Only calls of this model."),
     Param("status", "Only calls with this status (e.g. success, failed)."),
     Param("request_id", "Only the call with this request id."),
+    Param(
+        "client_format",
+        "Only calls made in this client format (openai, aigne, anthropic, responses, gemini).",
+    ),
     Param("since", "Calls from this Unix time on.", UNIX_TIME),
     Param("until", "Calls before this Unix time.", UNIX_TIME),
     Param("format", "`csv`: the whole filtered list as a spreadsheet.", string(enum=["csv"])),
