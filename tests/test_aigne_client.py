@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ import pytest
 from examples.fake_provider import REPLY
 from middleware.money import to_credits
 from tests.conftest import Live, live_hub
+from tests.node_clients import client_env, installed
 
 pytestmark = pytest.mark.anyio
 
@@ -32,47 +30,21 @@ CLIENT_DIR = Path(__file__).parent / "aigne_client"
 MODEL = "fake/gpt-4o-mini"
 INPUT_RATE = 10_000  # units per token: 10**-6 credit
 OUTPUT_RATE = 20_000
-NPM_INSTALL_TIMEOUT = 600
 NODE_TIMEOUT = 120
-# Proxy settings of the machine must not send the client's loopback calls elsewhere.
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
 @pytest.fixture(scope="session")
 def aigne_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/aigne_client/ copied to a temporary folder and `npm install`ed, once a session."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        missing = "node" if node is None else "npm"
-        if os.environ.get("CI"):
-            pytest.fail(f"`{missing}` is not on PATH and CI is set: the AIGNE client test must run")
-        pytest.skip(f"`{missing}` is not on PATH")
-    folder = tmp_path_factory.mktemp("aigne_client")
-    for name in ("package.json", "chat.mjs"):
-        shutil.copy(CLIENT_DIR / name, folder / name)
-    started = time.monotonic()
-    try:
-        done = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund"],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=NPM_INSTALL_TIMEOUT,
-            env=_env(),
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"npm install took more than {NPM_INSTALL_TIMEOUT} s")
-    if done.returncode != 0:
-        pytest.fail(f"npm install failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    print(f"npm install of the AIGNE client took {time.monotonic() - started:.1f} s")
-    return folder
+    return installed(
+        tmp_path_factory,
+        CLIENT_DIR,
+        ("package.json", "package-lock.json", "chat.mjs"),
+        "the AIGNE client",
+    )
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env.update(extra)
-    return env
+_env = client_env
 
 
 @pytest.fixture

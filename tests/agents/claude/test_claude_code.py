@@ -12,10 +12,7 @@ OpenAI-compatible provider serves (translated both ways). Skipped only where `no
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -33,56 +30,29 @@ from tests.hub.test_anthropic_inbound_sdk import (
     TRANSLATED_TOOLS,
     anthropic_hub,
 )
+from tests.node_clients import client_env, installed
 
 pytestmark = pytest.mark.anyio
 
 CLIENT_DIR = Path(__file__).parent
-NPM_INSTALL_TIMEOUT = 600
 RUN_TIMEOUT = 120
-# Proxy settings of the machine must not send the clients' loopback calls elsewhere.
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
 @pytest.fixture(scope="session")
 def clients(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This folder's package.json and lock copied to a temporary folder and installed
     (`npm ci`: exactly the pinned versions), once a session."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        missing = "node" if node is None else "npm"
-        if os.environ.get("CI"):
-            pytest.fail(f"`{missing}` is not on PATH and CI is set: the Claude tests must run")
-        pytest.skip(f"`{missing}` is not on PATH")
-    folder = tmp_path_factory.mktemp("claude_clients")
-    for name in ("package.json", "package-lock.json", "messages.mjs"):
-        shutil.copy(CLIENT_DIR / name, folder / name)
-    started = time.monotonic()
-    try:
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=NPM_INSTALL_TIMEOUT,
-            env=_env(),
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"npm ci took more than {NPM_INSTALL_TIMEOUT} s")
-    if done.returncode != 0:
-        pytest.fail(f"npm ci failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    print(f"npm ci of Claude Code and the Anthropic SDK took {time.monotonic() - started:.1f} s")
-    return folder
+    return installed(
+        tmp_path_factory,
+        CLIENT_DIR,
+        ("package.json", "package-lock.json", "messages.mjs"),
+        "Claude Code and the Anthropic SDK",
+    )
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     # The caller's own Anthropic settings must not leak into the clients under test.
-    for name in list(env):
-        if name.startswith(("ANTHROPIC_", "CLAUDE_")):
-            del env[name]
-    env.update(extra)
-    return env
+    return client_env(drop_prefixes=("ANTHROPIC_", "CLAUDE_"), **extra)
 
 
 @pytest.fixture

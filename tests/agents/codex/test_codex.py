@@ -11,10 +11,7 @@ where `node` or `npm` is missing, and never when CI is set.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -33,51 +30,26 @@ from tests.hub.test_responses_inbound_live import (
     hub_settings,
     upstream_tokens,
 )
+from tests.node_clients import client_env, installed
 
 pytestmark = pytest.mark.anyio
 
 CLIENT_DIR = Path(__file__).parent
-NPM_INSTALL_TIMEOUT = 600
 RUN_TIMEOUT = 90
-# Proxy settings of the machine must not send the client's loopback calls elsewhere.
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
 @pytest.fixture(scope="session")
 def codex_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This folder's package.json and lock copied to a temporary folder and installed."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        missing = "node" if node is None else "npm"
-        if os.environ.get("CI"):
-            pytest.fail(f"`{missing}` is not on PATH and CI is set: the Codex tests must run")
-        pytest.skip(f"`{missing}` is not on PATH")
-    folder = tmp_path_factory.mktemp("codex")
-    for name in ("package.json", "package-lock.json", "responses.mjs"):
-        shutil.copy(CLIENT_DIR / name, folder / name)
-    started = time.monotonic()
-    try:
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=NPM_INSTALL_TIMEOUT,
-            env=_env(),
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"npm ci took more than {NPM_INSTALL_TIMEOUT} s")
-    if done.returncode != 0:
-        pytest.fail(f"npm ci failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    print(f"npm ci of Codex and the openai SDK took {time.monotonic() - started:.1f} s")
-    return folder
+    return installed(
+        tmp_path_factory,
+        CLIENT_DIR,
+        ("package.json", "package-lock.json", "responses.mjs"),
+        "Codex and the openai SDK",
+    )
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env.update(extra)
-    return env
+_env = client_env
 
 
 @pytest.fixture
