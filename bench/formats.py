@@ -1,14 +1,15 @@
-"""What a client format costs: the Responses API against OpenAI chat, in one run.
+"""What a client format costs: the Responses API and Anthropic Messages against OpenAI chat,
+in one run.
 
     python bench/formats.py [--requests 300]
 
 Starts the example fake provider and the hub (one worker each, SQLite), then times one
 request at a time, whole and streamed, for: OpenAI chat passed through, the Responses API
-passed through (the fake serves it), and the Responses API translated to chat (the same
-fake as a provider that serves chat only). Prints p50 latencies, and the Responses figures
-as ratios to chat's from the same run (this machine is shared: absolute numbers drift). A
-translated stream's extra time over the passed-through one, per streamed chunk, is the
-cost of translating and rendering a chunk.
+passed through (the fake serves it) and translated to chat (the same fake as a provider
+that serves chat only), and Anthropic Messages passed through (the fake's Anthropic side)
+and translated to chat. Prints p50 latencies as ratios to chat's from the same run (this
+machine is shared: absolute numbers drift). A translated stream's extra time over the
+passed-through one, per streamed chunk, is the cost of translating and rendering a chunk.
 """
 
 from __future__ import annotations
@@ -28,6 +29,16 @@ from run import hub_setup, start, wait_up  # type: ignore[import-not-found]
 
 CHAT = {"model": "fake/gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}]}
 RESPONSES = {"model": "fake/gpt-4o-mini", "input": "Say hi"}
+MESSAGES = {
+    "model": "claude/claude-sonnet-4",
+    "max_tokens": 100,
+    "messages": [{"role": "user", "content": "Say hi"}],
+}
+# The event that carries one piece of streamed text, per format.
+TEXT_EVENT = {
+    "/v1/responses": b"event: response.output_text.delta",
+    "/v1/messages": b"event: content_block_delta",
+}
 ROUNDS = 5
 
 
@@ -42,14 +53,13 @@ async def timed(
     return time.perf_counter() - started
 
 
-async def chunks(url: str, key: str) -> int:
-    """The text deltas of one streamed Responses answer."""
+async def chunks(hub: str, path: str, key: str, body: dict[str, object]) -> int:
+    """The text deltas of one streamed answer in the format of `path`."""
     async with aiohttp.ClientSession() as session:
-        body = {**RESPONSES, "stream": True}
         async with session.post(
-            url, json=body, headers={"authorization": f"Bearer {key}"}
+            hub + path, json={**body, "stream": True}, headers={"authorization": f"Bearer {key}"}
         ) as answer:
-            return (await answer.read()).count(b"event: response.output_text.delta")
+            return (await answer.read()).count(TEXT_EVENT[path])
 
 
 async def samples(url: str, key: str, body: dict[str, object], n: int) -> list[float]:
@@ -60,7 +70,7 @@ async def samples(url: str, key: str, body: dict[str, object], n: int) -> list[f
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description="Responses API vs OpenAI chat through the hub")
+    parser = argparse.ArgumentParser(description="Client formats vs OpenAI chat through the hub")
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
     fake_port, hub_port = 8310, 8311
@@ -71,6 +81,8 @@ async def main() -> None:
         f'[server]\nport = {hub_port}\n[database]\nurl = "sqlite:///{tmp}/bench.db"\n'
         f'[providers.fake]\nbase_url = "{fake}"\napi_keys = ["bench"]\nresponses_api = true\n'
         f'[providers.chat]\nbase_url = "{fake}"\napi_keys = ["bench"]\n'
+        f'[providers.claude]\nkind = "anthropic"\nbase_url = "http://127.0.0.1:{fake_port}"\n'
+        'api_keys = ["bench"]\nmodels = ["claude-sonnet-4"]\n'
     )
     env = {**os.environ, "AIGNE_HUB_CONFIG": str(config)}
     procs = [start(["examples/fake_provider.py", "--port", str(fake_port)])]
@@ -81,24 +93,15 @@ async def main() -> None:
         hub = f"http://127.0.0.1:{hub_port}"
         await wait_up(f"{hub}/health")
         translated = {**RESPONSES, "model": "chat/gpt-4o-mini"}
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "hub.cli",
-                "rates",
-                "set",
-                "chat/gpt-4o-mini",
-                "--input",
-                "0.15",
-                "--output",
-                "0.6",
-                "--per-million",
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        for model in ("chat/gpt-4o-mini", "claude/claude-sonnet-4"):
+            rate = ["--input", "0.15", "--output", "0.6", "--per-million"]
+            subprocess.run(
+                [sys.executable, "-m", "hub.cli", "rates", "set", model, *rate],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+        messages_translated = {**MESSAGES, "model": "fake/gpt-4o-mini"}
         targets = [
             (f"{name}{' stream' if stream else ''}", hub + path, {**body, "stream": stream})
             for stream in (False, True)
@@ -106,6 +109,8 @@ async def main() -> None:
                 ("chat", "/v1/chat/completions", CHAT),
                 ("responses", "/v1/responses", RESPONSES),
                 ("responses translated", "/v1/responses", translated),
+                ("messages", "/v1/messages", MESSAGES),
+                ("messages translated", "/v1/messages", messages_translated),
             )
         ]
         # In alternating rounds, so that load from elsewhere on this shared machine lands
@@ -118,9 +123,13 @@ async def main() -> None:
         for label, value in figures.items():
             base = figures["chat stream" if label.endswith("stream") else "chat"]
             print(f"{label:28} p50 {value:6.2f} ms  ({value / base:.2f}x chat)")
-        n = await chunks(hub + "/v1/responses", key)
-        per_chunk = (figures["responses translated stream"] - figures["responses stream"]) / n
-        print(f"translation, per streamed chunk: {per_chunk * 1000:.0f} us ({n} chunks)")
+        for name, path, body in (
+            ("responses", "/v1/responses", translated),
+            ("messages", "/v1/messages", messages_translated),
+        ):
+            n = await chunks(hub, path, key, body)
+            extra = figures[f"{name} translated stream"] - figures[f"{name} stream"]
+            print(f"{name} translation, per streamed chunk: {extra / n * 1000:.0f} us ({n} chunks)")
     finally:
         for proc in procs:
             proc.terminate()
