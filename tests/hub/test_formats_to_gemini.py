@@ -23,6 +23,26 @@ INPUT_RATE, OUTPUT_RATE = 10_000, 20_000
 # The fake counts words: "Be brief." and "Say hi" reach it as Gemini contents either way.
 PROMPT_WORDS = 4
 REPLY_WORDS = len(REPLY.split())
+MESSAGES_WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+RESPONSES_WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+    "strict": False,
+}
 
 
 def settings_for(tmp_path: Path, upstream_url: str) -> Settings:
@@ -145,3 +165,39 @@ async def test_a_responses_call_to_gemini_streamed(live: Live) -> None:
     assert (final.usage.input_tokens, final.usage.output_tokens) == (PROMPT_WORDS, REPLY_WORDS)
     check_sent(live, streamed=True)
     await check_billed(live, "responses")
+
+
+async def test_a_messages_tool_call_to_gemini_streamed(live: Live) -> None:
+    async with messages_client(live) as sdk:
+        async with sdk.messages.stream(
+            model=GEMINI,
+            max_tokens=200,
+            messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+            tools=[MESSAGES_WEATHER],  # type: ignore[list-item]
+        ) as stream:
+            message = await stream.get_final_message()
+    [block] = message.content
+    assert block.type == "tool_use" and block.name == "get_weather"
+    assert block.input == {"city": "Paris"}
+    assert message.stop_reason == "tool_use"
+    sent = live.fake.requests[-1]["body"]
+    assert sent["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
+    # The fake answers a tool call with 5 output tokens; the prompt is its 6 words.
+    recorded = await live.wait_for_call(model=GEMINI, status="success")
+    assert (recorded["input_tokens"], recorded["output_tokens"]) == (6, 5)
+    assert recorded["credits"] == 6 * INPUT_RATE + 5 * OUTPUT_RATE
+
+
+async def test_a_responses_tool_call_to_gemini_whole(live: Live) -> None:
+    async with responses_client(live) as sdk:
+        answer = await sdk.responses.create(
+            model=GEMINI,
+            input="What is the weather in Paris?",
+            tools=[RESPONSES_WEATHER],  # type: ignore[list-item]
+        )
+    calls = [item for item in answer.output if item.type == "function_call"]
+    assert [c.name for c in calls] == ["get_weather"]
+    assert calls[0].arguments.replace(" ", "") == '{"city":"Paris"}'
+    recorded = await live.wait_for_call(model=GEMINI, status="success")
+    assert (recorded["input_tokens"], recorded["output_tokens"]) == (6, 5)
+    assert recorded["credits"] == 6 * INPUT_RATE + 5 * OUTPUT_RATE
