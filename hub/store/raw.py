@@ -183,17 +183,25 @@ class SqliteBackend:
     async def start(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=0")
+        # The connection's first statement reads the schema, which waits for a lock while
+        # another process starting at the same moment holds it (seen as "database is
+        # locked" at start-up with several workers): waited for here like a write lock.
         # 64 MiB of page cache (the default is 2 MiB): the indexes a call touches stay hot.
-        conn.execute("PRAGMA cache_size=-65536")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        await self._when_unlocked(conn, "PRAGMA cache_size=-65536")
+        await self._when_unlocked(conn, f"PRAGMA synchronous={self.synchronous}")
         self._conn = conn
 
     async def _begin(self, conn: sqlite3.Connection) -> None:
+        await self._when_unlocked(conn, "BEGIN IMMEDIATE")
+
+    async def _when_unlocked(self, conn: sqlite3.Connection, statement: str) -> None:
+        """Run a statement that needs a lock another process may hold, retrying in asyncio
+        sleeps until `lock_timeout`."""
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.001
         while True:
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(statement)
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
